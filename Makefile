@@ -1,0 +1,50 @@
+# Usage: make test [PYTEST_ARGS="-k ssh -x"] | make lint | make venv PYTHON=python3.12
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+# Only the folders that exist (example/ and bench/ come later).
+LINT_PATHS := $(wildcard django_remote_submission tests example bench)
+
+.PHONY: venv sysdeps test lint bench demo clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: $(wildcard requirements*.txt) pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements_test.txt
+	touch $@
+
+# Debian packages the tests need: sshd, redis-server, chromium. Installed only when root.
+sysdeps:
+	@missing=""; \
+	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then \
+		echo "sysdeps: sshd, redis-server and chromium present"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "sysdeps: installing$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q $$missing; \
+	else \
+		echo "sysdeps: missing$$missing (not root, not installing: tests needing them skip, or fail with CI=true)"; \
+	fi
+
+test: sysdeps venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+
+bench: venv
+	$(PY) -m bench
+
+demo: venv
+	$(PY) example/demo.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

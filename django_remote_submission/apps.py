@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class DjangoRemoteSubmissionConfig(AppConfig):
+    name = "django_remote_submission"
+    verbose_name = "Remote submission"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)

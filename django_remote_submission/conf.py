@@ -1,0 +1,84 @@
+"""All settings of the app, read from one ``DRS`` dict in the project's settings.
+
+    # settings.py
+    DRS = {"HOST_KEY_POLICY": "auto_add", "LOG_FLUSH_INTERVAL": 0.1}
+
+    # in the app
+    from django_remote_submission.conf import drs_settings
+    drs_settings.HOST_KEY_POLICY
+
+Only the keys a project wants to change need to be given; the rest come from
+``DEFAULTS``. Unknown keys are rejected by a system check (see ``checks.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+
+DEFAULTS: dict[str, Any] = {
+    # "reject": connect only if the key equals Server.host_key; "auto_add": trust on
+    # first use and store the key; "warn": log a mismatch and go on (development only).
+    "HOST_KEY_POLICY": "reject",
+    # Fernet key (urlsafe base64, 32 bytes) for secrets in the broker and the database.
+    # Empty: derived from Django's SECRET_KEY.
+    "SECRET_KEY": "",
+    # Lifetime of an encrypted password travelling through the broker, in seconds.
+    "CREDENTIAL_TTL": 24 * 3600,
+    # Seconds to wait for a TCP connection / the SSH banner / authentication.
+    "CONNECT_TIMEOUT": 10.0,
+    # Seconds between SSH keepalive packets on pooled connections.
+    "KEEPALIVE": 30,
+    # Seconds an idle pooled connection is kept open.
+    "POOL_IDLE_TIMEOUT": 300.0,
+    # Where per-job run directories live on a host; relative paths are under $HOME.
+    "RUN_ROOT": ".django-remote-submission/runs",
+    # Log batching: a batch is stored at most this many seconds after its first line
+    # arrived, or as soon as it holds LOG_BATCH_BYTES.
+    "LOG_FLUSH_INTERVAL": 0.05,
+    "LOG_BATCH_BYTES": 1 << 20,
+    # Largest Log row; a longer batch is split on line boundaries.
+    "LOG_ROW_BYTES": 256 * 1024,
+    # A line with no newline is stored in pieces once it grows past this many bytes.
+    "LOG_MAX_LINE_BYTES": 64 * 1024,
+    # Seconds between the TERM sent to a job's process group and the KILL.
+    "KILL_GRACE": 5.0,
+    # Seconds between heartbeats the runner writes while it watches a job.
+    "HEARTBEAT_INTERVAL": 15.0,
+    # Storage prefix of result files: <prefix>/<job uuid>/<relative path>.
+    "RESULTS_PREFIX": "results",
+}
+
+
+class DRSSettings:
+    """Attribute access to ``settings.DRS`` with ``DEFAULTS`` filled in."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        return getattr(settings, "DRS", {}) or {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Invalid DRS setting: {name!r}")
+        if name not in self._cache:
+            self._cache[name] = self.user_settings.get(name, DEFAULTS[name])
+        return self._cache[name]
+
+    def reload(self) -> None:
+        self._cache.clear()
+
+
+drs_settings = DRSSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("DRS", "SECRET_KEY"):
+        drs_settings.reload()
+
+
+setting_changed.connect(_reload)

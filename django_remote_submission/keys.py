@@ -1,0 +1,83 @@
+"""Add or remove this worker's public key in a host's ``~/.ssh/authorized_keys``.
+
+    keys.deploy("ada", "password", "hpc.example.org")   # later jobs log in with the key
+    keys.remove("ada", None, "hpc.example.org")
+
+The file is edited in place: other keys, its owner and its mode are kept; ``~/.ssh`` and the
+file are created 0700 / 0600 when missing. A key already present is not added twice.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .launchers.direct import sh
+from .models import Server
+from .remote import Credentials, RemoteError, Target, open_transport
+
+ADD = r"""
+umask 077
+mkdir -p .ssh || exit 1
+f=.ssh/authorized_keys
+[ -f "$f" ] || : > "$f" || exit 1
+grep -qF -- " $2" "$f" && exit 0
+[ -s "$f" ] && [ -n "$(tail -c 1 "$f")" ] && echo >> "$f"
+printf '%s\n' "$1" >> "$f"
+"""
+
+REMOVE = r"""
+f=.ssh/authorized_keys
+[ -f "$f" ] || exit 0
+t=$(mktemp) || exit 1
+awk -v k="$1" '{ for (i = 1; i <= NF; i++) if ($i == k) next; print }' "$f" > "$t" &&
+  cat "$t" > "$f"
+s=$?; rm -f "$t"; exit $s
+"""
+
+DEFAULT_KEYS = ("~/.ssh/id_ed25519.pub", "~/.ssh/id_ecdsa.pub", "~/.ssh/id_rsa.pub")
+
+
+def public_key(filename: str | None = None) -> tuple[str, str]:
+    """(the key line, its base64 part) of ``filename`` or the worker's default key."""
+    candidates = [filename] if filename else DEFAULT_KEYS
+    for name in candidates:
+        path = os.path.expanduser(name)
+        if not path.endswith(".pub") and os.path.exists(path + ".pub"):
+            path += ".pub"
+        if os.path.exists(path):
+            with open(path) as f:
+                words = f.read().split()
+            if len(words) >= 2:
+                return " ".join(words[:3]), words[1]
+            raise RemoteError(f"{path} is not a public key file.")
+    raise RemoteError(f"No public key found (looked for {', '.join(candidates)}).")
+
+
+def _transport(username, password, hostname, port, remote):
+    from .runner import connect
+
+    server = Server.objects.filter(hostname=hostname, port=port).first()
+    if server is None:
+        server = Server(hostname=hostname, port=port)
+    creds = Credentials(username, password=password or None)
+    if server.pk:
+        return connect(server, creds, remote)
+    return open_transport(Target(hostname, port, ""), creds, remote)
+
+
+def deploy(username: str, password: str | None, hostname: str, port: int = 22,
+           public_key_filename: str | None = None, remote: bool = True) -> None:
+    line, b64 = public_key(public_key_filename)
+    with _transport(username, password, hostname, port, remote) as t:
+        res = t.run(sh(ADD, line, b64), timeout=60)
+    if res.exit_code:
+        raise RemoteError(f"Could not add the key to {hostname}: {res.error_text}")
+
+
+def remove(username: str, password: str | None, hostname: str, port: int = 22,
+           public_key_filename: str | None = None, remote: bool = True) -> None:
+    line, b64 = public_key(public_key_filename)
+    with _transport(username, password, hostname, port, remote) as t:
+        res = t.run(sh(REMOVE, b64), timeout=60)
+    if res.exit_code:
+        raise RemoteError(f"Could not remove the key from {hostname}: {res.error_text}")

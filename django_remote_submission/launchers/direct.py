@@ -1,0 +1,202 @@
+"""Run a job as a detached process on the host, with its output in files of a run directory.
+
+    launcher = DirectLauncher(transport)
+    run = launcher.launch("/tmp/job", "job.py", b'print("hi")', ".drs/runs/<uuid>",
+                          ["/usr/bin/python3", "-u"])
+    proc = launcher.stream(run.run_dir, stdout_offset=0, stderr_offset=0)
+    ...                                   # read until proc.done
+    launcher.exit_code(run.run_dir, proc) # 0
+
+The job runs in its own session (``setsid``), so it outlives the SSH connection that started
+it; its stdout and stderr go through ``cat`` into ``out`` and ``err`` (so output written by
+children after the interpreter exits is kept), its pid into ``pid``, its exit code into ``exit``.
+The wrapper holds an exclusive ``flock`` on ``lock`` for its whole life: a watcher blocks on
+that lock instead of polling, and ``tail -F`` streams both files from any byte offset, so a
+watcher that reconnects continues exactly where the database stops.
+
+All scripts are fixed POSIX sh text; every value reaches them as a positional argument, never
+spliced into the script, so no field of a job can inject a command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..remote.base import Process, RemoteError, Transport
+
+# Stage in (always) and launch (mode "launch"). Args: mode dir file run wrapper argv...
+# stdin: the program. Prints pid, absolute run dir and absolute directory.
+LAUNCH = r"""
+set -u
+mode=$1 d=$2 f=$3 run=$4 wrapper=$5; shift 5
+case $run in /*) ;; *) run=$PWD/$run ;; esac
+[ "$mode" = launch ] && [ -e "$run" ] && exit 14
+mkdir -p -- "$d" || exit 10
+cd -- "$d" || exit 10
+cat > "$f" || exit 11
+[ "$mode" = launch ] || { printf '%s\n' "$PWD"; exit 0; }
+case $1 in
+  */*) [ -f "$1" ] && [ -x "$1" ] ;;
+  *) command -v -- "$1" >/dev/null 2>&1 ;;
+esac || exit 12
+command -v flock >/dev/null 2>&1 && command -v setsid >/dev/null 2>&1 || exit 15
+mkdir -p -- "${run%/*}" || exit 13
+tmp=$run.tmp.$$
+mkdir -- "$tmp" || exit 13
+: > "$tmp/out"; : > "$tmp/err"
+exec 9> "$tmp/lock"
+flock -x 9 || exit 13
+find . -mindepth 1 -printf '%P\0%y\0%s\0%T@\0%C@\0%i\0' > "$tmp/before" 2>/dev/null
+if ! mv -T -- "$tmp" "$run" 2>/dev/null; then rm -rf -- "$tmp"; exit 14; fi
+setsid sh -c "$wrapper" sh "$run" "$@" < /dev/null > /dev/null 2>&1 &
+printf '%s\n%s\n%s\n' "$!" "$run" "$PWD"
+"""
+
+# Runs as the session leader of the job. Args: run argv...
+WRAPPER = r"""
+run=$1; shift
+echo $$ > "$run/pid"
+trap : TERM INT HUP
+{ { trap : TERM INT HUP; "$@" < /dev/null 2>&4 4>&- 9>&-; echo $? > "$run/rc"; } \
+    4>&1 1>&3 2>/dev/null 3>&- 9>&- |
+  (trap '' TERM INT HUP; exec cat > "$run/err" 9>&-); } 3>&1 9>&- |
+  (trap '' TERM INT HUP; exec cat > "$run/out" 9>&-)
+[ -f "$run/rc" ] && mv -f -- "$run/rc" "$run/exit"
+"""
+
+# Stream out/err from byte offsets until the wrapper releases its lock.
+# Args: run stdout_offset stderr_offset. Exit status: the job's, or 255 when unknown.
+STREAM = r"""
+cd -- "$1" 2>/dev/null || exit 120
+(flock -s 9) 9< lock & w=$!
+tail -c "+$(($2 + 1))" -F --pid="$w" out 2>/dev/null & a=$!
+tail -c "+$(($3 + 1))" -F --pid="$w" err >&2 2>/dev/null & b=$!
+wait "$w"
+touch out err
+wait "$a" "$b"
+[ -f exit ] && exit "$(cat exit)"
+exit 255
+"""
+
+# Stop every process of the job's session: TERM, then KILL after the grace period, and
+# return only once none is left (zombies do not count). Args: run grace_tenths.
+KILL = r"""
+cd -- "$1" 2>/dev/null || exit 0
+p=$(cat pid 2>/dev/null) || exit 0
+[ -n "$p" ] || exit 0
+members() {
+  for s in /proc/[0-9]*/stat; do
+    read -r l < "$s" 2>/dev/null || continue
+    set -- ${l##*) }
+    s=${s%/stat}
+    [ "$4" = "$p" ] && [ "$1" != Z ] && printf '%s ' "${s#/proc/}"
+  done
+}
+kill -TERM $(members) 2>/dev/null
+i=0
+while [ -n "$(members)" ]; do
+  [ "$i" -ge "$2" ] && kill -KILL $(members) 2>/dev/null
+  [ "$i" -ge $(($2 + 100)) ] && exit 3
+  sleep 0.1; i=$((i + 1))
+done
+exit 0
+"""
+
+# The snapshot taken before launch, an empty field, then the directory as it is now.
+LISTING = r"""
+cd -- "$1" || exit 10
+cat -- "$2/before" 2>/dev/null
+printf '\0'
+find . -mindepth 1 -printf '%P\0%y\0%s\0%T@\0%C@\0%i\0' 2>/dev/null
+exit 0
+"""
+
+EXIT_CODE = r"""cat -- "$1/exit" 2>/dev/null || exit 1"""
+
+LAUNCH_ERRORS = {
+    10: "Cannot create or enter the remote directory {dir!r}",
+    11: "Cannot write {file!r} in the remote directory {dir!r}",
+    12: "Interpreter {interpreter!r} not found on the host (or not executable)",
+    13: "Cannot create the run directory {run!r} on the host",
+    15: "The host lacks flock or setsid (util-linux), needed to run jobs detached",
+}
+ALREADY_LAUNCHED = 14
+
+
+def sh(script: str, *args: object) -> list[str]:
+    """argv running ``script`` with ``sh``; ``args`` become "$1", "$2", ..."""
+    return ["sh", "-c", script, "sh", *map(str, args)]
+
+
+@dataclass
+class Launched:
+    pid: int | None
+    run_dir: str
+    directory: str
+    attached: bool = False
+
+
+class DirectLauncher:
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    def _run_launch(self, mode: str, directory: str, filename: str, program: bytes,
+                    run_dir: str, argv: list[str]):
+        res = self.transport.run(sh(LAUNCH, mode, directory, filename, run_dir, WRAPPER, *argv),
+                                 stdin=program, timeout=120)
+        if res.exit_code in (0, ALREADY_LAUNCHED):
+            return res
+        template = LAUNCH_ERRORS.get(res.exit_code, "Could not start the job (exit status {code})")
+        message = template.format(dir=directory, file=filename, run=run_dir,
+                                  interpreter=argv[0] if argv else "", code=res.exit_code)
+        detail = " ".join(res.error_text.replace("sh: ", "").split())
+        raise RemoteError(f"{message}: {detail}" if detail else f"{message}.")
+
+    def stage(self, directory: str, filename: str, program: bytes) -> str:
+        """Write the program into the directory (created if missing); return its absolute path."""
+        return self._run_launch("stage", directory, filename, program, "-", []).text.strip()
+
+    def launch(self, directory: str, filename: str, program: bytes, run_dir: str,
+               argv: list[str]) -> Launched:
+        """Write the program and start ``argv + [filename]`` detached, in ``directory``.
+
+        The run directory is published atomically before the process starts: a second
+        launch of the same run finds it and returns ``attached=True`` instead of starting
+        the program twice.
+        """
+        target = f"./{filename}" if filename.startswith("-") else filename
+        res = self._run_launch("launch", directory, filename, program, run_dir, [*argv, target])
+        if res.exit_code == ALREADY_LAUNCHED:
+            return Launched(None, run_dir, directory, attached=True)
+        pid, run, cwd = res.text.split("\n")[:3]
+        return Launched(int(pid), run, cwd)
+
+    def stream(self, run_dir: str, stdout_offset: int, stderr_offset: int) -> Process:
+        """Follow the job's output from the given byte offsets until the job is over."""
+        return self.transport.start(sh(STREAM, run_dir, stdout_offset, stderr_offset))
+
+    def exit_code(self, run_dir: str, proc: Process) -> int | None:
+        """The job's exit code once ``proc`` (from ``stream``) is done; None if it left none."""
+        if proc.exit_code == 120:
+            raise RemoteError(f"The run directory {run_dir!r} disappeared from the host.")
+        if proc.exit_code not in (255, -1, None):
+            return proc.exit_code
+        res = self.transport.run(sh(EXIT_CODE, run_dir), timeout=60)
+        return int(res.text) if res.exit_code == 0 and res.text.strip().isdigit() else None
+
+    def kill(self, run_dir: str, grace: float) -> None:
+        """Stop the job's whole session; return once the host confirms nothing is left."""
+        res = self.transport.run(sh(KILL, run_dir, max(0, int(grace * 10))), timeout=grace + 60)
+        if res.exit_code != 0:
+            raise RemoteError(f"Processes of the job survived SIGKILL ({run_dir}).")
+
+    def listing(self, directory: str, run_dir: str) -> tuple[bytes, bytes]:
+        """(snapshot before launch, listing now) of the directory, as NUL-terminated fields."""
+        res = self.transport.run(sh(LISTING, directory, run_dir), timeout=300)
+        if res.exit_code != 0:
+            raise RemoteError(f"Cannot list the remote directory {directory!r}: {res.error_text}")
+        out = res.stdout
+        if out.startswith(b"\0"):
+            return b"", out[1:]
+        before, _, after = out.partition(b"\0\0")
+        return before + b"\0", after

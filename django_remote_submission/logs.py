@@ -1,0 +1,184 @@
+"""A job's output into ``Log`` rows: exact bytes, whole lines, batched.
+
+    writer = LogWriter(job, LogPolicy.LOG_LIVE)
+    writer.feed("stdout", b"partial li")      # nothing stored yet
+    writer.feed("stdout", b"ne\\nmore")
+    writer.flush_if_due()                     # stores "partial line\\n" once the batch is due
+    writer.close()                            # stores the rest ("more")
+
+Bytes are decoded incrementally (a character split between two reads is never an error;
+invalid bytes become U+FFFD). With ``LOG_LIVE`` a row holds whole lines of one stream; a
+batch is stored ``LOG_FLUSH_INTERVAL`` s after its first byte arrived or as soon as it holds
+``LOG_BATCH_BYTES``, with one ``bulk_create`` and one broadcast, and the job's byte offsets
+move in the same transaction, so a resumed stream starts exactly where the rows end.
+"""
+
+from __future__ import annotations
+
+import codecs
+import time
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import events
+from .conf import drs_settings
+from .models import Job, Log
+
+STREAMS = ("stdout", "stderr")
+
+
+class LogPolicy:
+    """What to keep of a job's output (the original's names and values)."""
+
+    LOG_NONE = 0  # nothing
+    LOG_LIVE = 1  # rows as the output arrives
+    LOG_TOTAL = 2  # one row per stream when the job ends
+
+    @classmethod
+    def validate(cls, value) -> int:
+        if value not in (cls.LOG_NONE, cls.LOG_LIVE, cls.LOG_TOTAL):
+            raise ValueError(f"Unknown log policy {value!r}: use LogPolicy.LOG_NONE, LOG_LIVE or LOG_TOTAL.")
+        return value
+
+
+class _Stream:
+    def __init__(self, name: str, offset: int) -> None:
+        self.name = name
+        self.offset = offset  # bytes handed to the decoder so far
+        self.buf = bytearray()
+        self.since: float | None = None  # monotonic time the oldest pending byte arrived
+        self.arrived = timezone.now()
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    @property
+    def committed(self) -> int:
+        """Offset up to which the output is stored (the decoder may hold a split character)."""
+        return self.offset - len(self.decoder.getstate()[0])
+
+    def take(self, final: bool, limit: int) -> list[tuple[int, str]]:
+        """Remove what is ready from the buffer: [(byte offset, text), ...] in row-sized pieces."""
+        if final:
+            cut = len(self.buf)
+        else:
+            cut = self.buf.rfind(b"\n") + 1
+            if not cut and len(self.buf) >= drs_settings.LOG_MAX_LINE_BYTES:
+                cut = len(self.buf)
+        pieces = []
+        start = 0
+        while start < cut:
+            end = cut
+            if end - start > limit:
+                nl = self.buf.rfind(b"\n", start, start + limit)
+                end = nl + 1 if nl >= start else start + limit
+            text = self.decoder.decode(bytes(self.buf[start:end]), final=final and end == cut)
+            if text:
+                pieces.append((self.offset + start, text))
+            start = end
+        del self.buf[:cut]
+        self.offset += cut
+        if not self.buf:
+            self.since = None
+        return pieces
+
+    def rewind(self) -> int:
+        """Drop what is not stored; return the offset to read again from."""
+        start = self.committed
+        self.buf.clear()
+        self.since = None
+        self.offset = start
+        self.decoder.reset()
+        return start
+
+
+class LogWriter:
+    """Turns chunks of output into Log rows according to a ``LogPolicy``."""
+
+    def __init__(self, job: Job, policy: int = LogPolicy.LOG_LIVE) -> None:
+        self.job = job
+        self.policy = LogPolicy.validate(policy)
+        self.streams = {
+            "stdout": _Stream("stdout", job.stdout_offset),
+            "stderr": _Stream("stderr", job.stderr_offset),
+        }
+
+    def feed(self, stream: str, data: bytes) -> None:
+        s = self.streams[stream]
+        if self.policy == LogPolicy.LOG_NONE:
+            s.offset += len(data)
+            return
+        if s.since is None:
+            s.since = time.monotonic()
+            s.arrived = timezone.now()
+        s.buf += data
+
+    def due_in(self) -> float | None:
+        """Seconds until the pending batch must be stored (None: nothing pending)."""
+        if self.policy != LogPolicy.LOG_LIVE:
+            return None
+        pending = [s.since for s in self.streams.values() if s.since is not None]
+        if not pending:
+            return None
+        if any(len(s.buf) >= drs_settings.LOG_BATCH_BYTES for s in self.streams.values()):
+            return 0.0
+        return max(0.0, min(pending) + drs_settings.LOG_FLUSH_INTERVAL - time.monotonic())
+
+    def flush_if_due(self) -> None:
+        due = self.due_in()
+        if due is not None and due <= 0:
+            self.flush()
+
+    def flush(self, final: bool = False) -> list[Log]:
+        """Store what is ready (whole lines; everything when ``final``)."""
+        if self.policy == LogPolicy.LOG_TOTAL and not final:
+            return []
+        rows = []
+        for s in self.streams.values():
+            arrived = s.arrived
+            whole = self.policy == LogPolicy.LOG_TOTAL
+            limit = len(s.buf) + 1 if whole else int(drs_settings.LOG_ROW_BYTES)
+            for offset, text in s.take(final, limit):
+                rows.append(Log(job_id=self.job.pk, stream=s.name, content=text, offset=offset,
+                                time=arrived))
+            if s.buf:
+                s.arrived = timezone.now()
+        self._store(rows)
+        return rows
+
+    def _store(self, rows: list[Log]) -> None:
+        out, err = self.streams["stdout"].committed, self.streams["stderr"].committed
+        if not rows and (out, err) == (self.job.stdout_offset, self.job.stderr_offset):
+            return
+        now = timezone.now()
+        with transaction.atomic():
+            if rows:
+                Log.objects.bulk_create(rows)
+            Job.objects.filter(pk=self.job.pk).update(stdout_offset=out, stderr_offset=err,
+                                                      heartbeat=now)
+        self.job.stdout_offset, self.job.stderr_offset, self.job.heartbeat = out, err, now
+        if rows:
+            events.logs_stored(self.job, rows)
+
+    def rewind(self) -> tuple[int, int]:
+        """After a lost connection: store whole lines, drop the rest, return resume offsets."""
+        if self.policy == LogPolicy.LOG_LIVE:
+            self.flush()
+        for s in self.streams.values():
+            if self.policy == LogPolicy.LOG_TOTAL:
+                s.buf.clear()
+                s.offset = self.job.stdout_offset if s.name == "stdout" else self.job.stderr_offset
+                s.decoder.reset()
+            else:
+                s.rewind()
+        return self.streams["stdout"].offset, self.streams["stderr"].offset
+
+    def close(self) -> None:
+        """The streams ended: store everything left, partial last lines included."""
+        self.flush(final=True)
+
+
+def write_notice(job: Job, message: str) -> Log:
+    """A message of the app itself about the job (stream "system"), e.g. a skipped result."""
+    row = Log.objects.create(job=job, stream="system", content=message + "\n")
+    events.logs_stored(job, [row])
+    return row

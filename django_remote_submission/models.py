@@ -1,0 +1,249 @@
+"""The app's data: where jobs run (Server, Interpreter), what runs (Job), what came back (Log, Result).
+
+    python3 = Interpreter.objects.create(name="python3", path="/usr/bin/python3", arguments=["-u"])
+    server = Server.objects.create(title="HPC", hostname="hpc.example.org")
+    server.interpreters.add(python3)
+    job = Job.objects.create(title="hello", program='print("hi")', remote_directory="/tmp/hello",
+                             remote_filename="hello.py", owner=user, server=server,
+                             interpreter=python3)
+    job.status == Job.STATUS.initial
+
+The job state machine is declared here (``Job.STATUS``, ``FINAL_STATES``, ``TRANSITIONS``);
+only ``runner.py`` moves a job from one state to another.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .conf import drs_settings
+from .credentials import EncryptedTextField
+
+
+class TimeStampedModel(models.Model):
+    created = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
+    modified = models.DateTimeField(_("modified"), auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class Interpreter(TimeStampedModel):
+    """An executable that runs a job's program, e.g. ``/usr/bin/python3 -u``."""
+
+    name = models.CharField(_("name"), max_length=100)
+    path = models.CharField(
+        _("command path"),
+        max_length=256,
+        help_text=_("Absolute path or command name. Extra words are split shell-style, never run "
+                    "through a shell (\"/usr/bin/python3 -u\" works)."),
+    )
+    arguments = models.JSONField(
+        _("arguments"), default=list, blank=True,
+        help_text=_('Arguments before the program file, e.g. ["-u"].'),
+    )
+
+    class Meta:
+        verbose_name = _("interpreter")
+        verbose_name_plural = _("interpreters")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.path})"
+
+    def clean(self) -> None:
+        if not isinstance(self.arguments, list) or not all(isinstance(a, str) for a in self.arguments):
+            raise ValidationError({"arguments": _("Arguments must be a list of strings.")})
+
+
+class Server(TimeStampedModel):
+    """A host reachable over SSH, and how to log in to it."""
+
+    title = models.CharField(_("name"), max_length=100)
+    hostname = models.CharField(_("hostname"), max_length=255)
+    port = models.PositiveIntegerField(_("port"), default=22)
+    interpreters = models.ManyToManyField(Interpreter, related_name="servers", blank=True,
+                                          verbose_name=_("interpreters"))
+    username = models.CharField(
+        _("login name"), max_length=150, blank=True,
+        help_text=_("Blank: the job owner's username."),
+    )
+    private_key = EncryptedTextField(
+        _("private key"), blank=True,
+        help_text=_("OpenSSH private key text used to log in (stored encrypted)."),
+    )
+    private_key_passphrase = EncryptedTextField(_("private key passphrase"), blank=True)
+    use_agent = models.BooleanField(
+        _("use ssh-agent"), default=False,
+        help_text=_("Offer the keys of the worker's ssh-agent (SSH_AUTH_SOCK)."),
+    )
+    host_key = models.TextField(
+        _("host key"), blank=True,
+        help_text=_("known_hosts-style line of the server's public key. Blank until known."),
+    )
+
+    class Meta:
+        verbose_name = _("server")
+        verbose_name_plural = _("servers")
+        ordering = ["title"]
+
+    def __str__(self) -> str:
+        return f"{self.title} <{self.hostname}:{self.port}>"
+
+
+class Status(models.TextChoices):
+    initial = "initial", _("initial")
+    submitted = "submitted", _("submitted")
+    running = "running", _("running")
+    success = "success", _("success")
+    failure = "failure", _("failure")
+    cancelled = "cancelled", _("cancelled")
+
+
+FINAL_STATES = frozenset({Status.success, Status.failure, Status.cancelled})
+ACTIVE_STATES = frozenset({Status.submitted, Status.running})
+
+# Legal moves. A final state may go back to ``submitted``: that is a resubmission.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    Status.initial: frozenset({Status.submitted, Status.success, Status.failure, Status.cancelled}),
+    Status.submitted: frozenset({Status.submitted, Status.running, *FINAL_STATES}),
+    Status.running: frozenset({Status.running, *FINAL_STATES}),
+    Status.success: frozenset({Status.submitted}),
+    Status.failure: frozenset({Status.submitted}),
+    Status.cancelled: frozenset({Status.submitted}),
+}
+
+
+class JobQuerySet(models.QuerySet):
+    def active(self) -> JobQuerySet:
+        return self.filter(status__in=ACTIVE_STATES)
+
+    def visible_to(self, user) -> JobQuerySet:
+        if user.is_staff:
+            return self
+        return self.filter(owner=user) if user.is_authenticated else self.none()
+
+
+class Job(TimeStampedModel):
+    """A program to run on a server with an interpreter, and the state of its latest run."""
+
+    STATUS = Status
+
+    title = models.CharField(_("title"), max_length=250)
+    uuid = models.UUIDField(_("UUID"), default=uuid.uuid4, editable=False, unique=True)
+    program = models.TextField(_("program"))
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices,
+                              default=Status.initial, db_index=True)
+    remote_directory = models.CharField(
+        _("remote directory"), max_length=1024,
+        help_text=_("Directory on the host where the program is written and run; created if "
+                    "missing. Relative paths and ~/ are under the login's home."),
+    )
+    remote_filename = models.CharField(_("remote filename"), max_length=255)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, related_name="jobs",
+                              verbose_name=_("owner"))
+    server = models.ForeignKey(Server, models.PROTECT, related_name="jobs", verbose_name=_("server"))
+    interpreter = models.ForeignKey(Interpreter, models.PROTECT, related_name="jobs",
+                                    verbose_name=_("interpreter"))
+
+    exit_code = models.IntegerField(_("exit code"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True,
+                             help_text=_("Why the job failed or was cancelled, in plain words."))
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    # Bookkeeping of the current run, so that any worker can find it again.
+    submission = models.CharField(max_length=64, blank=True, editable=False,
+                                  help_text=_("Id of the submission that owns the current run."))
+    run_dir = models.CharField(max_length=1024, blank=True, editable=False)
+    pid = models.IntegerField(null=True, blank=True, editable=False)
+    stdout_offset = models.BigIntegerField(default=0, editable=False)
+    stderr_offset = models.BigIntegerField(default=0, editable=False)
+    heartbeat = models.DateTimeField(null=True, blank=True, editable=False)
+    deadline = models.DateTimeField(null=True, blank=True, editable=False)
+    cancel_requested = models.BooleanField(default=False, editable=False)
+    options = models.JSONField(default=dict, blank=True, editable=False,
+                               help_text=_("Submission options, kept to resume the run."))
+    credential = models.TextField(blank=True, editable=False,
+                                  help_text=_("Encrypted, expiring login secret of the current run."))
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("job")
+        verbose_name_plural = _("jobs")
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def clean(self) -> None:
+        if self.server_id and self.interpreter_id and not self.server.interpreters.filter(
+            pk=self.interpreter_id
+        ).exists():
+            raise ValidationError(
+                {"interpreter": _("The interpreter %(interpreter)s is not offered by the server "
+                                  "%(server)s.") % {"interpreter": self.interpreter,
+                                                    "server": self.server}}
+            )
+        name = self.remote_filename or ""
+        if not name or "/" in name or name in (".", ".."):
+            raise ValidationError({"remote_filename": _("A plain file name, without '/'.")})
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATES
+
+
+class Log(models.Model):
+    """A piece of a job's output: whole lines of one stream, as they arrived."""
+
+    # "system": messages of the app itself about the job (a skipped result, a reconnect).
+    STREAMS = (("stdout", "stdout"), ("stderr", "stderr"), ("system", "system"))
+
+    time = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
+    content = models.TextField(_("content"))
+    stream = models.CharField(_("stream"), max_length=6, choices=STREAMS, default="stdout")
+    offset = models.BigIntegerField(_("byte offset"), default=0,
+                                    help_text=_("Position of this piece in its stream, in bytes."))
+    job = models.ForeignKey(Job, models.CASCADE, related_name="logs", verbose_name=_("job"))
+
+    class Meta:
+        verbose_name = _("log")
+        verbose_name_plural = _("logs")
+        ordering = ["id"]
+        indexes = [models.Index(fields=["job", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.time} {self.job}"
+
+
+def job_result_path(instance: Result, filename: str) -> str:
+    """``results/<job uuid>/<path relative to the job's remote directory>``."""
+    return f"{drs_settings.RESULTS_PREFIX}/{instance.job.uuid}/{filename}"
+
+
+class Result(TimeStampedModel):
+    """A file the job wrote, copied into the project's storage."""
+
+    remote_filename = models.TextField(
+        _("remote filename"), help_text=_("Path relative to the job's remote directory.")
+    )
+    local_file = models.FileField(_("local file"), upload_to=job_result_path, max_length=1024)
+    size = models.BigIntegerField(_("size"), default=0)
+    sha256 = models.CharField(_("SHA-256"), max_length=64, blank=True)
+    job = models.ForeignKey(Job, models.CASCADE, related_name="results", verbose_name=_("job"))
+
+    class Meta:
+        verbose_name = _("result")
+        verbose_name_plural = _("results")
+        ordering = ["remote_filename"]
+
+    def __str__(self) -> str:
+        return f"{self.remote_filename} <{self.job}>"

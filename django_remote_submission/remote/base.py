@@ -1,0 +1,165 @@
+"""The Transport contract every way of reaching a host fulfils, and its typed errors.
+
+    with transport:
+        result = transport.run(["mkdir", "-p", "/tmp/x"])       # Completed(exit_code, stdout, stderr)
+        proc = transport.start(["sh", "-c", script, "sh", arg])  # streamed output
+        while not proc.done:
+            for stream, data in proc.read(timeout=1.0): ...
+        with transport.open("/tmp/x/out.dat") as f: ...         # streamed download
+
+Commands are argument lists. A transport that needs a shell (SSH) quotes every word, so
+no field of a job is ever interpreted by a shell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import IO
+
+
+class RemoteError(Exception):
+    """Something went wrong on the way to or on the host; the message is for humans."""
+
+
+class ConnectError(RemoteError):
+    """The host could not be reached: unknown name, refused, timed out, not SSH."""
+
+
+class AuthError(RemoteError):
+    """The host refused the credentials."""
+
+
+class HostKeyUnknown(RemoteError):
+    """The host's key is not known and the policy forbids trusting it."""
+
+
+class HostKeyMismatch(RemoteError):
+    """The host presented a key other than the one on record."""
+
+
+class ConnectionLost(RemoteError):
+    """An established connection broke; the caller may reconnect and resume."""
+
+
+class ChannelRefused(RemoteError):
+    """The server refused another channel on this connection (sshd's MaxSessions)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to connect, and the host key on record (known_hosts-style line or "")."""
+
+    hostname: str
+    port: int = 22
+    host_key: str = ""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to log in. ``repr`` never shows a secret."""
+
+    username: str
+    password: str | None = field(default=None, repr=False)
+    key_filename: str | None = None
+    key_text: str | None = field(default=None, repr=False)
+    passphrase: str | None = field(default=None, repr=False)
+    use_agent: bool = False
+
+    def fingerprint(self) -> str:
+        """A digest telling credentials apart (for pooling); not reversible."""
+        h = hashlib.sha256()
+        for part in (self.username, self.password, self.key_filename, self.key_text,
+                     self.passphrase, str(self.use_agent)):
+            h.update(b"\0" + (part or "").encode())
+        return h.hexdigest()
+
+    def describe(self) -> str:
+        ways = [name for name, on in (("password", self.password), ("key file", self.key_filename),
+                                      ("stored key", self.key_text), ("ssh-agent", self.use_agent))
+                if on]
+        return " and ".join(ways) or "no credentials"
+
+
+@dataclass
+class Completed:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode(errors="replace")
+
+    @property
+    def error_text(self) -> str:
+        return self.stderr.decode(errors="replace").strip()
+
+
+class Process(ABC):
+    """A command started on the host whose stdout and stderr arrive as they are written."""
+
+    exit_code: int | None = None
+
+    @property
+    @abstractmethod
+    def done(self) -> bool:
+        """Both streams are at their end and the exit code is known."""
+
+    @abstractmethod
+    def read(self, timeout: float | None) -> list[tuple[str, bytes]]:
+        """Wait up to ``timeout`` s for output; return ``[("stdout"|"stderr", bytes), ...]``."""
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def close_stdin(self) -> None:
+        raise NotImplementedError
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop watching (the command itself may go on)."""
+
+    def wait(self, timeout: float | None = None) -> Completed:
+        """Read to the end and return everything; ``timeout`` bounds the whole wait."""
+        out: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise RemoteError(f"a command on the host did not finish within {timeout:g} s")
+            for stream, data in self.read(left):
+                out[stream].append(data)
+        return Completed(self.exit_code if self.exit_code is not None else -1,
+                         b"".join(out["stdout"]), b"".join(out["stderr"]))
+
+
+class Transport(ABC):
+    """A session with one host. Use as a context manager; ``close`` releases it."""
+
+    @abstractmethod
+    def start(self, argv: list[str], stdin: bytes | None = None) -> Process:
+        """Start ``argv``; ``stdin`` (if given) is sent and then closed."""
+
+    def run(self, argv: list[str], stdin: bytes | None = None,
+            timeout: float | None = None) -> Completed:
+        proc = self.start(argv, stdin)
+        try:
+            return proc.wait(timeout)
+        finally:
+            proc.close()
+
+    @abstractmethod
+    def open(self, path: str) -> IO[bytes]:
+        """Open a file on the host for streamed reading."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,78 @@
+"""The Transport contract on this machine (``remote=False``), through the same scripts.
+
+    with LocalTransport() as t:
+        t.run(["echo", "hi"]).stdout   # b"hi\\n"
+
+Commands start in the home directory, as an SSH login would, so relative paths mean the
+same thing on both transports.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import subprocess
+from typing import IO
+
+from .base import Process, Transport
+
+READ_SIZE = 1 << 18
+
+
+class LocalProcess(Process):
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self.popen = popen
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(popen.stdout, selectors.EVENT_READ, "stdout")
+        self._sel.register(popen.stderr, selectors.EVENT_READ, "stderr")
+        self._open = 2
+
+    @property
+    def done(self) -> bool:
+        return self.exit_code is not None
+
+    def read(self, timeout: float | None) -> list[tuple[str, bytes]]:
+        out = []
+        if self._open:
+            for key, _ in self._sel.select(timeout):
+                data = os.read(key.fileobj.fileno(), READ_SIZE)
+                if data:
+                    out.append((key.data, data))
+                else:
+                    self._sel.unregister(key.fileobj)
+                    key.fileobj.close()
+                    self._open -= 1
+        if not self._open:
+            self.exit_code = self.popen.wait()
+        return out
+
+    def close(self) -> None:
+        for key in list(self._sel.get_map().values()):
+            key.fileobj.close()
+        self._sel.close()
+        if self.popen.stdin:
+            self.popen.stdin.close()
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+
+
+class LocalTransport(Transport):
+    def __init__(self) -> None:
+        self.home = os.path.expanduser("~")
+
+    def start(self, argv: list[str], stdin: bytes | None = None) -> LocalProcess:
+        popen = subprocess.Popen(
+            argv, cwd=self.home, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        )
+        if stdin is not None:
+            popen.stdin.write(stdin)
+            popen.stdin.close()
+        return LocalProcess(popen)
+
+    def open(self, path: str) -> IO[bytes]:
+        return open(os.path.join(self.home, path), "rb")  # noqa: SIM115 (the caller closes it)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,360 @@
+"""SSH transport (paramiko) with a per-process pool of authenticated connections.
+
+    t = SSHTransport.connect(Target("hpc", 22, host_key_line), Credentials("ada", password="..."))
+    t.run(["id", "-un"]).text    # "ada\\n"
+    t.close()                    # gives the connection back to the pool
+
+Connections are keyed by (host, port, credentials digest, host key) and shared by the jobs
+of a worker: opening a channel on a warm connection costs one round trip instead of a TCP
+connect, a key exchange and an authentication. A connection that fails is dropped from the
+pool; one whose server refuses another channel (sshd's ``MaxSessions``) is joined by a new one.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import select
+import shlex
+import socket
+import threading
+import time
+from base64 import b64decode, b64encode
+from hashlib import sha256
+from typing import IO
+
+import paramiko
+
+from ..conf import drs_settings
+from .base import (
+    AuthError,
+    ChannelRefused,
+    ConnectError,
+    ConnectionLost,
+    Credentials,
+    HostKeyMismatch,
+    HostKeyUnknown,
+    Process,
+    RemoteError,
+    Target,
+    Transport,
+)
+
+logger = logging.getLogger(__name__)
+
+WINDOW_SIZE = 16 * 1024 * 1024
+READ_SIZE = 1 << 18
+_KEY_TYPES = ("ssh-", "ecdsa-", "sk-")
+
+
+def parse_host_key(line: str) -> paramiko.PKey | None:
+    """The key of a known_hosts-style line (``[host]:port type base64`` or ``type base64``)."""
+    words = line.split()
+    while words and not words[0].startswith(_KEY_TYPES):
+        words.pop(0)
+    if len(words) < 2:
+        return None
+    try:
+        return paramiko.PKey.from_type_string(words[0], b64decode(words[1]))
+    except Exception:
+        return None
+
+
+def host_key_name(hostname: str, port: int) -> str:
+    return hostname if port == 22 else f"[{hostname}]:{port}"
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH-style ``SHA256:...`` fingerprint."""
+    return "SHA256:" + b64encode(sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+class _Policy(paramiko.MissingHostKeyPolicy):
+    """Unknown host keys: reject, trust on first use, or warn (``DRS['HOST_KEY_POLICY']``)."""
+
+    def __init__(self, policy: str) -> None:
+        self.policy = policy
+        self.new_key: str = ""
+
+    def missing_host_key(self, client, hostname, key) -> None:
+        line = f"{hostname} {key.get_name()} {key.get_base64()}"
+        if self.policy == "auto_add":
+            self.new_key = line
+        elif self.policy == "warn":
+            logger.warning("Unverified host key for %s: %s", hostname, fingerprint(key))
+        else:
+            raise HostKeyUnknown(
+                f"The host key of {hostname} ({key.get_name()} {fingerprint(key)}) is not on "
+                "record. Confirm it and store it on the server (manage.py drs_fetch_host_key), "
+                "or set DRS['HOST_KEY_POLICY'] = 'auto_add' to trust it on first use."
+            )
+
+
+def _load_pkey(text: str, passphrase: str | None) -> paramiko.PKey:
+    last: Exception | None = None
+    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return cls.from_private_key(io.StringIO(text), password=passphrase or None)
+        except paramiko.PasswordRequiredException:
+            raise AuthError("The stored private key needs a passphrase; none is set.") from None
+        except (paramiko.SSHException, ValueError) as exc:
+            last = exc
+    raise AuthError(f"The stored private key could not be read (wrong passphrase or format): {last}")
+
+
+def _key_file(path: str) -> str:
+    path = os.path.expanduser(path)
+    if path.endswith(".pub") and os.path.exists(path[:-4]):
+        return path[:-4]
+    return path
+
+
+class Connection:
+    """One authenticated SSH connection, shared by the jobs of a worker."""
+
+    def __init__(self, target: Target, credentials: Credentials) -> None:
+        self.target = target
+        self.credentials = credentials
+        self.last_used = time.monotonic()
+        self.new_host_key = ""
+        self.client = self._open()
+        self.transport: paramiko.Transport = self.client.get_transport()
+        self.transport.set_keepalive(int(drs_settings.KEEPALIVE))
+
+    def _open(self) -> paramiko.SSHClient:
+        t, c = self.target, self.credentials
+        where = f"{t.hostname}:{t.port}"
+        timeout = float(drs_settings.CONNECT_TIMEOUT)
+        try:
+            sock = socket.create_connection((t.hostname, t.port), timeout=timeout)
+        except socket.gaierror as exc:
+            raise ConnectError(f"Unknown host {t.hostname!r}: {exc.strerror}.") from None
+        except ConnectionRefusedError:
+            raise ConnectError(f"Connection refused by {where}: no SSH server on that port?") from None
+        except (TimeoutError, socket.timeout):
+            raise ConnectError(f"Timed out after {timeout:g} s connecting to {where}.") from None
+        except OSError as exc:
+            raise ConnectError(f"Cannot connect to {where}: {exc.strerror or exc}.") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client = paramiko.SSHClient()
+        policy = _Policy(drs_settings.HOST_KEY_POLICY)
+        client.set_missing_host_key_policy(policy)
+        name = host_key_name(t.hostname, t.port)
+        known = parse_host_key(t.host_key) if t.host_key else None
+        if known is not None:
+            client.get_host_keys().add(name, known.get_name(), known)
+        kwargs = dict(
+            username=c.username, password=c.password, sock=sock, timeout=timeout,
+            banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout,
+            look_for_keys=False, allow_agent=c.use_agent,
+        )
+        if c.key_filename:
+            kwargs["key_filename"] = _key_file(c.key_filename)
+            kwargs["passphrase"] = c.passphrase
+        if c.key_text:
+            kwargs["pkey"] = _load_pkey(c.key_text, c.passphrase)
+        try:
+            client.connect(t.hostname, t.port, **kwargs)
+        except paramiko.BadHostKeyException as exc:
+            sock.close()
+            raise HostKeyMismatch(
+                f"Host key mismatch for {name}: the server presented {exc.key.get_name()} "
+                f"{fingerprint(exc.key)} but {fingerprint(exc.expected_key)} is on record. The "
+                "server's key changed or someone is in the middle; nothing was sent. If the "
+                "change is expected, update the server's host key."
+            ) from None
+        except paramiko.AuthenticationException:
+            sock.close()
+            raise AuthError(
+                f"Authentication failed for {c.username}@{where} using {c.describe()}."
+            ) from None
+        except paramiko.PasswordRequiredException:
+            sock.close()
+            raise AuthError(f"The private key {c.key_filename} needs a passphrase.") from None
+        except (HostKeyUnknown, AuthError):
+            sock.close()
+            raise
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            sock.close()
+            if isinstance(exc, (FileNotFoundError, PermissionError)):
+                raise AuthError(f"Cannot read the private key file: {exc}") from None
+            raise ConnectError(f"SSH handshake with {where} failed: {exc or type(exc).__name__}") from None
+        self.new_host_key = policy.new_key
+        return client
+
+    @property
+    def alive(self) -> bool:
+        return self.transport.is_active()
+
+    def open_channel(self) -> paramiko.Channel:
+        try:
+            return self.transport.open_session(window_size=WINDOW_SIZE,
+                                               timeout=float(drs_settings.CONNECT_TIMEOUT))
+        except paramiko.ChannelException as exc:
+            raise ChannelRefused(str(exc)) from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise ConnectionLost(f"SSH connection to {self.target.hostname} lost: {exc}") from None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class Pool:
+    """Per-process pool of connections, keyed by target and credentials."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conns: dict[tuple, list[Connection]] = {}
+
+    @staticmethod
+    def key(target: Target, credentials: Credentials) -> tuple:
+        return (target.hostname, target.port, target.host_key, credentials.fingerprint())
+
+    def acquire(self, target: Target, credentials: Credentials, exclude=()) -> Connection:
+        key = self.key(target, credentials)
+        self._evict_idle()
+        with self._lock:
+            for conn in self._conns.get(key, []):
+                if conn.alive and conn not in exclude:
+                    conn.last_used = time.monotonic()
+                    return conn
+        conn = Connection(target, credentials)  # slow part outside the lock
+        with self._lock:
+            self._conns.setdefault(key, []).append(conn)
+        return conn
+
+    def discard(self, conn: Connection) -> None:
+        with self._lock:
+            for conns in self._conns.values():
+                if conn in conns:
+                    conns.remove(conn)
+        conn.close()
+
+    def _evict_idle(self) -> None:
+        limit = time.monotonic() - float(drs_settings.POOL_IDLE_TIMEOUT)
+        with self._lock:
+            stale = [c for cs in self._conns.values() for c in cs if c.last_used < limit or not c.alive]
+            for conns in self._conns.values():
+                conns[:] = [c for c in conns if c not in stale]
+        for conn in stale:
+            conn.close()
+
+    def clear(self, close: bool = True) -> None:
+        with self._lock:
+            conns = [c for cs in self._conns.values() for c in cs]
+            self._conns.clear()
+        if close:
+            for conn in conns:
+                conn.close()
+
+
+pool = Pool()
+# A forked child (Celery prefork) must not share its parent's sockets and threads.
+os.register_at_fork(after_in_child=lambda: pool.clear(close=False))
+
+
+class SSHProcess(Process):
+    def __init__(self, chan: paramiko.Channel, conn: Connection) -> None:
+        self.chan = chan
+        self.conn = conn
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def write(self, data: bytes) -> None:
+        self.chan.sendall(data)
+
+    def close_stdin(self) -> None:
+        self.chan.shutdown_write()
+
+    def read(self, timeout: float | None) -> list[tuple[str, bytes]]:
+        ch = self.chan
+        if not (ch.recv_ready() or ch.recv_stderr_ready() or ch.eof_received or ch.closed):
+            select.select([ch], [], [], timeout)
+        out = []
+        while ch.recv_ready():
+            out.append(("stdout", ch.recv(READ_SIZE)))
+        while ch.recv_stderr_ready():
+            out.append(("stderr", ch.recv_stderr(READ_SIZE)))
+        if out or not (ch.eof_received or ch.closed):
+            if not out and not self.conn.alive:
+                raise ConnectionLost(f"SSH connection to {self.conn.target.hostname} lost")
+            return out
+        # All output is in; the exit status may trail the EOF by a packet.
+        if not ch.status_event.wait(timeout if timeout is not None else 30):
+            if not self.conn.alive:
+                raise ConnectionLost(f"SSH connection to {self.conn.target.hostname} lost")
+            if not ch.closed:
+                return out
+        self.exit_code = ch.exit_status if ch.exit_status_ready() else -1
+        self._done = True
+        return out
+
+    def close(self) -> None:
+        self.chan.close()
+
+
+class SSHTransport(Transport):
+    """A job's view of a pooled connection. ``close`` returns it to the pool."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._sftp: paramiko.SFTPClient | None = None
+
+    @classmethod
+    def connect(cls, target: Target, credentials: Credentials) -> SSHTransport:
+        return cls(pool.acquire(target, credentials))
+
+    @property
+    def new_host_key(self) -> str:
+        """The key trusted on first use while connecting, to be stored by the caller."""
+        return self.conn.new_host_key
+
+    def _channel(self) -> paramiko.Channel:
+        tried = []
+        for _ in range(8):
+            try:
+                return self.conn.open_channel()
+            except ChannelRefused:
+                tried.append(self.conn)
+                self.conn = pool.acquire(self.conn.target, self.conn.credentials, exclude=tried)
+            except ConnectionLost:
+                pool.discard(self.conn)
+                raise
+        raise RemoteError(f"{self.conn.target.hostname} refused every new SSH channel.")
+
+    def start(self, argv: list[str], stdin: bytes | None = None) -> SSHProcess:
+        chan = self._channel()
+        try:
+            chan.exec_command(shlex.join(argv))
+            if stdin is not None:
+                chan.sendall(stdin)
+                chan.shutdown_write()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            chan.close()
+            raise ConnectionLost(f"SSH connection to {self.conn.target.hostname} lost: {exc}") from None
+        return SSHProcess(chan, self.conn)
+
+    def open(self, path: str) -> IO[bytes]:
+        if self._sftp is None:
+            try:
+                self._sftp = paramiko.SFTPClient.from_transport(self.conn.transport,
+                                                                window_size=WINDOW_SIZE)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise ConnectionLost(f"SFTP session failed: {exc}") from None
+        f = self._sftp.open(path, "rb")
+        f.prefetch()
+        return f
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+            self._sftp = None
+        self.conn.last_used = time.monotonic()
+
+    def discard(self) -> None:
+        """Drop the underlying connection (it misbehaved)."""
+        pool.discard(self.conn)

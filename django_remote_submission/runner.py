@@ -1,0 +1,368 @@
+"""The lifecycle of one job, and the only place that changes a job's state.
+
+    from django_remote_submission import runner
+    runner.submit(job.pk, password="...", timeout=timedelta(minutes=5))   # {"out.txt": 12}
+
+stage in -> launch (detached) -> stream output into Log rows -> wait (exit, timeout or
+cancel) -> stage out results -> final state. A dropped connection is re-established with
+backoff and the stream continues from the stored byte offsets. Every submission has an id
+(the Celery task id when there is one): a second delivery of the same submission attaches
+to the run or returns, it never launches the program twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import credentials as secrets
+from . import events
+from .conf import drs_settings
+from .launchers.direct import DirectLauncher
+from .logs import LogPolicy, LogWriter, write_notice
+from .models import ACTIVE_STATES, FINAL_STATES, TRANSITIONS, Job, Log, Result, Server, Status
+from .remote import ConnectionLost, Credentials, RemoteError, Target, open_transport
+from .results import collect, new_or_modified
+
+logger = logging.getLogger(__name__)
+
+RECONNECT_FOR = 300.0  # seconds a run keeps trying to reach a host it lost
+
+
+class InvalidTransition(Exception):
+    pass
+
+
+def move(job: Job, to: str, **fields) -> None:
+    """Change the job's state (a conditional update, so a concurrent change is detected)."""
+    if to not in TRANSITIONS[job.status]:
+        raise InvalidTransition(f"A job cannot go from {job.status} to {to}.")
+    now = timezone.now()
+    if to in FINAL_STATES:
+        fields.setdefault("finished_at", now)
+        fields.setdefault("credential", "")
+    updated = Job.objects.filter(pk=job.pk, status=job.status).update(status=to, modified=now,
+                                                                     **fields)
+    if not updated:
+        raise InvalidTransition(f"Job {job.pk} changed state under us (was {job.status}).")
+    job.status, job.modified = to, now
+    for name, value in fields.items():
+        setattr(job, name, value)
+    transaction.on_commit(lambda: events.status_changed(job))
+
+
+def _seconds(timeout) -> float | None:
+    if timeout is None:
+        return None
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+    if seconds <= 0:
+        raise ValueError("timeout must be positive")
+    return seconds
+
+
+def _directory(path: str) -> str:
+    """``~/x`` means x under the login's home, where relative paths already point."""
+    if path in ("~", "~/"):
+        return "."
+    return path[2:] if path.startswith("~/") else path
+
+
+def _argv(job: Job) -> list[str]:
+    import shlex
+
+    return shlex.split(job.interpreter.path) + [str(a) for a in job.interpreter.arguments or []]
+
+
+def _stale(job: Job) -> bool:
+    limit = timezone.now() - timedelta(seconds=3 * float(drs_settings.HEARTBEAT_INTERVAL))
+    return job.heartbeat is None or job.heartbeat < limit
+
+
+def lease(job_pk: int, submission: str, options: dict, credential: str) -> tuple[Job, bool]:
+    """Take the job for this submission. Returns (job, run_it)."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_pk)
+        if job.submission == submission and job.status != Status.initial:
+            if job.status in FINAL_STATES or not _stale(job):
+                return job, False  # done already, or the other delivery is on it
+            Job.objects.filter(pk=job.pk).update(heartbeat=timezone.now())
+            return job, True  # its worker died: resume the run
+        if job.status in ACTIVE_STATES and not _stale(job):
+            raise RemoteError(f"Job {job.pk} is already {job.status}; cancel it before resubmitting.")
+        job.logs.all().delete()
+        for result in job.results.all():
+            result.local_file.delete(save=False)
+            result.delete()
+        run_dir = f"{drs_settings.RUN_ROOT}/{job.uuid}.{uuid.uuid4().hex[:12]}"
+        move(job, Status.submitted, submission=submission, run_dir=run_dir, pid=None,
+             stdout_offset=0, stderr_offset=0, exit_code=None, error="", started_at=None,
+             finished_at=None, deadline=None, cancel_requested=False, options=options,
+             credential=credential, heartbeat=timezone.now())
+        return job, True
+
+
+def credentials_for(job: Job, password: str | None, key_filename: str | None,
+                    username: str | None) -> Credentials:
+    server = job.server
+    login = username or server.username or job.owner.get_username()
+    return Credentials(login, password=password or None, key_filename=key_filename or None,
+                       key_text=server.private_key or None,
+                       passphrase=server.private_key_passphrase or None,
+                       use_agent=server.use_agent)
+
+
+def connect(server: Server, creds: Credentials, remote: bool = True):
+    """A transport to the server; a host key trusted on first use is stored on it."""
+    t = open_transport(Target(server.hostname, server.port, server.host_key), creds, remote)
+    new_key = getattr(t, "new_host_key", "")
+    if new_key and not server.host_key:
+        Server.objects.filter(pk=server.pk, host_key="").update(host_key=new_key)
+        server.host_key = new_key
+    return t
+
+
+class JobRun:
+    """One run of one job, from wherever it stands to a final state."""
+
+    def __init__(self, job: Job, creds: Credentials) -> None:
+        self.job = job
+        self.creds = creds
+        self.options = job.options
+        self.remote = self.options.get("remote", True)
+        self.timed_out = False
+        self.cancelled = False
+
+    def run(self) -> dict[str, int]:
+        job = self.job
+        try:
+            transport = connect(job.server, self.creds, self.remote)
+            try:
+                self.launcher = DirectLauncher(transport)
+                if job.status == Status.submitted:
+                    self._launch()
+                exit_code = self._follow()
+                self._finish(exit_code, self._stage_out())
+            finally:
+                self.launcher.transport.close()
+        except RemoteError as exc:
+            self._fail(str(exc))
+        except Exception as exc:  # the worker must keep running whatever happens
+            logger.exception("Job %s failed", job.pk)
+            self._fail(f"Internal error: {type(exc).__name__}: {exc}")
+        return {r.remote_filename: r.pk for r in job.results.all()}
+
+    def _launch(self) -> None:
+        job = self.job
+        launched = self.launcher.launch(_directory(job.remote_directory), job.remote_filename,
+                                        job.program.encode(), job.run_dir, _argv(job))
+        now = timezone.now()
+        timeout = self.options.get("timeout")
+        options = {**self.options, "directory": launched.directory}
+        if launched.attached:
+            options["directory"] = self.options.get("directory", launched.directory)
+        move(job, Status.running, pid=launched.pid, run_dir=launched.run_dir, started_at=now,
+             deadline=now + timedelta(seconds=timeout) if timeout else None, options=options,
+             heartbeat=now)
+        self.options = options
+
+    def _follow(self) -> int | None:
+        """Stream the output until the job is over; survive lost connections."""
+        job = self.job
+        writer = LogWriter(job, self.options.get("log_policy", LogPolicy.LOG_LIVE))
+        offsets = (job.stdout_offset, job.stderr_offset)
+        lost_at = None
+        while True:
+            proc = self.launcher.stream(job.run_dir, *offsets)
+            try:
+                self._pump(proc, writer)
+                break
+            except ConnectionLost as exc:
+                offsets = writer.rewind()
+                lost_at = lost_at or time.monotonic()
+                self._reconnect(exc, lost_at)
+            finally:
+                proc.close()
+        writer.close()
+        return self.launcher.exit_code(job.run_dir, proc)
+
+    def _reconnect(self, exc: Exception, lost_at: float) -> None:
+        write_notice(self.job, f"Connection lost ({exc}); reconnecting.")
+        getattr(self.launcher.transport, "discard", lambda: None)()
+        delay = 0.2
+        while True:
+            try:
+                self.launcher.transport = connect(self.job.server, self.creds, self.remote)
+                return
+            except (ConnectionLost, RemoteError) as again:
+                if time.monotonic() - lost_at > RECONNECT_FOR:
+                    raise RemoteError(f"Lost the connection to the host and could not reconnect "
+                                      f"within {RECONNECT_FOR:g} s: {again}") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _pump(self, proc, writer: LogWriter) -> None:
+        job = self.job
+        interval = float(drs_settings.HEARTBEAT_INTERVAL)
+        next_beat = time.monotonic() + interval
+        deadline = job.deadline.timestamp() if job.deadline else None
+        while not proc.done:
+            waits = [writer.due_in(), next_beat - time.monotonic()]
+            if deadline and not self.timed_out:
+                waits.append(deadline - time.time())
+            for stream, data in proc.read(max(0.0, min(w for w in waits if w is not None))):
+                writer.feed(stream, data)
+            writer.flush_if_due()
+            if deadline and not self.timed_out and time.time() >= deadline:
+                self.timed_out = True
+                self.launcher.kill(job.run_dir, float(drs_settings.KILL_GRACE))
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + interval
+                self._beat()
+
+    def _beat(self) -> None:
+        Job.objects.filter(pk=self.job.pk).update(heartbeat=timezone.now())
+        if not self.cancelled and Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
+            self.cancelled = True
+            self.launcher.kill(self.job.run_dir, float(drs_settings.KILL_GRACE))
+
+    def _stage_out(self) -> list[Result]:
+        job = self.job
+        patterns = self.options.get("store_results")
+        if patterns is not None and not patterns:
+            return []
+        directory = self.options.get("directory") or _directory(job.remote_directory)
+        before, after = self.launcher.listing(directory, job.run_dir)
+        exclude = {job.remote_filename}
+        run_root = job.run_dir.rsplit("/", 1)[0]
+        if run_root.startswith(directory.rstrip("/") + "/"):
+            exclude.add(run_root[len(directory.rstrip("/")) + 1 :].split("/")[0])
+        return collect(self.launcher.transport, job, directory, new_or_modified(before, after),
+                       patterns, exclude)
+
+    def _finish(self, exit_code: int | None, results: list[Result]) -> None:
+        job = self.job
+        job.refresh_from_db(fields=["cancel_requested"])
+        timeout = self.options.get("timeout")
+        if job.cancel_requested:
+            status, error = Status.cancelled, "Cancelled on request; its processes were stopped."
+        elif self.timed_out:
+            status, error = Status.failure, (f"Timed out after {timeout:g} s; the job's processes "
+                                             "were stopped.")
+        elif exit_code == 0:
+            status, error = Status.success, ""
+        elif exit_code is None:
+            status, error = Status.failure, "The job ended without an exit status (killed?)."
+        else:
+            status, error = Status.failure, f"The program exited with status {exit_code}."
+        move(job, status, exit_code=exit_code, error=error)
+
+    def _fail(self, error: str) -> None:
+        job = self.job
+        job.refresh_from_db()
+        if job.status in FINAL_STATES:
+            return
+        move(job, Status.failure, error=error)
+
+
+def _options(timeout, log_policy, store_results, remote, username, key_filename) -> dict:
+    return {"timeout": _seconds(timeout), "log_policy": LogPolicy.validate(log_policy),
+            "store_results": list(store_results) if store_results is not None else None,
+            "remote": bool(remote), "username": username, "key_filename": key_filename}
+
+
+def submit(job_pk: int, password: str | None = None, public_key_filename: str | None = None,
+           username: str | None = None, timeout=None, log_policy: int = LogPolicy.LOG_LIVE,
+           store_results: list[str] | None = None, remote: bool = True,
+           submission: str | None = None) -> dict[str, int]:
+    """Run the job to its end; return ``{remote_filename: result pk}``."""
+    submission = submission or uuid.uuid4().hex
+    try:
+        options = _options(timeout, log_policy, store_results, remote, username,
+                           public_key_filename)
+    except (TypeError, ValueError) as exc:
+        job = Job.objects.get(pk=job_pk)
+        if job.status not in ACTIVE_STATES:
+            lease(job_pk, submission, {}, "")
+            JobRun(job, None)._fail(f"Invalid submission: {exc}")
+        return {}
+    credential = secrets.encrypt(password) if password else ""
+    try:
+        job, run_it = lease(job_pk, submission, options, credential)
+    except RemoteError as exc:
+        logger.warning("%s", exc)
+        return {}
+    if not run_it:
+        return {r.remote_filename: r.pk for r in job.results.all()}
+    creds = credentials_for(job, password, public_key_filename, username)
+    return JobRun(job, creds).run()
+
+
+def copy(job_pk: int, password: str | None = None, public_key_filename: str | None = None,
+         username: str | None = None, remote: bool = True, submission: str | None = None) -> dict:
+    """Only write the program into the job's remote directory (status success)."""
+    options = _options(None, LogPolicy.LOG_LIVE, None, remote, username, public_key_filename)
+    job, run_it = lease(job_pk, submission or uuid.uuid4().hex, options, "")
+    if not run_it:
+        return {}
+    run = JobRun(job, credentials_for(job, password, public_key_filename, username))
+    try:
+        with connect(job.server, run.creds, remote) as t:
+            where = DirectLauncher(t).stage(_directory(job.remote_directory), job.remote_filename,
+                                            job.program.encode())
+        host = job.server.hostname if remote else "localhost"
+        Log.objects.create(job=job, stream="stdout",
+                           content=f"{job.remote_filename} successfully copied to {host}:{where}\n")
+        move(job, Status.success, exit_code=None, error="")
+    except RemoteError as exc:
+        run._fail(str(exc))
+    return {}
+
+
+def stale_jobs() -> list[int]:
+    """Active jobs whose runner stopped sending heartbeats."""
+    limit = timezone.now() - timedelta(seconds=3 * float(drs_settings.HEARTBEAT_INTERVAL))
+    return list(Job.objects.active().filter(heartbeat__lt=limit).values_list("pk", flat=True))
+
+
+def resume(job_pk: int) -> dict[str, int]:
+    """Pick up a run whose worker died, with the options and secret stored on the job."""
+    job = Job.objects.get(pk=job_pk)
+    if job.status not in ACTIVE_STATES or not _stale(job):
+        return {}
+    opts = job.options or {}
+    password = None
+    if job.credential:
+        try:
+            password = secrets.decrypt(job.credential, ttl=drs_settings.CREDENTIAL_TTL)
+        except secrets.CredentialError as exc:
+            JobRun(job, None)._fail(f"Cannot resume: {exc}")
+            return {}
+    job, run_it = lease(job_pk, job.submission, opts, job.credential)
+    if not run_it:
+        return {}
+    creds = credentials_for(job, password, opts.get("key_filename"), opts.get("username"))
+    return JobRun(job, creds).run()
+
+
+def cancel(job_pk: int, password: str | None = None) -> None:
+    """Ask the run to stop, stop its processes on the host, and return once they are gone."""
+    job = Job.objects.select_related("server", "owner").get(pk=job_pk)
+    if job.status in FINAL_STATES:
+        return
+    Job.objects.filter(pk=job.pk).update(cancel_requested=True)
+    if job.status == Status.initial:
+        move(job, Status.cancelled, error="Cancelled before it was submitted.")
+        return
+    if not job.run_dir:
+        return
+    opts = job.options or {}
+    if password is None and job.credential:
+        password = secrets.decrypt(job.credential, ttl=drs_settings.CREDENTIAL_TTL)
+    creds = credentials_for(job, password, opts.get("key_filename"), opts.get("username"))
+    with connect(job.server, creds, opts.get("remote", True)) as t:
+        DirectLauncher(t).kill(job.run_dir, float(drs_settings.KILL_GRACE))

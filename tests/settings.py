@@ -1,0 +1,94 @@
+"""Django settings for the test suite.
+
+Usage: ``pytest`` (pyproject sets ``DJANGO_SETTINGS_MODULE = "tests.settings"``).
+
+The database and MEDIA_ROOT live in one temp dir whose path is exported as ``DRS_TEST_TMP``
+(and the database file as ``DRS_TEST_DB``), so subprocesses started by the tests (Celery
+workers, daphne) that import these settings share the same files.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+
+if "DRS_TEST_TMP" not in os.environ:
+    os.environ["DRS_TEST_TMP"] = tempfile.mkdtemp(prefix="drs-tests-")
+    atexit.register(shutil.rmtree, os.environ["DRS_TEST_TMP"], True)
+TEST_TMP = os.environ["DRS_TEST_TMP"]
+os.environ.setdefault("DRS_TEST_DB", os.path.join(TEST_TMP, "db.sqlite3"))
+
+SECRET_KEY = "django-remote-submission-tests-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "channels",
+    "django_remote_submission",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ROOT_URLCONF = "tests.urls"
+
+# The test DB is the same file (TEST NAME == NAME) so that subprocesses can open it;
+# pytest-django creates it fresh and removes it at the end.
+_DB = os.environ["DRS_TEST_DB"]
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": _DB,
+        "TEST": {"NAME": _DB},
+        "OPTIONS": {"timeout": 30},
+    }
+}
+
+MEDIA_ROOT = os.path.join(TEST_TMP, "media")
+os.makedirs(MEDIA_ROOT, exist_ok=True)
+STATIC_URL = "/static/"
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "memory://")
+
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
+
+DRS = {"HOST_KEY_POLICY": "reject"}
