@@ -61,3 +61,71 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
     if not os.access(CHROMIUM, os.X_OK):
         unavailable(f"{CHROMIUM} not found: install chromium (make sysdeps as root)")
     return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+# --- app fixtures -----------------------------------------------------------------------------
+
+@pytest.fixture
+def python3(db):
+    """Usage: ``Job(interpreter=python3, ...)``: /usr/bin/python3 -u."""
+    from django_remote_submission.models import Interpreter
+
+    return Interpreter.objects.create(name="python3", path="/usr/bin/python3", arguments=["-u"])
+
+
+@pytest.fixture
+def bash(db):
+    from django_remote_submission.models import Interpreter
+
+    return Interpreter.objects.create(name="bash", path="/bin/bash", arguments=[])
+
+
+@pytest.fixture
+def server(db, sshd, python3, bash):
+    """Usage: ``Job(server=server, ...)``: the test sshd with its host key on record."""
+    from django_remote_submission.models import Server
+
+    s = Server.objects.create(title="test sshd", hostname=sshd.host, port=sshd.port,
+                              host_key=sshd.host_key)
+    s.interpreters.set([python3, bash])
+    return s
+
+
+@pytest.fixture
+def owner(db, sshd):
+    """A Django user named like the sshd password user (the default login name)."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user(sshd.password_user or sshd.key_user)
+
+
+@pytest.fixture
+def make_job(server, owner, python3, sshd, request):
+    """Usage: ``job = make_job("print(1)")``: a job in a fresh directory of the password user."""
+    import uuid
+
+    from django_remote_submission.models import Job
+
+    def make(program: str, interpreter=None, directory: str | None = None, **fields):
+        base = sshd.base_dir_pw or sshd.base_dir_key
+        fields.setdefault("remote_filename", "job.py")
+        return Job.objects.create(
+            title=request.node.name, program=program, owner=owner, server=server,
+            interpreter=interpreter or python3,
+            remote_directory=directory or f"{base}/{uuid.uuid4().hex[:10]}", **fields)
+
+    return make
+
+
+@pytest.fixture
+def submit(sshd):
+    """Usage: ``submit(job, timeout=5)``: runs submit_job_to_server with the test password."""
+    from django_remote_submission.tasks import submit_job_to_server
+
+    def run(job, **kwargs):
+        kwargs.setdefault("password", sshd.password)
+        if sshd.password is None:
+            kwargs.setdefault("public_key_filename", sshd.key_file)
+        return submit_job_to_server(job.pk, **kwargs)
+
+    return run
