@@ -129,3 +129,26 @@ def submit(sshd):
         return submit_job_to_server(job.pk, **kwargs)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def celery_app(redis_url):
+    """The test Celery app, pointed at the run's redis (broker and result backend)."""
+    from tests.celery_app import app
+
+    app.conf.broker_url = redis_url
+    app.conf.result_backend = redis_url
+    return app
+
+
+@pytest.fixture(scope="session")
+def worker(celery_app, redis_url):
+    """Usage: ``def test_x(worker): submit_job_to_server.delay(...)``: a real worker process."""
+    from tests.services import start_worker
+
+    try:
+        w = start_worker(redis_url)
+    except ServiceUnavailable as exc:
+        unavailable(str(exc))
+    yield w
+    w.stop()

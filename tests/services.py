@@ -412,3 +412,72 @@ def start_redis(timeout: float = 15) -> RedisServer:
         server.stop()
         raise
     return server
+
+
+@dataclass
+class CeleryWorker:
+    """A real ``celery worker`` process (threads pool) on the test broker.
+
+    Usage: ``w = start_worker(redis_url); ...; w.kill()`` (SIGKILL) or ``w.stop()``.
+    """
+
+    proc: subprocess.Popen[bytes]
+    log_file: str
+    broker: str
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        with open(self.log_file, errors="replace") as f:
+            return f.read()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_worker(broker: str, concurrency: int = 8, timeout: float = 60,
+                 extra_env: dict[str, str] | None = None) -> CeleryWorker:
+    """Start a worker for ``tests.celery_app`` and wait until it answers a ping."""
+    import sys
+
+    from celery import Celery
+
+    fd, log_file = tempfile.mkstemp(prefix="drs-worker-", suffix=".log")
+    os.close(fd)
+    env = {**os.environ, "CELERY_BROKER_URL": broker, "CELERY_RESULT_BACKEND": broker,
+           "DJANGO_SETTINGS_MODULE": "tests.settings", **(extra_env or {})}
+    node = f"drs-test-{os.getpid()}-{free_port()}@localhost"
+    with open(log_file, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "--pool",
+             "threads", "-c", str(concurrency), "-n", node, "-l", "info", "--without-gossip",
+             "--without-mingle"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    probe = Celery(broker=broker)
+    worker = CeleryWorker(proc, log_file, broker)
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise ServiceUnavailable(f"celery worker exited: {worker.log()[-2000:]}")
+        return bool(probe.control.ping(destination=[node], timeout=0.5))
+
+    try:
+        wait_for(answers, timeout=timeout, interval=0.1, message="celery worker did not answer")
+    except BaseException:
+        worker.stop()
+        raise
+    finally:
+        probe.close()
+    return worker

@@ -103,6 +103,12 @@ def _load_pkey(text: str, passphrase: str | None) -> paramiko.PKey:
     raise AuthError(f"The stored private key could not be read (wrong passphrase or format): {last}")
 
 
+def _abandon(client: paramiko.SSHClient, sock: socket.socket) -> None:
+    """Close a half-open connection without its thread complaining about the socket."""
+    client.close()
+    sock.close()
+
+
 def _key_file(path: str) -> str:
     path = os.path.expanduser(path)
     if path.endswith(".pub") and os.path.exists(path[:-4]):
@@ -157,7 +163,7 @@ class Connection:
         try:
             client.connect(t.hostname, t.port, **kwargs)
         except paramiko.BadHostKeyException as exc:
-            sock.close()
+            _abandon(client, sock)
             raise HostKeyMismatch(
                 f"Host key mismatch for {name}: the server presented {exc.key.get_name()} "
                 f"{fingerprint(exc.key)} but {fingerprint(exc.expected_key)} is on record. The "
@@ -165,18 +171,18 @@ class Connection:
                 "change is expected, update the server's host key."
             ) from None
         except paramiko.AuthenticationException:
-            sock.close()
+            _abandon(client, sock)
             raise AuthError(
                 f"Authentication failed for {c.username}@{where} using {c.describe()}."
             ) from None
         except paramiko.PasswordRequiredException:
-            sock.close()
+            _abandon(client, sock)
             raise AuthError(f"The private key {c.key_filename} needs a passphrase.") from None
         except (HostKeyUnknown, AuthError):
-            sock.close()
+            _abandon(client, sock)
             raise
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            sock.close()
+            _abandon(client, sock)
             if isinstance(exc, (FileNotFoundError, PermissionError)):
                 raise AuthError(f"Cannot read the private key file: {exc}") from None
             raise ConnectError(f"SSH handshake with {where} failed: {exc or type(exc).__name__}") from None

@@ -1,0 +1,117 @@
+"""Every byte of a job's output arrives, in order, per stream, under each log policy."""
+
+from __future__ import annotations
+
+import hashlib
+import resource
+import time
+
+import pytest
+
+from django_remote_submission.models import Job
+from django_remote_submission.tasks import LogPolicy
+
+pytestmark = pytest.mark.django_db
+
+
+def output(job, stream="stdout") -> str:
+    return "".join(job.logs.filter(stream=stream).order_by("id").values_list("content", flat=True))
+
+
+def test_million_lines_stored_exactly_in_few_rows(make_job, submit):
+    job = make_job("import sys\nsys.stdout.write(''.join(f'line {i}\\n' for i in range(1000000)))")
+    submit(job)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.success
+    text = output(job)
+    expected = "".join(f"line {i}\n" for i in range(1000000))
+    assert hashlib.sha256(text.encode()).hexdigest() == hashlib.sha256(expected.encode()).hexdigest()
+    assert job.logs.count() < 200  # batched: many lines per row
+    assert job.stdout_offset == len(expected.encode())
+
+
+def test_multibyte_utf8_split_across_reads_is_exact(make_job, submit):
+    line = "é中🙂" * 30 + "\n"
+    job = make_job(
+        "import sys, time\n"
+        f"data = ({line!r} * 20000).encode()\n"
+        "out = sys.stdout.buffer\n"
+        "for i in range(0, 4004, 7):\n"  # odd-sized writes split characters between reads
+        "    out.write(data[i:i + 7]); out.flush(); time.sleep(0.001)\n"
+        "out.write(data[4004:]); out.flush()\n"
+    )
+    submit(job)
+    job.refresh_from_db()
+    assert output(job) == line * 20000
+    assert "\ufffd" not in output(job)
+
+
+def test_invalid_bytes_are_replaced_not_fatal(make_job, submit):
+    job = make_job("import sys\nsys.stdout.buffer.write(b'ok \\xff\\xfe end\\n\\x80')")
+    submit(job)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.success
+    assert output(job) == "ok \ufffd\ufffd end\n\ufffd"
+
+
+def test_stdout_and_stderr_are_kept_apart(make_job, submit):
+    job = make_job("import sys\nfor i in range(500):\n"
+                   "    print(i, flush=True); print(-i, file=sys.stderr, flush=True)")
+    submit(job)
+    job.refresh_from_db()
+    assert output(job, "stdout") == "".join(f"{i}\n" for i in range(500))
+    assert output(job, "stderr") == "".join(f"{-i}\n" for i in range(500))
+
+
+def test_output_of_a_child_after_the_interpreter_exits_is_kept(make_job, submit):
+    job = make_job("import subprocess\nprint('parent', flush=True)\n"
+                   "subprocess.Popen(['sh', '-c', 'sleep 0.5; echo late child'])\n")
+    submit(job)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.success
+    assert output(job) == "parent\nlate child\n"
+
+
+def test_live_lines_apart_in_time_are_separate_rows(make_job, submit):
+    job = make_job("import time\nfor i in range(5):\n    print(f'tick {i}', flush=True)\n"
+                   "    time.sleep(0.2)\n")
+    submit(job, log_policy=LogPolicy.LOG_LIVE)
+    rows = list(job.logs.filter(stream="stdout").order_by("id"))
+    assert [r.content for r in rows] == [f"tick {i}\n" for i in range(5)]
+    times = [r.time for r in rows]
+    assert times == sorted(times) and len(set(times)) == 5
+    assert [r.offset for r in rows] == [7 * i for i in range(5)]
+
+
+def test_partial_last_line_is_stored_at_the_end(make_job, submit):
+    job = make_job("import sys\nsys.stdout.write('a\\nno newline')")
+    submit(job)
+    assert output(job) == "a\nno newline"
+
+
+def test_log_total_stores_one_row_per_stream(make_job, submit):
+    job = make_job("import sys, time\nfor i in range(3):\n"
+                   "    print(i, flush=True); print('e', i, file=sys.stderr, flush=True)\n"
+                   "    time.sleep(0.1)\n")
+    submit(job, log_policy=LogPolicy.LOG_TOTAL)
+    assert list(job.logs.order_by("stream").values_list("stream", "content")) == [
+        ("stderr", "e 0\ne 1\ne 2\n"), ("stdout", "0\n1\n2\n")]
+
+
+def test_log_none_stores_nothing(make_job, submit):
+    job = make_job("print('secret output')")
+    submit(job, log_policy=LogPolicy.LOG_NONE)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.success
+    assert job.logs.count() == 0
+
+
+def test_waiting_on_a_silent_job_uses_no_measurable_cpu(make_job, submit):
+    job = make_job("import time\ntime.sleep(3)")
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.monotonic()
+    submit(job)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    assert time.monotonic() - t0 >= 3
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 0.3, f"{cpu:.3f} s of CPU while the job slept 3 s"
