@@ -1,7 +1,7 @@
 """Django settings of the benchmark (``python -m bench`` sets DJANGO_SETTINGS_MODULE to this).
 
 The sqlite database and MEDIA_ROOT live in a temp dir (``$DRS_BENCH_TMP``, made and removed
-by ``bench.__main__``), and the channel layer is the bench's redis-server
+by ``bench.harness.Bench``), and the channel layer is the bench's redis-server
 (``$DRS_BENCH_REDIS``), so daphne started as a subprocess shares all three.
 """
 
@@ -25,15 +25,15 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.path.join(TMP, "db.sqlite3"),
-        "OPTIONS": {"timeout": 30},
+        # IMMEDIATE: a transaction that reads then writes (runner.lease) waits for the lock
+        # instead of failing at once with "database is locked" under concurrent jobs.
+        "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
     }
 }
 MEDIA_ROOT = os.path.join(TMP, "media")
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-ROOT_URLCONF = "bench.ws"
-ASGI_APPLICATION = "bench.ws.application"
 
 # Production-like: every stored batch of log rows is broadcast through redis.
 _REDIS = os.environ.get("DRS_BENCH_REDIS")
@@ -43,6 +43,8 @@ CHANNEL_LAYERS = (
     if _REDIS
     else {}
 )
-DRS = {"HOST_KEY_POLICY": "reject"}
-LOGGING = {"version": 1, "disable_existing_loggers": False,
-           "root": {"handlers": [], "level": "WARNING"}}
+DRS = {
+    "HOST_KEY_POLICY": "reject",
+    # Inside the bench's per-run base dir on the host, removed when the bench's sshd stops.
+    "RUN_ROOT": os.environ.get("DRS_BENCH_RUN_ROOT", ".django-remote-submission/runs"),
+}

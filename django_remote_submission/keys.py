@@ -53,14 +53,14 @@ def public_key(filename: str | None = None) -> tuple[str, str]:
     raise RemoteError(f"No public key found (looked for {', '.join(candidates)}).")
 
 
-def _transport(username, password, hostname, port, remote):
+def _transport(username, password, hostname, port, remote, key_filename=None):
     from .runner import connect
 
     server = Server.objects.filter(hostname=hostname, port=port).first()
-    if server is None:
-        server = Server(hostname=hostname, port=port)
-    creds = Credentials(username, password=password or None)
-    if server.pk:
+    # Without a password, log in with the key itself (it must be deployed already).
+    creds = Credentials(username, password=password or None,
+                        key_filename=None if password else key_filename)
+    if server is not None:
         return connect(server, creds, remote)
     return open_transport(Target(hostname, port, ""), creds, remote)
 
@@ -77,7 +77,7 @@ def deploy(username: str, password: str | None, hostname: str, port: int = 22,
 def remove(username: str, password: str | None, hostname: str, port: int = 22,
            public_key_filename: str | None = None, remote: bool = True) -> None:
     line, b64 = public_key(public_key_filename)
-    with _transport(username, password, hostname, port, remote) as t:
+    with _transport(username, password, hostname, port, remote, public_key_filename) as t:
         res = t.run(sh(REMOVE, b64), timeout=60)
     if res.exit_code:
         raise RemoteError(f"Could not remove the key from {hostname}: {res.error_text}")

@@ -119,7 +119,7 @@ def credentials_for(job: Job, password: str | None, key_filename: str | None,
 def connect(server: Server, creds: Credentials, remote: bool = True):
     """A transport to the server; a host key trusted on first use is stored on it."""
     t = open_transport(Target(server.hostname, server.port, server.host_key), creds, remote)
-    new_key = getattr(t, "new_host_key", "")
+    new_key = t.pop_new_host_key() if hasattr(t, "pop_new_host_key") else ""
     if new_key and not server.host_key:
         Server.objects.filter(pk=server.pk, host_key="").update(host_key=new_key)
         server.host_key = new_key

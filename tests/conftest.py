@@ -106,8 +106,9 @@ def make_job(server, owner, python3, sshd, request):
 
     from django_remote_submission.models import Job
 
-    def make(program: str, interpreter=None, directory: str | None = None, **fields):
-        base = sshd.base_dir_pw or sshd.base_dir_key
+    def make(program: str, interpreter=None, directory: str | None = None, key_user=False,
+             **fields):
+        base = sshd.base_dir_key if key_user else (sshd.base_dir_pw or sshd.base_dir_key)
         fields.setdefault("remote_filename", "job.py")
         return Job.objects.create(
             title=request.node.name, program=program, owner=owner, server=server,

@@ -76,6 +76,9 @@ def run_as(user: str, command: str, timeout: float = 60) -> subprocess.Completed
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd="/")
 
 
+TEST_PASSWORD = "drs-Test-Passw0rd-9f3k"
+
+
 def _ensure_user(name: str, password: str) -> None:
     """Create local user ``name`` (bash shell) if absent; set its password (unlocks it)."""
     try:
@@ -260,7 +263,9 @@ def start_sshd(timeout: float = 15) -> SSHServer:
         password = None
         if root:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privsep dir
-            password = secrets.token_urlsafe(18)
+            # One fixed password for this throwaway test account: concurrent test sessions
+            # share the account and must not lock each other out.
+            password = TEST_PASSWORD
             _ensure_user(PASSWORD_USER, password)
             _ensure_user(KEY_USER, secrets.token_urlsafe(18))  # a locked account is refused
             users = [KEY_USER, PASSWORD_USER]

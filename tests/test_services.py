@@ -48,8 +48,8 @@ def test_password_user_via_paramiko(sshd: SSHServer) -> None:
     finally:
         client.close()
     # the same account is reachable with the OpenSSH client and locally
-    listing = sshd.ssh(sshd.password_user, "ls -A " + str(sshd.base_dir_pw))
-    assert listing.returncode == 0 and listing.stdout == "", listing.stderr
+    listing = sshd.ssh(sshd.password_user, "test -d " + str(sshd.base_dir_pw) + " && id -un")
+    assert listing.returncode == 0 and listing.stdout == sshd.password_user + "\n", listing.stderr
     assert sshd.run_as(sshd.password_user, "id -un").stdout.strip() == sshd.password_user
 
 

@@ -76,11 +76,16 @@ class Credentials:
             h.update(b"\0" + (part or "").encode())
         return h.hexdigest()
 
+    @property
+    def nothing_given(self) -> bool:
+        """No secret at all: fall back to the worker's own keys and agent, as ``ssh`` would."""
+        return not (self.password or self.key_filename or self.key_text or self.use_agent)
+
     def describe(self) -> str:
         ways = [name for name, on in (("password", self.password), ("key file", self.key_filename),
                                       ("stored key", self.key_text), ("ssh-agent", self.use_agent))
                 if on]
-        return " and ".join(ways) or "no credentials"
+        return " and ".join(ways) or "the worker's own keys"
 
 
 @dataclass

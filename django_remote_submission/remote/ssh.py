@@ -153,7 +153,7 @@ class Connection:
         kwargs = dict(
             username=c.username, password=c.password, sock=sock, timeout=timeout,
             banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout,
-            look_for_keys=False, allow_agent=c.use_agent,
+            look_for_keys=c.nothing_given, allow_agent=c.use_agent or c.nothing_given,
         )
         if c.key_filename:
             kwargs["key_filename"] = _key_file(c.key_filename)
@@ -215,7 +215,8 @@ class Pool:
 
     @staticmethod
     def key(target: Target, credentials: Credentials) -> tuple:
-        return (target.hostname, target.port, target.host_key, credentials.fingerprint())
+        return (target.hostname, target.port, target.host_key, credentials.fingerprint(),
+                drs_settings.HOST_KEY_POLICY)
 
     def acquire(self, target: Target, credentials: Credentials, exclude=()) -> Connection:
         key = self.key(target, credentials)
@@ -314,10 +315,10 @@ class SSHTransport(Transport):
     def connect(cls, target: Target, credentials: Credentials) -> SSHTransport:
         return cls(pool.acquire(target, credentials))
 
-    @property
-    def new_host_key(self) -> str:
-        """The key trusted on first use while connecting, to be stored by the caller."""
-        return self.conn.new_host_key
+    def pop_new_host_key(self) -> str:
+        """The key trusted on first use while connecting, handed out once to be stored."""
+        key, self.conn.new_host_key = self.conn.new_host_key, ""
+        return key
 
     def _channel(self) -> paramiko.Channel:
         tried = []

@@ -1,0 +1,274 @@
+"""What every row needs: the services, the database, jobs, timed OpenSSH commands, a table.
+
+    with Bench(reps=3) as b:                       # sshd + redis + migrated sqlite DB
+        seconds, job = b.submit(b.job('print("hi")'))    # the project, in this process
+        with b.master() as cm:                     # an OpenSSH ControlMaster
+            b.run(b.ssh(cm) + ["true"]).seconds    # the baseline, through it
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shlex
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class Row:
+    """One line of the table: samples of the project and of the baseline, and the target."""
+
+    work: str
+    unit: str  # "s", "ms", "MB"
+    project: list[float]
+    baseline: list[float] | None = None
+    target: str = ""
+    limit: float | None = None  # met if median(project) <= limit
+    max_ratio: float | None = None  # met if median(project) / median(baseline) <= max_ratio
+    ok: bool = True  # a correctness condition (exact output, all jobs succeeded)
+    notes: str = ""
+
+    @staticmethod
+    def stats(samples: list[float] | None) -> dict | None:
+        if not samples:
+            return None
+        return {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
+                "samples": samples}
+
+    @property
+    def ratio(self) -> float | None:
+        if not (self.project and self.baseline):
+            return None
+        return statistics.median(self.project) / statistics.median(self.baseline)
+
+    @property
+    def met(self) -> bool | None:
+        if not self.project:
+            return None
+        median = statistics.median(self.project)
+        checks = [self.ok]
+        if self.limit is not None:
+            checks.append(median <= self.limit)
+        if self.max_ratio is not None:
+            checks.append(self.ratio is not None and self.ratio <= self.max_ratio)
+        return all(checks)
+
+    def as_dict(self) -> dict:
+        return {"work": self.work, "unit": self.unit, "project": self.stats(self.project),
+                "baseline": self.stats(self.baseline), "ratio": self.ratio,
+                "target": self.target, "met": self.met, "notes": self.notes}
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "s" and value < 1:
+        return f"{value * 1000:.0f} ms"
+    return f"{value:.3g} {unit}" if unit != "s" or value < 100 else f"{value:.0f} s"
+
+
+def table(rows: list[Row]) -> str:
+    """The rows as a Markdown table."""
+    head = ["work", "project (median [min-max])", "baseline (median)", "ratio", "target", "met?",
+            "notes"]
+    lines = [head]
+    for r in rows:
+        p, b = Row.stats(r.project), Row.stats(r.baseline)
+        lines.append([
+            r.work,
+            f"{_fmt(p['median'], r.unit)} [{_fmt(p['min'], r.unit)} - {_fmt(p['max'], r.unit)}]"
+            if p else "-",
+            _fmt(b["median"], r.unit) if b else "-",
+            f"{r.ratio:.2f}" if r.ratio is not None else "-",
+            r.target,
+            {True: "yes", False: "NO", None: "-"}[r.met],
+            r.notes,
+        ])
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in
+                     [lines[0], ["---"] * len(head), *lines[1:]])
+
+
+@dataclass
+class Ran:
+    """A finished OpenSSH command: wall seconds, client CPU seconds and max RSS, exit code."""
+
+    seconds: float
+    cpu: float
+    maxrss_mb: float
+    returncode: int
+    stderr: str = field(default="", repr=False)
+
+
+def run(argv: list[str], stdout=subprocess.DEVNULL, timeout: float = 600) -> Ran:
+    """Run ``argv``, timing it; the rusage is the child's own (``wait4``)."""
+    err = tempfile.TemporaryFile()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err)
+    _, status, ru = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err.seek(0)
+    return Ran(seconds, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, proc.returncode,
+               err.read().decode(errors="replace"))
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process (all its threads: paramiko's too)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class RssPeak:
+    """Samples this process's RSS every 5 ms: ``with RssPeak() as p: ...; p.growth`` in MB."""
+
+    def __enter__(self) -> RssPeak:
+        self.start = self.peak = rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, rss_mb())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+
+    @property
+    def growth(self) -> float:
+        return self.peak - self.start
+
+
+class Bench:
+    """The bench's sshd, redis and database, and the project's objects pointing at them."""
+
+    def __init__(self, reps: int) -> None:
+        self.reps = reps
+        self._masters = 0
+
+    def __enter__(self) -> Bench:
+        from tests.services import start_redis, start_sshd
+
+        self.tmp = tempfile.mkdtemp(prefix="drs-bench-")
+        os.environ["DRS_BENCH_TMP"] = self.tmp
+        self.redis = start_redis()
+        os.environ["DRS_BENCH_REDIS"] = self.redis.url
+        self.sshd = start_sshd()
+        self.user = self.sshd.password_user or self.sshd.key_user
+        self.base = self.sshd.base_dir_pw or self.sshd.base_dir_key
+        os.environ["DRS_BENCH_RUN_ROOT"] = f"{self.base}/runs"  # removed with the base dir
+        os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+
+        import django
+        from django.core.management import call_command
+
+        django.setup()
+        call_command("migrate", verbosity=0)
+        from django.contrib.auth import get_user_model
+
+        from django_remote_submission.models import Interpreter, Server
+
+        self.owner = get_user_model().objects.create_user(self.user)
+        self.python3 = Interpreter.objects.create(name="python3", path="/usr/bin/python3",
+                                                  arguments=["-u"])
+        self.server = Server.objects.create(title="bench sshd", hostname=self.sshd.host,
+                                            port=self.sshd.port, username=self.user,
+                                            host_key=self.sshd.host_key)
+        self.server.interpreters.set([self.python3])
+        # How the project logs in: password when we are root (drs_pw), else the key.
+        self.creds = ({"password": self.sshd.password} if self.sshd.password
+                      else {"public_key_filename": self.sshd.key_file})
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from django.db import connections
+
+        from django_remote_submission.remote.ssh import pool
+
+        pool.clear()
+        connections.close_all()
+        self.sshd.stop()
+        self.redis.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # --- the project ------------------------------------------------------------------------
+
+    def job(self, program: str):
+        """A new job running ``python3 -u job.py`` in a fresh remote directory."""
+        from django_remote_submission.models import Job
+
+        return Job.objects.create(title="bench", program=program, owner=self.owner,
+                                  server=self.server, interpreter=self.python3,
+                                  remote_directory=f"{self.base}/{uuid.uuid4().hex[:12]}",
+                                  remote_filename="job.py")
+
+    def submit(self, job, **kwargs) -> tuple[float, object]:
+        """Run ``job`` through ``runner.submit`` in this process: (seconds, refreshed job)."""
+        from django_remote_submission import runner
+
+        t0 = time.perf_counter()
+        runner.submit(job.pk, **self.creds, **kwargs)
+        seconds = time.perf_counter() - t0
+        job.refresh_from_db()
+        return seconds, job
+
+    def forget(self, job) -> None:
+        """Drop a job, its rows, stored files and remote directory (keeps runs comparable)."""
+        for result in job.results.all():
+            result.local_file.delete(save=False)
+        self.sshd.run_as(self.user, f"rm -rf -- {shlex.quote(job.remote_directory)}")
+        job.delete()
+
+    # --- the OpenSSH baseline --------------------------------------------------------------
+
+    def ssh(self, control_path: str | None = None) -> list[str]:
+        """``ssh ... user@host`` (a new connection, or one multiplexed on ``control_path``)."""
+        argv = self.sshd.ssh_argv(self.user)
+        if control_path:
+            argv[-1:-1] = ["-o", "ControlMaster=no", "-o", f"ControlPath={control_path}"]
+        return argv
+
+    def scp(self, remote_path: str, local_path: str) -> list[str]:
+        argv = self.sshd.ssh_argv(self.user)
+        opts = ["-P" if a == "-p" else a for a in argv[1:-1]]
+        return ["scp", "-q", *opts, f"{self.user}@{self.sshd.host}:{remote_path}", local_path]
+
+    @contextmanager
+    def master(self):
+        """A ControlMaster connection, up before the block starts; yields its ControlPath."""
+        self._masters += 1
+        path = os.path.join(self.tmp, f"cm{self._masters}")
+        argv = self.sshd.ssh_argv(self.user)
+        argv[-1:-1] = ["-N", "-o", "ControlMaster=yes", "-o", f"ControlPath={path}"]
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        check = self.ssh(path)
+        check[-1:-1] = ["-O", "check"]
+        deadline = time.monotonic() + 15
+        while subprocess.run(check, capture_output=True).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the ControlMaster did not come up")
+            time.sleep(0.02)
+        try:
+            yield path
+        finally:
+            proc.terminate()
+            proc.wait(10)

@@ -1,0 +1,273 @@
+"""The rows of the benchmark: each runs the project and its OpenSSH baseline, returns Rows.
+
+The project side always runs in this process through ``runner.submit`` with a warm
+per-process SSH pool (a warm-up job runs first), exactly what a Celery worker does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+from .harness import ROOT, Bench, RssPeak, Row, cpu_seconds, run
+
+
+def _cmd(program: str) -> str:
+    """The remote command line the baseline runs: the same interpreter and program."""
+    return shlex.join(["python3", "-u", "-c", program])
+
+
+def _stdout(job) -> str:
+    return "".join(job.logs.filter(stream="stdout").order_by("id")
+                   .values_list("content", flat=True))
+
+
+def warm_up(b: Bench) -> None:
+    """One untimed job, so that the pool holds an authenticated connection."""
+    _, job = b.submit(b.job('print("warm")'))
+    assert job.status == "success", f"warm-up job failed: {job.error}"
+    b.forget(job)
+
+
+def trivial(b: Bench) -> list[Row]:
+    """``print("hi")``: submit call to success, results scan included."""
+    program = 'print("hi")'
+    reps = 5 * b.reps  # cheap: more samples
+    project, ok = [], True
+    for _ in range(reps):
+        seconds, job = b.submit(b.job(program))
+        ok &= job.status == "success" and _stdout(job) == "hi\n"
+        project.append(seconds)
+        b.forget(job)
+    with b.master() as cm:
+        mux = [run(b.ssh(cm) + [_cmd(program)]).seconds for _ in range(reps)]
+    raw = [run(b.ssh() + [_cmd(program)]).seconds for _ in range(reps)]
+    note = f"exact: {'yes' if ok else 'no'}"
+    return [
+        Row("trivial job, warm worker, vs ssh via ControlMaster", "s", project, mux,
+            "<= 2 x", max_ratio=2, ok=ok, notes=note),
+        Row("trivial job, warm worker, vs raw new-connection ssh", "s", project, raw,
+            "far below (<= 0.5 x)", max_ratio=0.5, ok=ok, notes=note),
+    ]
+
+
+LINES = 'for i in range({n}):\n    print(f"line {{i:07d}} of the benchmark output")\n'
+
+
+def lines(b: Bench) -> list[Row]:
+    """100k and 1M lines with LOG_LIVE, every byte stored, vs ``ssh host prog > /dev/null``."""
+    rows = []
+    for n, label in ((100_000, "100k"), (1_000_000, "1M")):
+        program = LINES.format(n=n)
+        expected = "".join(f"line {i:07d} of the benchmark output\n" for i in range(n))
+        project, exact = [], True
+        for _ in range(b.reps):
+            seconds, job = b.submit(b.job(program))
+            exact &= job.status == "success" and _stdout(job) == expected
+            project.append(seconds)
+            b.forget(job)
+        baseline = [run(b.ssh() + [_cmd(program)]).seconds for _ in range(b.reps)]
+        mb = len(expected) / 1e6
+        rows.append(Row(f"{label} lines ({mb:.0f} MB), LOG_LIVE, all stored", "s", project,
+                        baseline, "<= 3 x", max_ratio=3, ok=exact,
+                        notes=f"exact: {'yes' if exact else 'no'}"))
+    return rows
+
+
+def sleeping(b: Bench) -> list[Row]:
+    """CPU of this process (all threads) while a job sleeps 10 s; baseline: an ssh client's."""
+    program = "import time\ntime.sleep(10)\n"
+    project, baseline = [], []
+    for _ in range(b.reps):
+        job = b.job(program)
+        # The baseline runs at the same time: its CPU is its own (wait4), not ours.
+        ssh = subprocess.Popen(b.ssh() + [_cmd(program)], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL)
+        before = cpu_seconds()
+        _, job = b.submit(job)
+        project.append(cpu_seconds() - before)
+        _, _, ru = os.wait4(ssh.pid, 0)
+        baseline.append(ru.ru_utime + ru.ru_stime)
+        b.forget(job)
+    return [Row("CPU of the worker while a job sleeps 10 s (baseline: ssh client)", "s",
+                project, baseline, "<= 0.1 s", limit=0.1)]
+
+
+BIG = ("import os\nwith open('big.bin', 'wb') as f:\n"
+       "    for _ in range(200):\n        f.write(os.urandom(1 << 20))\n")
+BIG_SIZE = 200 << 20
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def big_result(b: Bench) -> list[Row]:
+    """A 200 MiB result file: the stage-out (``results.collect``) vs ``scp`` of the file."""
+    from django_remote_submission import runner
+
+    seconds, growth, scp, scp_rss, exact = [], [], [], [], True
+    collect = runner.collect
+
+    def timed_collect(*args, **kwargs):  # wraps the runner's stage-out, in this process only
+        with RssPeak() as peak:
+            t0 = time.perf_counter()
+            out = collect(*args, **kwargs)
+            seconds.append(time.perf_counter() - t0)
+        growth.append(peak.growth)
+        return out
+
+    runner.collect = timed_collect
+    try:
+        for _ in range(b.reps):
+            _, job = b.submit(b.job(BIG))
+            remote = os.path.join(job.remote_directory, "big.bin")  # same machine: readable
+            result = job.results.get()
+            exact &= (job.status == "success" and result.size == BIG_SIZE
+                      and result.sha256 == _sha256(remote) == _sha256(result.local_file.path))
+            local = os.path.join(b.tmp, "scp.bin")
+            ran = run(b.scp(remote, local))
+            exact &= ran.returncode == 0 and os.path.getsize(local) == BIG_SIZE
+            scp.append(ran.seconds)
+            scp_rss.append(ran.maxrss_mb)
+            os.remove(local)
+            b.forget(job)
+    finally:
+        runner.collect = collect
+    note = f"exact: {'yes' if exact else 'no'}"
+    return [
+        Row("200 MiB result into storage (stage-out)", "s", seconds, scp, "<= 1.5 x scp",
+            max_ratio=1.5, ok=exact, notes=note),
+        Row("  worker RSS growth during that stage-out", "MB", growth, None, "< 50 MB",
+            limit=50, notes=f"scp's own max RSS: {statistics.median(scp_rss):.0f} MB"),
+    ]
+
+
+def many(b: Bench) -> list[Row]:
+    """200 jobs sleeping 10 s submitted at once to one worker (threads, like
+    ``celery worker --pool threads --concurrency 200``) vs 200 ssh sessions on 4 masters."""
+    from django.db import connection
+
+    from django_remote_submission import runner
+    from django_remote_submission.models import Job
+
+    n, program = 200, "import time\ntime.sleep(10)\n"
+
+    def one(pk: int) -> str | None:
+        try:
+            runner.submit(pk, **b.creds)
+        except Exception as exc:  # counted below: the job is not a success
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            connection.close()  # each thread has its own DB connection
+
+    project, notes, all_ok = [], [], True
+    for _ in range(b.reps):
+        pks = [b.job(program).pk for _ in range(n)]
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(n) as pool:
+            raised = list(pool.map(one, pks))
+        project.append(time.perf_counter() - t0)
+        jobs = Job.objects.filter(pk__in=pks)
+        ok = jobs.filter(status="success").count()
+        all_ok &= ok == n
+        errors = Counter([j.error[:80] for j in jobs.exclude(status="success")]
+                         + [e[:80] for e in raised if e])
+        notes.append(f"{ok}/{n} success" + "".join(f"; {c} x {e!r}" for e, c in errors.items()))
+        for job in jobs:
+            b.forget(job)
+
+    baseline = []
+    with b.master() as m1, b.master() as m2, b.master() as m3, b.master() as m4:
+        masters = [m1, m2, m3, m4]  # sshd's MaxSessions 50 each
+        for _ in range(b.reps):
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(n) as pool:
+                rcs = list(pool.map(lambda i: run(b.ssh(masters[i % 4]) + [_cmd(program)])
+                                    .returncode, range(n)))
+            baseline.append(time.perf_counter() - t0)
+            if rcs.count(0) != n:
+                notes.append(f"baseline: {rcs.count(0)}/{n} ok")
+    return [Row("200 jobs sleeping 10 s at once, one worker (baseline: 4 ssh ControlMasters)",
+                "s", project, baseline, "all success <= 15 s", limit=15, ok=all_ok,
+                notes=", ".join(notes))]
+
+
+WS_PROGRAM = ("import time\nfor _ in range(100):\n    print(time.time())\n"
+              "    time.sleep(0.05)\n")
+
+
+def _listen(url: str, n: int, ready: threading.Event, latencies: list[float]) -> None:
+    """Collect ``receive time - printed time`` of ``n`` lines from the websocket."""
+    from websockets.sync.client import connect
+
+    with connect(url, open_timeout=10) as ws:
+        ready.set()
+        while len(latencies) < n:
+            message = json.loads(ws.recv(timeout=30))
+            now = time.time()
+            for row in message.get("logs", []) if message.get("type") == "drs.logs" else []:
+                latencies.extend(now - float(line) for line in row["content"].split())
+
+
+def websocket(b: Bench) -> list[Row]:
+    """A remote ``print`` -> a message on a websocket client (daphne + channels_redis)."""
+    from tests.services import free_port, wait_for
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    daphne = subprocess.Popen([sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1",
+                               "-p", str(port), "bench.asgi:application"], cwd=ROOT, env=env)
+    p50, p99, pooled = [], [], []
+    try:
+        import socket
+
+        def up() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(up, timeout=30, message="daphne")
+        for _ in range(b.reps):
+            job = b.job(WS_PROGRAM)
+            latencies: list[float] = []
+            ready = threading.Event()
+            client = threading.Thread(target=_listen, daemon=True, args=(
+                f"ws://127.0.0.1:{port}/ws/jobs/{job.pk}/", 100, ready, latencies))
+            client.start()
+            if not ready.wait(15):
+                raise RuntimeError("the websocket client could not connect")
+            b.submit(job)
+            client.join(30)
+            ms = sorted(x * 1000 for x in latencies)
+            pooled += ms
+            p50.append(statistics.median(ms))
+            p99.append(ms[min(len(ms) - 1, int(0.99 * len(ms)))])
+            b.forget(job)
+    finally:
+        daphne.terminate()
+        daphne.wait(10)
+    note = f"{len(pooled)} lines; pooled p50 {statistics.median(pooled):.0f} ms"
+    return [Row("remote print -> websocket message, p50", "ms", p50, None, "<= 50 ms",
+                limit=50, notes=note),
+            Row("remote print -> websocket message, p99", "ms", p99, None, "<= 200 ms",
+                limit=200)]
+
+
+ROWS = {"trivial": trivial, "lines": lines, "sleep": sleeping, "big": big_result,
+        "many": many, "ws": websocket}

@@ -1,0 +1,18 @@
+"""Errors of the API beyond DRF's own.
+
+    raise Conflict("The job is running; cancel it before editing it.")   # -> 409
+"""
+
+from __future__ import annotations
+
+from django.utils.translation import gettext_lazy as _
+from rest_framework import status
+from rest_framework.exceptions import APIException
+
+
+class Conflict(APIException):
+    """The request is valid but the object's state forbids it (409), e.g. editing a running job."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = _("The object's current state does not allow this.")
+    default_code = "conflict"

@@ -1,0 +1,206 @@
+"""The OpenAPI description of the API (drf-spectacular), including the websocket messages.
+
+    class JobViewSet(ApiViewMixin, ModelViewSet):   # ApiViewMixin sets schema = ApiSchema()
+        conflicts = {"destroy": "The job is running."}   # documented as 409 answers
+
+    SchemaView.as_view()    # GET api/schema/: this app's endpoints only, with SCHEMA_SETTINGS
+
+``ApiSchema`` adds the error answers (400, 401, 403, 404, 409, 415) to every operation, so
+clients generated from the schema know them and a schema checker can hold the API to them.
+"""
+
+from __future__ import annotations
+
+from django.urls import include, path
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import ResolvedComponent
+from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from .. import __version__
+
+ERROR = {
+    "type": "object",
+    "required": ["detail"],
+    "properties": {"detail": {"type": "string", "description": "What went wrong."}},
+}
+VALIDATION_ERROR = {
+    "type": "object",
+    "additionalProperties": {},
+    "description": 'Field name (or "non_field_errors") -> list of messages, e.g. '
+                   '`{"interpreter": ["The interpreter bash is not offered by the server HPC."]}`; '
+                   'list fields give `{"index": [messages]}`; a malformed body gives `detail`.',
+}
+WRITE_METHODS = ("POST", "PUT", "PATCH")
+
+
+class ApiSchema(AutoSchema):
+    """spectacular's AutoSchema plus the error answers an operation can give."""
+
+    def _component(self, name: str, schema: dict) -> dict:
+        component = ResolvedComponent(name=name, type=ResolvedComponent.SCHEMA, schema=schema,
+                                      object=name)
+        self.registry.register_on_missing(component)
+        return component.ref
+
+    def error_responses(self) -> dict[str, tuple[dict, str]]:
+        error = self._component("Error", ERROR)
+        codes = {
+            "401": (error, "Not authenticated: send `Authorization: Token <key>` or a session."),
+            "403": (error, "Not allowed: only staff change servers and interpreters; session "
+                           "requests that change data need a CSRF token."),
+        }
+        if "{" in self.path:
+            codes["404"] = (error, "No such object, or one that is not yours.")
+        if self.method == "GET" and self._is_list_view():
+            codes["400"] = (self._component("ValidationError", VALIDATION_ERROR),
+                            "Invalid filter value.")
+            codes["404"] = (error, "No such page.")
+        if self.method in WRITE_METHODS:
+            codes["400"] = (self._component("ValidationError", VALIDATION_ERROR),
+                            "Invalid input, with the errors of each field.")
+            codes["415"] = (error, "The body is not JSON.")
+        conflict = getattr(self.view, "conflicts", {}).get(getattr(self.view, "action", None))
+        if conflict:
+            codes["409"] = (error, conflict)
+        return codes
+
+    def _get_response_bodies(self, direction: str = "response") -> dict:
+        responses = super()._get_response_bodies(direction)
+        for code, (schema, description) in self.error_responses().items():
+            if code not in responses:
+                responses[code] = self._get_response_for_code(
+                    OpenApiResponse(schema, description), code, ["application/json"], direction)
+        return responses
+
+
+_JOB_EVENT = {
+    "type": "object",
+    "required": ["id", "uuid", "title", "status", "exit_code", "error", "server", "started_at",
+                 "finished_at", "modified"],
+    "properties": {
+        "id": {"type": "integer"},
+        "uuid": {"type": "string", "format": "uuid"},
+        "title": {"type": "string"},
+        "status": {"type": "string",
+                   "enum": ["initial", "submitted", "running", "success", "failure", "cancelled"]},
+        "exit_code": {"type": "integer", "nullable": True},
+        "error": {"type": "string"},
+        "server": {"type": "integer"},
+        "started_at": {"type": "string", "format": "date-time", "nullable": True},
+        "finished_at": {"type": "string", "format": "date-time", "nullable": True},
+        "modified": {"type": "string", "format": "date-time", "nullable": True},
+    },
+}
+_LOG_EVENT = {
+    "type": "object",
+    "required": ["id", "time", "stream", "content", "offset"],
+    "properties": {
+        "id": {"type": "integer", "description": "The Log id (use it as `after` on reconnect)."},
+        "time": {"type": "string", "format": "date-time"},
+        "stream": {"type": "string", "enum": ["stdout", "stderr", "system"]},
+        "content": {"type": "string", "description": "Whole lines of one stream."},
+        "offset": {"type": "integer", "description": "Byte offset in the stream."},
+    },
+}
+WEBSOCKET_COMPONENTS = {
+    "WsLogsMessage": {
+        "type": "object",
+        "description": "Websocket, job channel: a batch of new log rows of one job.",
+        "required": ["type", "job", "logs"],
+        "properties": {
+            "type": {"type": "string", "enum": ["drs.logs"]},
+            "job": {"type": "integer", "description": "Job id."},
+            "logs": {"type": "array", "items": {"$ref": "#/components/schemas/WsLogEvent"}},
+        },
+    },
+    "WsLogEvent": _LOG_EVENT,
+    "WsStatusMessage": {
+        "type": "object",
+        "description": "Websocket, user and job channels: a job changed state.",
+        "required": ["type", "job"],
+        "properties": {
+            "type": {"type": "string", "enum": ["drs.status"]},
+            "job": {"$ref": "#/components/schemas/WsJobEvent"},
+        },
+    },
+    "WsJobEvent": _JOB_EVENT,
+}
+
+DESCRIPTION = """
+Run programs on remote hosts over SSH: create a job, submit it, follow its output, fetch the
+files it wrote.
+
+**Authentication.** Every endpoint needs a user: send `Authorization: Token <key>` (tokens of
+`rest_framework.authtoken`) or use a Django session (then send the CSRF token with writes).
+
+**Who sees what.** Users see and change their own jobs, logs and results; a job of someone
+else answers 404, like a missing one. Servers and interpreters are readable by every user and
+writable by staff. Staff see everything.
+
+**A job's life.**
+1. `POST jobs/` with `title`, `program`, `server`, `interpreter` (one the server offers),
+   `remote_directory` and `remote_filename`.
+2. `POST jobs/{id}/submit/` with the login `password` (leave it out when the server has a
+   stored key), optionally `timeout` (seconds), `log_policy` and `store_results`. Answers 202:
+   the job is queued and goes `submitted`, `running`, then `success`, `failure` or
+   `cancelled`. `POST jobs/{id}/cancel/` stops it; `POST jobs/{id}/resubmit/` runs a finished
+   job again with the same options.
+3. Follow the output with `GET logs/?job={id}&after={after}`: pass the `after` of each answer
+   to the next request; rows come in order, none missed or repeated.
+4. `GET results/?job={id}` lists the files the job wrote; `GET results/{id}/download/` gives
+   one file's content.
+
+**Errors** answer `{"detail": "..."}`, or field errors (400) such as
+`{"timeout": ["The timeout must be a positive number of seconds."]}`. A job that is
+submitted or running cannot be edited, deleted or submitted again (409).
+
+**Websockets.** Browsers can also be told of changes as they happen; the app's websocket
+consumers forward these JSON messages (schemas in the components below):
+
+* `WsStatusMessage` `{"type": "drs.status", "job": {"id", "uuid", "title", "status",
+  "exit_code", "error", "server", "started_at", "finished_at", "modified"}}`: one per state
+  change, on the owner's channel and the job's channel.
+* `WsLogsMessage` `{"type": "drs.logs", "job": <id>, "logs": [{"id", "time", "stream",
+  "content", "offset"}, ...]}`: one per stored batch of log rows, on the job's channel.
+
+Messages are best effort: after a reconnect, catch up with `GET logs/?job={id}&after={last
+id received}` and `GET jobs/{id}/`.
+"""
+
+SCHEMA_SETTINGS = {
+    "TITLE": "Remote submission API",
+    "DESCRIPTION": DESCRIPTION,
+    "VERSION": __version__,
+    # Separate request and response components: write-only fields (passwords) stay out of
+    # the responses, read-only ones out of the requests.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "APPEND_COMPONENTS": {"schemas": WEBSOCKET_COMPONENTS},
+    "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "django_remote_submission.models.Status.choices"},
+}
+
+
+def _prefix(where: str, suffix: str) -> str:
+    """The path this API is mounted at, from the path ``<prefix><suffix>`` of a request."""
+    return where[: -len(suffix)] if where.endswith(suffix) else "/"
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI 3 schema of this API (YAML; JSON with `?format=json`)."""
+
+    custom_settings = SCHEMA_SETTINGS
+
+    def get(self, request, *args, **kwargs):
+        from .urls import router
+
+        self.patterns = [path(_prefix(request.path_info, "schema/").lstrip("/"), include(router.urls))]
+        return super().get(request, *args, **kwargs)
+
+
+class DocsView(SpectacularSwaggerView):
+    """Swagger UI for the schema next to it."""
+
+    title = SCHEMA_SETTINGS["TITLE"]
+
+    def _get_schema_url(self, request) -> str:
+        return _prefix(request.path, "docs/") + "schema/"
