@@ -47,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "KILL_GRACE": 5.0,
     # Seconds between heartbeats the runner writes while it watches a job.
     "HEARTBEAT_INTERVAL": 15.0,
+    # Every Celery worker resumes runs whose worker died (stale heartbeat), at start and
+    # then every 3 heartbeat intervals.
+    "RECOVER_IN_WORKER": True,
     # Storage prefix of result files: <prefix>/<job uuid>/<relative path>.
     "RESULTS_PREFIX": "results",
 }

@@ -83,6 +83,10 @@ class Server(TimeStampedModel):
         _("use ssh-agent"), default=False,
         help_text=_("Offer the keys of the worker's ssh-agent (SSH_AUTH_SOCK)."),
     )
+    local = models.BooleanField(
+        _("run locally"), default=False,
+        help_text=_("Run jobs on the worker's own machine instead of over SSH (remote=False)."),
+    )
     host_key = models.TextField(
         _("host key"), blank=True,
         help_text=_("known_hosts-style line of the server's public key. Blank until known."),

@@ -12,6 +12,7 @@ to the run or returns, it never launches the program twice.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -78,13 +79,28 @@ def _argv(job: Job) -> list[str]:
     return shlex.split(job.interpreter.path) + [str(a) for a in job.interpreter.arguments or []]
 
 
+def _is_remote(job: Job) -> bool:
+    return bool((job.options or {}).get("remote", True)) and not job.server.local
+
+
 def _stale(job: Job) -> bool:
     limit = timezone.now() - timedelta(seconds=3 * float(drs_settings.HEARTBEAT_INTERVAL))
     return job.heartbeat is None or job.heartbeat < limit
 
 
 def lease(job_pk: int, submission: str, options: dict, credential: str) -> tuple[Job, bool]:
-    """Take the job for this submission. Returns (job, run_it)."""
+    """Take the job for this submission. Returns (job, run_it).
+
+    The row is locked (``select_for_update``) and every state change is a conditional
+    update, so of two deliveries of one submission only one runs it; the other returns.
+    """
+    try:
+        return _lease(job_pk, submission, options, credential)
+    except InvalidTransition:
+        return Job.objects.get(pk=job_pk), False
+
+
+def _lease(job_pk: int, submission: str, options: dict, credential: str) -> tuple[Job, bool]:
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_pk)
         if job.submission == submission and job.status != Status.initial:
@@ -98,7 +114,8 @@ def lease(job_pk: int, submission: str, options: dict, credential: str) -> tuple
         for result in job.results.all():
             result.local_file.delete(save=False)
             result.delete()
-        run_dir = f"{drs_settings.RUN_ROOT}/{job.uuid}.{uuid.uuid4().hex[:12]}"
+        tag = hashlib.sha256(submission.encode()).hexdigest()[:12]
+        run_dir = f"{drs_settings.RUN_ROOT}/{job.uuid}.{tag}"
         move(job, Status.submitted, submission=submission, run_dir=run_dir, pid=None,
              stdout_offset=0, stderr_offset=0, exit_code=None, error="", started_at=None,
              finished_at=None, deadline=None, cancel_requested=False, options=options,
@@ -133,7 +150,7 @@ class JobRun:
         self.job = job
         self.creds = creds
         self.options = job.options
-        self.remote = self.options.get("remote", True)
+        self.remote = _is_remote(job)
         self.timed_out = False
         self.cancelled = False
 
@@ -249,6 +266,8 @@ class JobRun:
         job.refresh_from_db(fields=["cancel_requested"])
         timeout = self.options.get("timeout")
         if job.cancel_requested:
+            # The canceller stops the processes too; make sure none is left before saying so.
+            self.launcher.kill(job.run_dir, float(drs_settings.KILL_GRACE))
             status, error = Status.cancelled, "Cancelled on request; its processes were stopped."
         elif self.timed_out:
             status, error = Status.failure, (f"Timed out after {timeout:g} s; the job's processes "
@@ -311,10 +330,10 @@ def copy(job_pk: int, password: str | None = None, public_key_filename: str | No
         return {}
     run = JobRun(job, credentials_for(job, password, public_key_filename, username))
     try:
-        with connect(job.server, run.creds, remote) as t:
+        with connect(job.server, run.creds, run.remote) as t:
             where = DirectLauncher(t).stage(_directory(job.remote_directory), job.remote_filename,
                                             job.program.encode())
-        host = job.server.hostname if remote else "localhost"
+        host = job.server.hostname if run.remote else "localhost"
         Log.objects.create(job=job, stream="stdout",
                            content=f"{job.remote_filename} successfully copied to {host}:{where}\n")
         move(job, Status.success, exit_code=None, error="")
@@ -364,5 +383,5 @@ def cancel(job_pk: int, password: str | None = None) -> None:
     if password is None and job.credential:
         password = secrets.decrypt(job.credential, ttl=drs_settings.CREDENTIAL_TTL)
     creds = credentials_for(job, password, opts.get("key_filename"), opts.get("username"))
-    with connect(job.server, creds, opts.get("remote", True)) as t:
+    with connect(job.server, creds, _is_remote(job)) as t:
         DirectLauncher(t).kill(job.run_dir, float(drs_settings.KILL_GRACE))

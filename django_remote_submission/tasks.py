@@ -11,9 +11,12 @@ decrypts it just before the task body runs.
 from __future__ import annotations
 
 import inspect
+import logging
+import threading
 import uuid
 
 from celery import Task, shared_task
+from celery.signals import worker_ready, worker_shutdown
 
 from . import keys, runner
 from .conf import drs_settings
@@ -117,3 +120,32 @@ def recover_jobs():
     for pk in pks:
         resume_job.delay(pk)
     return pks
+
+
+logger = logging.getLogger(__name__)
+_stop_watchdog = threading.Event()
+
+
+def _watchdog() -> None:
+    """In every worker: resume orphaned runs at start, then every 3 heartbeat intervals."""
+    interval = 3 * float(drs_settings.HEARTBEAT_INTERVAL)
+    while True:
+        try:
+            for pk in runner.stale_jobs():
+                resume_job.delay(pk)
+        except Exception:
+            logger.warning("Recovery sweep failed", exc_info=True)
+        if _stop_watchdog.wait(interval):
+            return
+
+
+@worker_ready.connect
+def _start_watchdog(**kwargs) -> None:
+    if drs_settings.RECOVER_IN_WORKER:
+        _stop_watchdog.clear()
+        threading.Thread(target=_watchdog, name="drs-recovery", daemon=True).start()
+
+
+@worker_shutdown.connect
+def _stop(**kwargs) -> None:
+    _stop_watchdog.set()

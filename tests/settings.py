@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "channels",
@@ -91,7 +92,12 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
 
 REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
 
-DRS = {"HOST_KEY_POLICY": "reject"}
+DRS = {
+    "HOST_KEY_POLICY": "reject",
+    # Reliability tests shorten the heartbeat so a dead worker is noticed in seconds.
+    "HEARTBEAT_INTERVAL": float(os.environ.get("DRS_TEST_HEARTBEAT", "15")),
+    "KILL_GRACE": 2.0,
+}
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", "cache+memory://")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -28,7 +28,7 @@ class StandardPagination(PageNumberPagination):
 
 
 class AfterPagination(BasePagination):
-    """Rows with an id above ``after`` (applied by the filter), oldest first, ``page_size`` at a time.
+    """Rows above the ``after`` id (the filter applies it), oldest first, ``page_size`` at a time.
 
     No ``count`` is computed, so a follower polling a long log stays cheap.
     """

@@ -193,7 +193,8 @@ class SchemaView(SpectacularAPIView):
     def get(self, request, *args, **kwargs):
         from .urls import router
 
-        self.patterns = [path(_prefix(request.path_info, "schema/").lstrip("/"), include(router.urls))]
+        prefix = _prefix(request.path_info, "schema/").lstrip("/")
+        self.patterns = [path(prefix, include(router.urls))]
         return super().get(request, *args, **kwargs)
 
 

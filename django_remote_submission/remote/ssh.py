@@ -70,6 +70,24 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + b64encode(sha256(key.asbytes()).digest()).decode().rstrip("=")
 
 
+def fetch_host_key(hostname: str, port: int = 22) -> tuple[str, str]:
+    """(known_hosts line, SHA256 fingerprint) of the host's key; no login is attempted."""
+    timeout = float(drs_settings.CONNECT_TIMEOUT)
+    try:
+        sock = socket.create_connection((hostname, port), timeout=timeout)
+    except OSError as exc:
+        raise ConnectError(f"Cannot connect to {hostname}:{port}: {exc}") from None
+    t = paramiko.Transport(sock)
+    try:
+        t.start_client(timeout=timeout)
+        key = t.get_remote_server_key()
+    except (paramiko.SSHException, EOFError) as exc:
+        raise ConnectError(f"SSH handshake with {hostname}:{port} failed: {exc}") from None
+    finally:
+        t.close()
+    return f"{host_key_name(hostname, port)} {key.get_name()} {key.get_base64()}", fingerprint(key)
+
+
 class _Policy(paramiko.MissingHostKeyPolicy):
     """Unknown host keys: reject, trust on first use, or warn (``DRS['HOST_KEY_POLICY']``)."""
 

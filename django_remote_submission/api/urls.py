@@ -1,0 +1,33 @@
+"""URLs of the API: the viewsets under a router, the schema and its docs.
+
+    # the app's urls.py, or a project's
+    path("api/", include("django_remote_submission.api.urls"))
+
+    reverse("drs_api:job-detail", kwargs={"pk": 1})    # inside a namespace: "<ns>:drs_api:..."
+
+Routes: ``servers/``, ``interpreters/``, ``jobs/`` (+ ``{id}/submit/``, ``{id}/cancel/``,
+``{id}/resubmit/``), ``logs/``, ``results/`` (+ ``{id}/download/``), ``schema/`` (OpenAPI 3)
+and ``docs/`` (Swagger UI).
+"""
+
+from django.urls import include, path
+from rest_framework.routers import DefaultRouter
+
+from .schemas import DocsView, SchemaView
+from .views import InterpreterViewSet, JobViewSet, LogViewSet, ResultViewSet, ServerViewSet
+
+app_name = "drs_api"
+
+router = DefaultRouter()
+router.include_format_suffixes = False
+router.register("servers", ServerViewSet, basename="server")
+router.register("interpreters", InterpreterViewSet, basename="interpreter")
+router.register("jobs", JobViewSet, basename="job")
+router.register("logs", LogViewSet, basename="log")
+router.register("results", ResultViewSet, basename="result")
+
+urlpatterns = [
+    path("schema/", SchemaView.as_view(), name="schema"),
+    path("docs/", DocsView.as_view(), name="docs"),
+    path("", include(router.urls)),
+]
