@@ -163,10 +163,11 @@ class JobRun:
                 if job.status == Status.submitted:
                     self._launch()
                 exit_code = self._follow()
-                self._finish(exit_code, self._stage_out())
+                self._finish(exit_code, self._retrying(self._stage_out))
             finally:
                 self.launcher.transport.close()
         except RemoteError as exc:
+            logger.info("Job %s failed: %s", job.pk, exc, exc_info=True)
             self._fail(str(exc))
         except Exception as exc:  # the worker must keep running whatever happens
             logger.exception("Job %s failed", job.pk)
@@ -194,18 +195,29 @@ class JobRun:
         offsets = (job.stdout_offset, job.stderr_offset)
         lost_at = None
         while True:
-            proc = self.launcher.stream(job.run_dir, *offsets)
+            proc = None
             try:
+                proc = self.launcher.stream(job.run_dir, *offsets)
                 self._pump(proc, writer)
-                break
+                writer.close()
+                return self.launcher.exit_code(job.run_dir, proc)
             except ConnectionLost as exc:
                 offsets = writer.rewind()
                 lost_at = lost_at or time.monotonic()
                 self._reconnect(exc, lost_at)
             finally:
-                proc.close()
-        writer.close()
-        return self.launcher.exit_code(job.run_dir, proc)
+                if proc is not None:
+                    proc.close()
+
+    def _retrying(self, step):
+        """Run ``step()``; after a lost connection, reconnect and run it again."""
+        lost_at = None
+        while True:
+            try:
+                return step()
+            except ConnectionLost as exc:
+                lost_at = lost_at or time.monotonic()
+                self._reconnect(exc, lost_at)
 
     def _reconnect(self, exc: Exception, lost_at: float) -> None:
         write_notice(self.job, f"Connection lost ({exc}); reconnecting.")

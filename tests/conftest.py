@@ -139,6 +139,7 @@ def celery_app(redis_url):
 
     app.conf.broker_url = redis_url
     app.conf.result_backend = redis_url
+    app.set_current()
     return app
 
 

@@ -470,7 +470,7 @@ def start_worker(broker: str, concurrency: int = 8, timeout: float = 60,
              "--without-mingle"],
             stdout=log, stderr=subprocess.STDOUT, env=env,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    probe = Celery(broker=broker)
+    probe = Celery(broker=broker, set_as_current=False)
     worker = CeleryWorker(proc, log_file, broker)
 
     def answers() -> bool:

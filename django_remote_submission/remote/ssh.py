@@ -308,13 +308,16 @@ class SSHProcess(Process):
             if not out and not self.conn.alive:
                 raise ConnectionLost(f"SSH connection to {self.conn.target.hostname} lost")
             return out
-        # All output is in; the exit status may trail the EOF by a packet.
-        if not ch.status_event.wait(timeout if timeout is not None else 30):
-            if not self.conn.alive:
+        # All output is in; the exit status may trail the EOF by a packet. A channel closed
+        # because the connection died also wakes this wait, without a status.
+        # Every command we run exits with a status, so a channel closed without one means the
+        # session or the link died.
+        ch.status_event.wait(timeout if timeout is not None else 30)
+        if ch.exit_status == -1:
+            if ch.closed or not self.conn.alive:
                 raise ConnectionLost(f"SSH connection to {self.conn.target.hostname} lost")
-            if not ch.closed:
-                return out
-        self.exit_code = ch.exit_status if ch.exit_status_ready() else -1
+            return out
+        self.exit_code = ch.exit_status
         self._done = True
         return out
 

@@ -1,0 +1,154 @@
+"""Faults injected for real: a cut link, a killed worker, a doubled delivery, cancel, secrets.
+
+These tests use a real Celery worker process and redis; the database is shared with the
+worker (transactional tests).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+import redis
+
+from django_remote_submission import runner
+from django_remote_submission.models import Job
+from django_remote_submission.tasks import cancel_job, submit_job_to_server
+from tests.services import start_worker, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+COUNTER = (
+    "import sys, time\n"
+    "for i in range({n}):\n"
+    "    print(f'line {{i}}', flush=True)\n"
+    "    print(f'err {{i}}', file=sys.stderr, flush=True)\n"
+    "    time.sleep({pause})\n"
+)
+
+
+def stream(job, name="stdout") -> str:
+    return "".join(job.logs.filter(stream=name).order_by("id").values_list("content", flat=True))
+
+
+def status(job) -> str:
+    job.refresh_from_db()
+    return job.status
+
+
+def session_pids(sshd) -> list[int]:
+    """The per-connection sshd processes (children of the listening sshd)."""
+    out = subprocess.run(["pgrep", "-P", str(sshd.proc.pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_cut_connection_mid_job_resumes_without_gap_or_duplicate(make_job, sshd):
+    job = make_job(COUNTER.format(n=30, pause=0.1))
+    done = threading.Thread(target=runner.submit, args=(job.pk,),
+                            kwargs={"password": sshd.password})
+    done.start()
+    wait_for(lambda: job.logs.filter(stream="stdout").count() >= 5, timeout=30,
+             message="first lines")
+    victims = session_pids(sshd)
+    assert victims
+    for pid in victims:  # the real link goes down: every SSH session process dies
+        os.kill(pid, signal.SIGKILL)
+    done.join(60)
+    assert status(job) == Job.STATUS.success, job.error
+    assert stream(job) == "".join(f"line {i}\n" for i in range(30))
+    assert stream(job, "stderr") == "".join(f"err {i}\n" for i in range(30))
+    assert "Connection lost" in stream(job, "system")
+
+
+def test_killed_worker_mid_job_is_resumed_with_complete_logs(make_job, sshd, celery_app,
+                                                             redis_url):
+    env = {"DRS_TEST_HEARTBEAT": "1"}
+    first = start_worker(redis_url, extra_env=env)
+    try:
+        job = make_job(COUNTER.format(n=40, pause=0.1) +
+                       "open('result.txt', 'w').write('finished')\n")
+        submit_job_to_server.delay(job.pk, password=sshd.password)
+        wait_for(lambda: job.logs.filter(stream="stdout").count() >= 3, timeout=30,
+                 message="first lines")
+        first.kill()
+        assert status(job) == Job.STATUS.running
+    finally:
+        first.stop()
+    second = start_worker(redis_url, extra_env=env)
+    try:
+        wait_for(lambda: status(job) == Job.STATUS.success, timeout=60,
+                 message="job resumed by the new worker")
+    finally:
+        second.stop()
+    assert stream(job) == "".join(f"line {i}\n" for i in range(40))
+    assert stream(job, "stderr") == "".join(f"err {i}\n" for i in range(40))
+    assert {r.remote_filename: r.local_file.read() for r in job.results.all()} == {
+        "result.txt": b"finished"}
+
+
+def test_double_delivery_runs_the_program_once(make_job, sshd, worker):
+    base = sshd.base_dir_pw
+    job = make_job(f"import time\nopen({base!r} + '/ran.{{}}'.format(__import__('uuid')"
+                   ".uuid4().hex), 'w').close()\ntime.sleep(1)\nprint('done')")
+    before = set(os.listdir(base))
+    a = submit_job_to_server.apply_async((job.pk,), {"password": sshd.password}, task_id="dup-1")
+    b = submit_job_to_server.apply_async((job.pk,), {"password": sshd.password}, task_id="dup-1")
+    wait_for(lambda: status(job) == Job.STATUS.success, timeout=60, message="success")
+    a.get(timeout=30), b.get(timeout=30)
+    again = submit_job_to_server.apply_async((job.pk,), {"password": sshd.password},
+                                             task_id="dup-1")  # a late redelivery
+    again.get(timeout=30)
+    runs = [n for n in set(os.listdir(base)) - before if n.startswith("ran.")]
+    assert len(runs) == 1
+    assert stream(job) == "done\n"
+
+
+def test_cancel_stops_every_process_and_keeps_output(make_job, sshd, worker):
+    job = make_job("import subprocess, time\nsubprocess.Popen(['sleep', '600'])\n"
+                   "open('partial.txt', 'w').write('p')\nprint('started', flush=True)\n"
+                   "time.sleep(600)\n")
+    submit_job_to_server.delay(job.pk, password=sshd.password)
+    wait_for(lambda: stream(job) == "started\n", timeout=30, message="job started")
+    job.refresh_from_db()
+    pid = job.pid
+    assert alive(pid)
+    cancel_job(job.pk)
+    wait_for(lambda: status(job) == Job.STATUS.cancelled, timeout=30, message="cancelled")
+    assert not alive(pid)
+    leftovers = subprocess.run(["pgrep", "-u", sshd.password_user, "-f", "sleep 600"],
+                               capture_output=True, text=True).stdout
+    assert leftovers == ""
+    assert job.error == "Cancelled on request; its processes were stopped."
+    assert stream(job) == "started\n"
+    assert [r.remote_filename for r in job.results.all()] == ["partial.txt"]
+
+
+def test_password_is_nowhere_in_redis_or_the_database(make_job, sshd, worker, redis_url,
+                                                      settings):
+    job = make_job("print('ok')")
+    result = submit_job_to_server.delay(job.pk, password=sshd.password)
+    assert result.get(timeout=60) == {}
+    assert status(job) == Job.STATUS.success
+    secret = sshd.password.encode()
+    r = redis.Redis.from_url(redis_url)
+    keys = list(r.scan_iter("*"))
+    assert keys
+    for key in keys:
+        assert secret not in key and secret not in (r.dump(key) or b""), key
+    with open(settings.DATABASES["default"]["NAME"], "rb") as f:
+        assert secret not in f.read()
+    assert secret.decode() not in worker.log()
+    job.refresh_from_db()
+    assert job.credential == ""
