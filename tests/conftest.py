@@ -154,3 +154,15 @@ def worker(celery_app, redis_url):
         unavailable(str(exc))
     yield w
     w.stop()
+
+
+@pytest.fixture
+def eager():
+    """Usage: ``def test_x(eager): task.delay(...)`` runs the task inline (CELERY eager mode)."""
+    from tests.celery_app import app
+
+    app.set_current()
+    saved = app.conf.task_always_eager, app.conf.task_eager_propagates
+    app.conf.task_always_eager = app.conf.task_eager_propagates = True
+    yield app
+    app.conf.task_always_eager, app.conf.task_eager_propagates = saved
