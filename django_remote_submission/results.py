@@ -68,8 +68,9 @@ def is_matching(filename: str, patterns: list[str] | None = None) -> bool:
 class _HashingReader:
     """Reads through a file object, hashing and counting what passes."""
 
-    def __init__(self, f) -> None:
+    def __init__(self, f, progress) -> None:
         self.f = f
+        self.progress = progress
         self.sha = hashlib.sha256()
         self.size = 0
 
@@ -77,6 +78,7 @@ class _HashingReader:
         data = self.f.read(n)
         self.sha.update(data)
         self.size += len(data)
+        self.progress()
         return data
 
 
@@ -85,8 +87,11 @@ class _Upload(File):
 
 
 def collect(transport: Transport, job: Job, directory: str, entries: list[Entry],
-            patterns: list[str] | None, exclude: set[str]) -> list[Result]:
-    """Copy the regular files among ``entries`` that match ``patterns`` into storage."""
+            patterns: list[str] | None, exclude: set[str], progress=lambda: None) -> list[Result]:
+    """Copy the regular files among ``entries`` that match ``patterns`` into storage.
+
+    ``progress()`` is called as data arrives (the runner keeps its heartbeat with it).
+    """
     results = []
     for entry in entries:
         if entry.path in exclude or any(entry.path.startswith(p + "/") for p in exclude):
@@ -99,7 +104,7 @@ def collect(transport: Transport, job: Job, directory: str, entries: list[Entry]
             continue
         try:
             with transport.open(posixpath.join(directory, entry.path)) as f:
-                reader = _HashingReader(f)
+                reader = _HashingReader(f, progress)
                 old = list(job.results.filter(remote_filename=entry.path))
                 result = Result(job=job, remote_filename=entry.path)
                 result.local_file.save(entry.path, _Upload(reader, name=entry.path), save=False)

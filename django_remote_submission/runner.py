@@ -153,6 +153,7 @@ class JobRun:
         self.remote = _is_remote(job)
         self.timed_out = False
         self.cancelled = False
+        self.next_beat = time.monotonic() + float(drs_settings.HEARTBEAT_INTERVAL)
 
     def run(self) -> dict[str, int]:
         job = self.job
@@ -234,13 +235,15 @@ class JobRun:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
+    def _beat_if_due(self) -> None:
+        if time.monotonic() >= self.next_beat:
+            self._beat()
+
     def _pump(self, proc, writer: LogWriter) -> None:
         job = self.job
-        interval = float(drs_settings.HEARTBEAT_INTERVAL)
-        next_beat = time.monotonic() + interval
         deadline = job.deadline.timestamp() if job.deadline else None
         while not proc.done:
-            waits = [writer.due_in(), next_beat - time.monotonic()]
+            waits = [writer.due_in(), self.next_beat - time.monotonic()]
             if deadline and not self.timed_out:
                 waits.append(deadline - time.time())
             for stream, data in proc.read(max(0.0, min(w for w in waits if w is not None))):
@@ -249,11 +252,10 @@ class JobRun:
             if deadline and not self.timed_out and time.time() >= deadline:
                 self.timed_out = True
                 self.launcher.kill(job.run_dir, float(drs_settings.KILL_GRACE))
-            if time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + interval
-                self._beat()
+            self._beat_if_due()
 
     def _beat(self) -> None:
+        self.next_beat = time.monotonic() + float(drs_settings.HEARTBEAT_INTERVAL)
         Job.objects.filter(pk=self.job.pk).update(heartbeat=timezone.now())
         if not self.cancelled and Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
             self.cancelled = True
@@ -271,7 +273,7 @@ class JobRun:
         if run_root.startswith(directory.rstrip("/") + "/"):
             exclude.add(run_root[len(directory.rstrip("/")) + 1 :].split("/")[0])
         return collect(self.launcher.transport, job, directory, new_or_modified(before, after),
-                       patterns, exclude)
+                       patterns, exclude, progress=self._beat_if_due)
 
     def _finish(self, exit_code: int | None, results: list[Result]) -> None:
         job = self.job
