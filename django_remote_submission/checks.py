@@ -14,17 +14,32 @@ def check_settings(app_configs, **kwargs) -> list[Error]:
     errors = []
     unknown = sorted(set(drs_settings.user_settings) - set(DEFAULTS))
     if unknown:
-        errors.append(Error(f"Unknown DRS settings: {', '.join(unknown)}",
-                            hint=f"Valid keys: {', '.join(sorted(DEFAULTS))}", id="drs.E001"))
+        errors.append(
+            Error(
+                f"Unknown DRS settings: {', '.join(unknown)}",
+                hint=f"Valid keys: {', '.join(sorted(DEFAULTS))}",
+                id="drs.E001",
+            )
+        )
     if drs_settings.HOST_KEY_POLICY not in POLICIES:
-        errors.append(Error(f"DRS['HOST_KEY_POLICY'] is {drs_settings.HOST_KEY_POLICY!r}",
-                            hint=f"Use one of {', '.join(POLICIES)}.", id="drs.E002"))
+        errors.append(
+            Error(
+                f"DRS['HOST_KEY_POLICY'] is {drs_settings.HOST_KEY_POLICY!r}",
+                hint=f"Use one of {', '.join(POLICIES)}.",
+                id="drs.E002",
+            )
+        )
     if drs_settings.SECRET_KEY:
         from cryptography.fernet import Fernet
 
         try:
             Fernet(drs_settings.SECRET_KEY)
         except (ValueError, TypeError):
-            errors.append(Error("DRS['SECRET_KEY'] is not a Fernet key",
-                                hint="Generate one with Fernet.generate_key().", id="drs.E003"))
+            errors.append(
+                Error(
+                    "DRS['SECRET_KEY'] is not a Fernet key",
+                    hint="Generate one with Fernet.generate_key().",
+                    id="drs.E003",
+                )
+            )
     return errors

@@ -29,7 +29,9 @@ class CredentialError(Exception):
 def _fernet() -> Fernet:
     key = drs_settings.SECRET_KEY
     if not key:
-        digest = hashlib.sha256(b"django-remote-submission:" + settings.SECRET_KEY.encode()).digest()
+        digest = hashlib.sha256(
+            b"django-remote-submission:" + settings.SECRET_KEY.encode()
+        ).digest()
         key = base64.urlsafe_b64encode(digest)
     return Fernet(key)
 
@@ -44,7 +46,9 @@ def decrypt(token: str, ttl: float | None = None) -> str:
     if not is_token(token):
         raise CredentialError("not an encrypted credential")
     try:
-        raw = _fernet().decrypt(token[len(_PREFIX) :].encode("ascii"), ttl=None if ttl is None else int(ttl))
+        raw = _fernet().decrypt(
+            token[len(_PREFIX) :].encode("ascii"), ttl=None if ttl is None else int(ttl)
+        )
     except InvalidToken:
         raise CredentialError(
             "the encrypted credential is invalid or expired (was DRS['SECRET_KEY'] or "

@@ -35,18 +35,31 @@ def user_group(user_pk: int) -> str:
 
 
 def log_payload(row) -> dict:
-    return {"id": row.pk, "time": row.time.isoformat(), "stream": row.stream,
-            "content": row.content, "offset": row.offset}
+    return {
+        "id": row.pk,
+        "time": row.time.isoformat(),
+        "stream": row.stream,
+        "content": row.content,
+        "offset": row.offset,
+    }
 
 
 def job_payload(job) -> dict:
     def iso(value):
         return value.isoformat() if value else None
 
-    return {"id": job.pk, "uuid": str(job.uuid), "title": job.title, "status": str(job.status),
-            "exit_code": job.exit_code, "error": job.error, "server": job.server_id,
-            "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
-            "modified": iso(job.modified)}
+    return {
+        "id": job.pk,
+        "uuid": str(job.uuid),
+        "title": job.title,
+        "status": str(job.status),
+        "exit_code": job.exit_code,
+        "error": job.error,
+        "server": job.server_id,
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "modified": iso(job.modified),
+    }
 
 
 def _send(group: str, message: dict) -> None:

@@ -58,15 +58,22 @@ def _transport(username, password, hostname, port, remote, key_filename=None):
 
     server = Server.objects.filter(hostname=hostname, port=port).first()
     # Without a password, log in with the key itself (it must be deployed already).
-    creds = Credentials(username, password=password or None,
-                        key_filename=None if password else key_filename)
+    creds = Credentials(
+        username, password=password or None, key_filename=None if password else key_filename
+    )
     if server is not None:
         return connect(server, creds, remote)
     return open_transport(Target(hostname, port, ""), creds, remote)
 
 
-def deploy(username: str, password: str | None, hostname: str, port: int = 22,
-           public_key_filename: str | None = None, remote: bool = True) -> None:
+def deploy(
+    username: str,
+    password: str | None,
+    hostname: str,
+    port: int = 22,
+    public_key_filename: str | None = None,
+    remote: bool = True,
+) -> None:
     line, b64 = public_key(public_key_filename)
     with _transport(username, password, hostname, port, remote) as t:
         res = t.run(sh(ADD, line, b64), timeout=60)
@@ -74,8 +81,14 @@ def deploy(username: str, password: str | None, hostname: str, port: int = 22,
         raise RemoteError(f"Could not add the key to {hostname}: {res.error_text}")
 
 
-def remove(username: str, password: str | None, hostname: str, port: int = 22,
-           public_key_filename: str | None = None, remote: bool = True) -> None:
+def remove(
+    username: str,
+    password: str | None,
+    hostname: str,
+    port: int = 22,
+    public_key_filename: str | None = None,
+    remote: bool = True,
+) -> None:
     line, b64 = public_key(public_key_filename)
     with _transport(username, password, hostname, port, remote, public_key_filename) as t:
         res = t.run(sh(REMOVE, b64), timeout=60)

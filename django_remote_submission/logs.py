@@ -38,7 +38,9 @@ class LogPolicy:
     @classmethod
     def validate(cls, value) -> int:
         if value not in (cls.LOG_NONE, cls.LOG_LIVE, cls.LOG_TOTAL):
-            raise ValueError(f"Unknown log policy {value!r}: use LogPolicy.LOG_NONE, LOG_LIVE or LOG_TOTAL.")
+            raise ValueError(
+                f"Unknown log policy {value!r}: use LogPolicy.LOG_NONE, LOG_LIVE or LOG_TOTAL."
+            )
         return value
 
 
@@ -138,8 +140,11 @@ class LogWriter:
             whole = self.policy == LogPolicy.LOG_TOTAL
             limit = len(s.buf) + 1 if whole else int(drs_settings.LOG_ROW_BYTES)
             for offset, text in s.take(final, limit):
-                rows.append(Log(job_id=self.job.pk, stream=s.name, content=text, offset=offset,
-                                time=arrived))
+                rows.append(
+                    Log(
+                        job_id=self.job.pk, stream=s.name, content=text, offset=offset, time=arrived
+                    )
+                )
             if s.buf:
                 s.arrived = timezone.now()
         self._store(rows)
@@ -153,8 +158,9 @@ class LogWriter:
         with transaction.atomic():
             if rows:
                 Log.objects.bulk_create(rows)
-            Job.objects.filter(pk=self.job.pk).update(stdout_offset=out, stderr_offset=err,
-                                                      heartbeat=now)
+            Job.objects.filter(pk=self.job.pk).update(
+                stdout_offset=out, stderr_offset=err, heartbeat=now
+            )
         self.job.stdout_offset, self.job.stderr_offset, self.job.heartbeat = out, err, now
         if rows:
             events.logs_stored(self.job, rows)

@@ -1,4 +1,4 @@
-"""The app's data: where jobs run (Server, Interpreter), what runs (Job), what came back (Log, Result).
+"""Where jobs run (Server, Interpreter), what runs (Job), what came back (Log, Result).
 
     python3 = Interpreter.objects.create(name="python3", path="/usr/bin/python3", arguments=["-u"])
     server = Server.objects.create(title="HPC", hostname="hpc.example.org")
@@ -41,11 +41,15 @@ class Interpreter(TimeStampedModel):
     path = models.CharField(
         _("command path"),
         max_length=256,
-        help_text=_("Absolute path or command name. Extra words are split shell-style, never run "
-                    "through a shell (\"/usr/bin/python3 -u\" works)."),
+        help_text=_(
+            "Absolute path or command name. Extra words are split shell-style, never run "
+            'through a shell ("/usr/bin/python3 -u" works).'
+        ),
     )
     arguments = models.JSONField(
-        _("arguments"), default=list, blank=True,
+        _("arguments"),
+        default=list,
+        blank=True,
         help_text=_('Arguments before the program file, e.g. ["-u"].'),
     )
 
@@ -58,7 +62,9 @@ class Interpreter(TimeStampedModel):
         return f"{self.name} ({self.path})"
 
     def clean(self) -> None:
-        if not isinstance(self.arguments, list) or not all(isinstance(a, str) for a in self.arguments):
+        if not isinstance(self.arguments, list) or not all(
+            isinstance(a, str) for a in self.arguments
+        ):
             raise ValidationError({"arguments": _("Arguments must be a list of strings.")})
 
 
@@ -68,27 +74,34 @@ class Server(TimeStampedModel):
     title = models.CharField(_("name"), max_length=100)
     hostname = models.CharField(_("hostname"), max_length=255)
     port = models.PositiveIntegerField(_("port"), default=22)
-    interpreters = models.ManyToManyField(Interpreter, related_name="servers", blank=True,
-                                          verbose_name=_("interpreters"))
+    interpreters = models.ManyToManyField(
+        Interpreter, related_name="servers", blank=True, verbose_name=_("interpreters")
+    )
     username = models.CharField(
-        _("login name"), max_length=150, blank=True,
+        _("login name"),
+        max_length=150,
+        blank=True,
         help_text=_("Blank: the job owner's username."),
     )
     private_key = EncryptedTextField(
-        _("private key"), blank=True,
+        _("private key"),
+        blank=True,
         help_text=_("OpenSSH private key text used to log in (stored encrypted)."),
     )
     private_key_passphrase = EncryptedTextField(_("private key passphrase"), blank=True)
     use_agent = models.BooleanField(
-        _("use ssh-agent"), default=False,
+        _("use ssh-agent"),
+        default=False,
         help_text=_("Offer the keys of the worker's ssh-agent (SSH_AUTH_SOCK)."),
     )
     local = models.BooleanField(
-        _("run locally"), default=False,
+        _("run locally"),
+        default=False,
         help_text=_("Run jobs on the worker's own machine instead of over SSH (remote=False)."),
     )
     host_key = models.TextField(
-        _("host key"), blank=True,
+        _("host key"),
+        blank=True,
         help_text=_("known_hosts-style line of the server's public key. Blank until known."),
     )
 
@@ -142,29 +155,42 @@ class Job(TimeStampedModel):
     title = models.CharField(_("title"), max_length=250)
     uuid = models.UUIDField(_("UUID"), default=uuid.uuid4, editable=False, unique=True)
     program = models.TextField(_("program"))
-    status = models.CharField(_("status"), max_length=16, choices=Status.choices,
-                              default=Status.initial, db_index=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.initial, db_index=True
+    )
     remote_directory = models.CharField(
-        _("remote directory"), max_length=1024,
-        help_text=_("Directory on the host where the program is written and run; created if "
-                    "missing. Relative paths and ~/ are under the login's home."),
+        _("remote directory"),
+        max_length=1024,
+        help_text=_(
+            "Directory on the host where the program is written and run; created if "
+            "missing. Relative paths and ~/ are under the login's home."
+        ),
     )
     remote_filename = models.CharField(_("remote filename"), max_length=255)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, related_name="jobs",
-                              verbose_name=_("owner"))
-    server = models.ForeignKey(Server, models.PROTECT, related_name="jobs", verbose_name=_("server"))
-    interpreter = models.ForeignKey(Interpreter, models.PROTECT, related_name="jobs",
-                                    verbose_name=_("interpreter"))
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.PROTECT, related_name="jobs", verbose_name=_("owner")
+    )
+    server = models.ForeignKey(
+        Server, models.PROTECT, related_name="jobs", verbose_name=_("server")
+    )
+    interpreter = models.ForeignKey(
+        Interpreter, models.PROTECT, related_name="jobs", verbose_name=_("interpreter")
+    )
 
     exit_code = models.IntegerField(_("exit code"), null=True, blank=True)
-    error = models.TextField(_("error"), blank=True,
-                             help_text=_("Why the job failed or was cancelled, in plain words."))
+    error = models.TextField(
+        _("error"), blank=True, help_text=_("Why the job failed or was cancelled, in plain words.")
+    )
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
 
     # Bookkeeping of the current run, so that any worker can find it again.
-    submission = models.CharField(max_length=64, blank=True, editable=False,
-                                  help_text=_("Id of the submission that owns the current run."))
+    submission = models.CharField(
+        max_length=64,
+        blank=True,
+        editable=False,
+        help_text=_("Id of the submission that owns the current run."),
+    )
     run_dir = models.CharField(max_length=1024, blank=True, editable=False)
     pid = models.IntegerField(null=True, blank=True, editable=False)
     stdout_offset = models.BigIntegerField(default=0, editable=False)
@@ -172,10 +198,17 @@ class Job(TimeStampedModel):
     heartbeat = models.DateTimeField(null=True, blank=True, editable=False)
     deadline = models.DateTimeField(null=True, blank=True, editable=False)
     cancel_requested = models.BooleanField(default=False, editable=False)
-    options = models.JSONField(default=dict, blank=True, editable=False,
-                               help_text=_("Submission options, kept to resume the run."))
-    credential = models.TextField(blank=True, editable=False,
-                                  help_text=_("Encrypted, expiring login secret of the current run."))
+    options = models.JSONField(
+        default=dict,
+        blank=True,
+        editable=False,
+        help_text=_("Submission options, kept to resume the run."),
+    )
+    credential = models.TextField(
+        blank=True,
+        editable=False,
+        help_text=_("Encrypted, expiring login secret of the current run."),
+    )
 
     objects = JobQuerySet.as_manager()
 
@@ -188,13 +221,18 @@ class Job(TimeStampedModel):
         return self.title
 
     def clean(self) -> None:
-        if self.server_id and self.interpreter_id and not self.server.interpreters.filter(
-            pk=self.interpreter_id
-        ).exists():
+        if (
+            self.server_id
+            and self.interpreter_id
+            and not self.server.interpreters.filter(pk=self.interpreter_id).exists()
+        ):
             raise ValidationError(
-                {"interpreter": _("The interpreter %(interpreter)s is not offered by the server "
-                                  "%(server)s.") % {"interpreter": self.interpreter,
-                                                    "server": self.server}}
+                {
+                    "interpreter": _(
+                        "The interpreter %(interpreter)s is not offered by the server %(server)s."
+                    )
+                    % {"interpreter": self.interpreter, "server": self.server}
+                }
             )
         name = self.remote_filename or ""
         if not name or "/" in name or name in (".", ".."):
@@ -214,8 +252,9 @@ class Log(models.Model):
     time = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
     content = models.TextField(_("content"))
     stream = models.CharField(_("stream"), max_length=6, choices=STREAMS, default="stdout")
-    offset = models.BigIntegerField(_("byte offset"), default=0,
-                                    help_text=_("Position of this piece in its stream, in bytes."))
+    offset = models.BigIntegerField(
+        _("byte offset"), default=0, help_text=_("Position of this piece in its stream, in bytes.")
+    )
     job = models.ForeignKey(Job, models.CASCADE, related_name="logs", verbose_name=_("job"))
 
     class Meta:

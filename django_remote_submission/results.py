@@ -40,8 +40,9 @@ def parse_listing(data: bytes) -> dict[str, Entry]:
     fields = data.split(b"\0")
     entries = {}
     for i in range(0, len(fields) - 5, 6):
-        path, kind, size, mtime, ctime, inode = (f.decode("utf-8", "surrogateescape")
-                                                 for f in fields[i : i + 6])
+        path, kind, size, mtime, ctime, inode = (
+            f.decode("utf-8", "surrogateescape") for f in fields[i : i + 6]
+        )
         entries[path] = Entry(path, kind, int(size or 0), (mtime, ctime, inode))
     return entries
 
@@ -86,8 +87,15 @@ class _Upload(File):
     DEFAULT_CHUNK_SIZE = CHUNK
 
 
-def collect(transport: Transport, job: Job, directory: str, entries: list[Entry],
-            patterns: list[str] | None, exclude: set[str], progress=lambda: None) -> list[Result]:
+def collect(
+    transport: Transport,
+    job: Job,
+    directory: str,
+    entries: list[Entry],
+    patterns: list[str] | None,
+    exclude: set[str],
+    progress=lambda: None,
+) -> list[Result]:
     """Copy the regular files among ``entries`` that match ``patterns`` into storage.
 
     ``progress()`` is called as data arrives (the runner keeps its heartbeat with it).
@@ -99,8 +107,11 @@ def collect(transport: Transport, job: Job, directory: str, entries: list[Entry]
         if entry.kind == "d" or not is_matching(entry.path, patterns):
             continue
         if entry.kind != "f":
-            write_notice(job, f"Skipped result {entry.path}: a {_TYPES.get(entry.kind, 'special file')}"
-                              ", not a regular file.")
+            write_notice(
+                job,
+                f"Skipped result {entry.path}: a {_TYPES.get(entry.kind, 'special file')}"
+                ", not a regular file.",
+            )
             continue
         try:
             with transport.open(posixpath.join(directory, entry.path)) as f:

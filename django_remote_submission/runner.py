@@ -47,8 +47,9 @@ def move(job: Job, to: str, **fields) -> None:
     if to in FINAL_STATES:
         fields.setdefault("finished_at", now)
         fields.setdefault("credential", "")
-    updated = Job.objects.filter(pk=job.pk, status=job.status).update(status=to, modified=now,
-                                                                     **fields)
+    updated = Job.objects.filter(pk=job.pk, status=job.status).update(
+        status=to, modified=now, **fields
+    )
     if not updated:
         raise InvalidTransition(f"Job {job.pk} changed state under us (was {job.status}).")
     job.status, job.modified = to, now
@@ -109,28 +110,49 @@ def _lease(job_pk: int, submission: str, options: dict, credential: str) -> tupl
             Job.objects.filter(pk=job.pk).update(heartbeat=timezone.now())
             return job, True  # its worker died: resume the run
         if job.status in ACTIVE_STATES and not _stale(job):
-            raise RemoteError(f"Job {job.pk} is already {job.status}; cancel it before resubmitting.")
+            raise RemoteError(
+                f"Job {job.pk} is already {job.status}; cancel it before resubmitting."
+            )
         job.logs.all().delete()
         for result in job.results.all():
             result.local_file.delete(save=False)
             result.delete()
         tag = hashlib.sha256(submission.encode()).hexdigest()[:12]
         run_dir = f"{drs_settings.RUN_ROOT}/{job.uuid}.{tag}"
-        move(job, Status.submitted, submission=submission, run_dir=run_dir, pid=None,
-             stdout_offset=0, stderr_offset=0, exit_code=None, error="", started_at=None,
-             finished_at=None, deadline=None, cancel_requested=False, options=options,
-             credential=credential, heartbeat=timezone.now())
+        move(
+            job,
+            Status.submitted,
+            submission=submission,
+            run_dir=run_dir,
+            pid=None,
+            stdout_offset=0,
+            stderr_offset=0,
+            exit_code=None,
+            error="",
+            started_at=None,
+            finished_at=None,
+            deadline=None,
+            cancel_requested=False,
+            options=options,
+            credential=credential,
+            heartbeat=timezone.now(),
+        )
         return job, True
 
 
-def credentials_for(job: Job, password: str | None, key_filename: str | None,
-                    username: str | None) -> Credentials:
+def credentials_for(
+    job: Job, password: str | None, key_filename: str | None, username: str | None
+) -> Credentials:
     server = job.server
     login = username or server.username or job.owner.get_username()
-    return Credentials(login, password=password or None, key_filename=key_filename or None,
-                       key_text=server.private_key or None,
-                       passphrase=server.private_key_passphrase or None,
-                       use_agent=server.use_agent)
+    return Credentials(
+        login,
+        password=password or None,
+        key_filename=key_filename or None,
+        key_text=server.private_key or None,
+        passphrase=server.private_key_passphrase or None,
+        use_agent=server.use_agent,
+    )
 
 
 def connect(server: Server, creds: Credentials, remote: bool = True):
@@ -177,16 +199,28 @@ class JobRun:
 
     def _launch(self) -> None:
         job = self.job
-        launched = self.launcher.launch(_directory(job.remote_directory), job.remote_filename,
-                                        job.program.encode(), job.run_dir, _argv(job))
+        launched = self.launcher.launch(
+            _directory(job.remote_directory),
+            job.remote_filename,
+            job.program.encode(),
+            job.run_dir,
+            _argv(job),
+        )
         now = timezone.now()
         timeout = self.options.get("timeout")
         options = {**self.options, "directory": launched.directory}
         if launched.attached:
             options["directory"] = self.options.get("directory", launched.directory)
-        move(job, Status.running, pid=launched.pid, run_dir=launched.run_dir, started_at=now,
-             deadline=now + timedelta(seconds=timeout) if timeout else None, options=options,
-             heartbeat=now)
+        move(
+            job,
+            Status.running,
+            pid=launched.pid,
+            run_dir=launched.run_dir,
+            started_at=now,
+            deadline=now + timedelta(seconds=timeout) if timeout else None,
+            options=options,
+            heartbeat=now,
+        )
         self.options = options
 
     def _follow(self) -> int | None:
@@ -230,8 +264,10 @@ class JobRun:
                 return
             except (ConnectionLost, RemoteError) as again:
                 if time.monotonic() - lost_at > RECONNECT_FOR:
-                    raise RemoteError(f"Lost the connection to the host and could not reconnect "
-                                      f"within {RECONNECT_FOR:g} s: {again}") from None
+                    raise RemoteError(
+                        f"Lost the connection to the host and could not reconnect "
+                        f"within {RECONNECT_FOR:g} s: {again}"
+                    ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
@@ -257,7 +293,10 @@ class JobRun:
     def _beat(self) -> None:
         self.next_beat = time.monotonic() + float(drs_settings.HEARTBEAT_INTERVAL)
         Job.objects.filter(pk=self.job.pk).update(heartbeat=timezone.now())
-        if not self.cancelled and Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
+        if (
+            not self.cancelled
+            and Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+        ):
             self.cancelled = True
             self.launcher.kill(self.job.run_dir, float(drs_settings.KILL_GRACE))
 
@@ -272,8 +311,15 @@ class JobRun:
         run_root = job.run_dir.rsplit("/", 1)[0]
         if run_root.startswith(directory.rstrip("/") + "/"):
             exclude.add(run_root[len(directory.rstrip("/")) + 1 :].split("/")[0])
-        return collect(self.launcher.transport, job, directory, new_or_modified(before, after),
-                       patterns, exclude, progress=self._beat_if_due)
+        return collect(
+            self.launcher.transport,
+            job,
+            directory,
+            new_or_modified(before, after),
+            patterns,
+            exclude,
+            progress=self._beat_if_due,
+        )
 
     def _finish(self, exit_code: int | None, results: list[Result]) -> None:
         job = self.job
@@ -284,8 +330,10 @@ class JobRun:
             self.launcher.kill(job.run_dir, float(drs_settings.KILL_GRACE))
             status, error = Status.cancelled, "Cancelled on request; its processes were stopped."
         elif self.timed_out:
-            status, error = Status.failure, (f"Timed out after {timeout:g} s; the job's processes "
-                                             "were stopped.")
+            status, error = (
+                Status.failure,
+                (f"Timed out after {timeout:g} s; the job's processes were stopped."),
+            )
         elif exit_code == 0:
             status, error = Status.success, ""
         elif exit_code is None:
@@ -303,20 +351,33 @@ class JobRun:
 
 
 def _options(timeout, log_policy, store_results, remote, username, key_filename) -> dict:
-    return {"timeout": _seconds(timeout), "log_policy": LogPolicy.validate(log_policy),
-            "store_results": list(store_results) if store_results is not None else None,
-            "remote": bool(remote), "username": username, "key_filename": key_filename}
+    return {
+        "timeout": _seconds(timeout),
+        "log_policy": LogPolicy.validate(log_policy),
+        "store_results": list(store_results) if store_results is not None else None,
+        "remote": bool(remote),
+        "username": username,
+        "key_filename": key_filename,
+    }
 
 
-def submit(job_pk: int, password: str | None = None, public_key_filename: str | None = None,
-           username: str | None = None, timeout=None, log_policy: int = LogPolicy.LOG_LIVE,
-           store_results: list[str] | None = None, remote: bool = True,
-           submission: str | None = None) -> dict[str, int]:
+def submit(
+    job_pk: int,
+    password: str | None = None,
+    public_key_filename: str | None = None,
+    username: str | None = None,
+    timeout=None,
+    log_policy: int = LogPolicy.LOG_LIVE,
+    store_results: list[str] | None = None,
+    remote: bool = True,
+    submission: str | None = None,
+) -> dict[str, int]:
     """Run the job to its end; return ``{remote_filename: result pk}``."""
     submission = submission or uuid.uuid4().hex
     try:
-        options = _options(timeout, log_policy, store_results, remote, username,
-                           public_key_filename)
+        options = _options(
+            timeout, log_policy, store_results, remote, username, public_key_filename
+        )
     except (TypeError, ValueError) as exc:
         job = Job.objects.get(pk=job_pk)
         if job.status not in ACTIVE_STATES:
@@ -335,8 +396,14 @@ def submit(job_pk: int, password: str | None = None, public_key_filename: str | 
     return JobRun(job, creds).run()
 
 
-def copy(job_pk: int, password: str | None = None, public_key_filename: str | None = None,
-         username: str | None = None, remote: bool = True, submission: str | None = None) -> dict:
+def copy(
+    job_pk: int,
+    password: str | None = None,
+    public_key_filename: str | None = None,
+    username: str | None = None,
+    remote: bool = True,
+    submission: str | None = None,
+) -> dict:
     """Only write the program into the job's remote directory (status success)."""
     options = _options(None, LogPolicy.LOG_LIVE, None, remote, username, public_key_filename)
     job, run_it = lease(job_pk, submission or uuid.uuid4().hex, options, "")
@@ -345,11 +412,15 @@ def copy(job_pk: int, password: str | None = None, public_key_filename: str | No
     run = JobRun(job, credentials_for(job, password, public_key_filename, username))
     try:
         with connect(job.server, run.creds, run.remote) as t:
-            where = DirectLauncher(t).stage(_directory(job.remote_directory), job.remote_filename,
-                                            job.program.encode())
+            where = DirectLauncher(t).stage(
+                _directory(job.remote_directory), job.remote_filename, job.program.encode()
+            )
         host = job.server.hostname if run.remote else "localhost"
-        Log.objects.create(job=job, stream="stdout",
-                           content=f"{job.remote_filename} successfully copied to {host}:{where}\n")
+        Log.objects.create(
+            job=job,
+            stream="stdout",
+            content=f"{job.remote_filename} successfully copied to {host}:{where}\n",
+        )
         move(job, Status.success, exit_code=None, error="")
     except RemoteError as exc:
         run._fail(str(exc))

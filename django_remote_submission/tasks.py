@@ -23,8 +23,16 @@ from .conf import drs_settings
 from .credentials import decrypt, encrypt, is_token
 from .logs import LogPolicy
 
-__all__ = ["LogPolicy", "submit_job_to_server", "copy_job_to_server", "copy_key_to_server",
-           "delete_key_from_server", "cancel_job", "resume_job", "recover_jobs"]
+__all__ = [
+    "LogPolicy",
+    "submit_job_to_server",
+    "copy_job_to_server",
+    "copy_key_to_server",
+    "delete_key_from_server",
+    "cancel_job",
+    "resume_job",
+    "recover_jobs",
+]
 
 SECRET_ARGUMENTS = ("password",)
 
@@ -41,7 +49,9 @@ class SecretArgumentsTask(Task):
         for name in SECRET_ARGUMENTS:
             if arguments.get(name) and not is_token(arguments[name]):
                 arguments[name] = encrypt(arguments[name])
-        shown = {k: ("********" if k in SECRET_ARGUMENTS and v else v) for k, v in arguments.items()}
+        shown = {
+            k: ("********" if k in SECRET_ARGUMENTS and v else v) for k, v in arguments.items()
+        }
         options.setdefault("argsrepr", "()")
         options.setdefault("kwargsrepr", repr(shown))
         return super().apply_async((), arguments, **options)
@@ -58,9 +68,17 @@ class SecretArgumentsTask(Task):
 
 
 @shared_task(bind=True, base=SecretArgumentsTask, acks_late=True, reject_on_worker_lost=True)
-def submit_job_to_server(self, job_pk, password=None, public_key_filename=None, username=None,
-                         timeout=None, log_policy=LogPolicy.LOG_LIVE, store_results=None,
-                         remote=True):
+def submit_job_to_server(
+    self,
+    job_pk,
+    password=None,
+    public_key_filename=None,
+    username=None,
+    timeout=None,
+    log_policy=LogPolicy.LOG_LIVE,
+    store_results=None,
+    remote=True,
+):
     """Run the job on its server; return ``{remote_filename: result pk}``.
 
     :param password: login password (or None to use keys)
@@ -72,31 +90,54 @@ def submit_job_to_server(self, job_pk, password=None, public_key_filename=None, 
     :param store_results: fnmatch patterns of result files (``!pattern`` excludes)
     :param remote: False runs the job on the worker's own machine
     """
-    return runner.submit(job_pk, password=password, public_key_filename=public_key_filename,
-                         username=username, timeout=timeout, log_policy=log_policy,
-                         store_results=store_results, remote=remote,
-                         submission=self.submission_id())
+    return runner.submit(
+        job_pk,
+        password=password,
+        public_key_filename=public_key_filename,
+        username=username,
+        timeout=timeout,
+        log_policy=log_policy,
+        store_results=store_results,
+        remote=remote,
+        submission=self.submission_id(),
+    )
 
 
 @shared_task(bind=True, base=SecretArgumentsTask)
-def copy_job_to_server(self, job_pk, password=None, public_key_filename=None, username=None,
-                       timeout=None, log_policy=LogPolicy.LOG_LIVE, store_results=None,
-                       remote=True):
+def copy_job_to_server(
+    self,
+    job_pk,
+    password=None,
+    public_key_filename=None,
+    username=None,
+    timeout=None,
+    log_policy=LogPolicy.LOG_LIVE,
+    store_results=None,
+    remote=True,
+):
     """Only write the job's program into its remote directory."""
-    return runner.copy(job_pk, password=password, public_key_filename=public_key_filename,
-                       username=username, remote=remote, submission=self.submission_id())
+    return runner.copy(
+        job_pk,
+        password=password,
+        public_key_filename=public_key_filename,
+        username=username,
+        remote=remote,
+        submission=self.submission_id(),
+    )
 
 
 @shared_task(base=SecretArgumentsTask)
-def copy_key_to_server(username, password, hostname, port=22, public_key_filename=None,
-                       remote=True):
+def copy_key_to_server(
+    username, password, hostname, port=22, public_key_filename=None, remote=True
+):
     """Add this worker's public key to ``~/.ssh/authorized_keys`` on the host."""
     return keys.deploy(username, password, hostname, port, public_key_filename, remote)
 
 
 @shared_task(base=SecretArgumentsTask)
-def delete_key_from_server(username, password, hostname, port=22, public_key_filename=None,
-                           remote=True):
+def delete_key_from_server(
+    username, password, hostname, port=22, public_key_filename=None, remote=True
+):
     """Remove this worker's public key from ``~/.ssh/authorized_keys`` on the host."""
     return keys.remove(username, password, hostname, port, public_key_filename, remote)
 

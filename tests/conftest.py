@@ -137,8 +137,14 @@ def celery_app(redis_url):
     """The test Celery app, pointed at the run's redis (broker and result backend)."""
     from tests.celery_app import app
 
-    app.conf.broker_url = redis_url
+    # Celery reads CELERY_BROKER_URL from the environment before its own settings.
+    os.environ["CELERY_BROKER_URL"] = redis_url
+    app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = redis_url
     app.conf.result_backend = redis_url
+    # Drop connections pooled under the previous broker URL (collection may have made some).
+    app.close()
+    app._pool = None
+    app.amqp._producer_pool = None
     app.set_current()
     return app
 

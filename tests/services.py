@@ -35,7 +35,7 @@ def wait_for(
     predicate: Callable[[], T],
     timeout: float = 30,
     interval: float = 0.02,
-    message: str = "condition not met",
+    message: str | Callable[[], str] = "condition not met",
 ) -> T:
     """Usage: ``job = wait_for(lambda: Job.objects.filter(done=True).first(), message="job")``.
 
@@ -48,7 +48,7 @@ def wait_for(
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {message}")
+            raise AssertionError(f"timed out after {timeout}s: {message() if callable(message) else message}")
         time.sleep(interval)
 
 
@@ -486,3 +486,19 @@ def start_worker(broker: str, concurrency: int = 8, timeout: float = 60,
     finally:
         probe.close()
     return worker
+
+
+def session_alive(sid: int) -> list[int]:
+    """Pids of live (non-zombie) processes in session ``sid`` on this machine."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            found.append(int(entry))
+    return found

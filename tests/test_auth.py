@@ -23,16 +23,31 @@ def ok(job) -> bool:
 def keypair(tmp_path):
     """A fresh ed25519 key pair protected by a passphrase."""
     key = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "pass phrase", "-C", "drs-test",
-                    "-f", str(key)], check=True)
+    subprocess.run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "pass phrase",
+            "-C",
+            "drs-test",
+            "-f",
+            str(key),
+        ],
+        check=True,
+    )
     return key
 
 
 @pytest.fixture
 def plain_keypair(tmp_path):
     key = tmp_path / "plain_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "drs-plain",
-                    "-f", str(key)], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "drs-plain", "-f", str(key)],
+        check=True,
+    )
     return key
 
 
@@ -50,32 +65,44 @@ def test_private_key_file_login(make_job, submit, sshd, server):
 
 def test_public_key_path_means_the_private_key_beside_it(make_job, submit, sshd):
     job = make_job("print(1)", key_user=True)
-    submit(job, password=None, public_key_filename=sshd.key_file + ".pub",
-           username=sshd.key_user)
+    submit(job, password=None, public_key_filename=sshd.key_file + ".pub", username=sshd.key_user)
     assert ok(job)
 
 
 def test_stored_private_key_text_with_passphrase(make_job, submit, sshd, server, keypair):
     if not sshd.password_user:
         pytest.skip("needs root for a second account")
-    copy_key_to_server(sshd.password_user, sshd.password, sshd.host, sshd.port,
-                       public_key_filename=str(keypair) + ".pub")
+    copy_key_to_server(
+        sshd.password_user,
+        sshd.password,
+        sshd.host,
+        sshd.port,
+        public_key_filename=str(keypair) + ".pub",
+    )
     server.private_key = keypair.read_text()
     server.private_key_passphrase = "pass phrase"
     server.save()
     from django.db import connection
 
     with connection.cursor() as cur:
-        cur.execute(f"SELECT private_key, private_key_passphrase FROM {Server._meta.db_table} "
-                    "WHERE id = %s", [server.pk])
+        cur.execute(
+            f"SELECT private_key, private_key_passphrase FROM {Server._meta.db_table} "
+            "WHERE id = %s",
+            [server.pk],
+        )
         raw, raw_phrase = cur.fetchone()
     assert raw_phrase.startswith("drs1:") and "pass phrase" not in raw_phrase
     assert "PRIVATE KEY" not in raw and raw.startswith("drs1:")
     job = make_job("print('stored key')")
     submit(job, password=None)
     assert ok(job)
-    delete_key_from_server(sshd.password_user, sshd.password, sshd.host, sshd.port,
-                           public_key_filename=str(keypair) + ".pub")
+    delete_key_from_server(
+        sshd.password_user,
+        sshd.password,
+        sshd.host,
+        sshd.port,
+        public_key_filename=str(keypair) + ".pub",
+    )
 
 
 def test_wrong_passphrase_is_a_clear_failure(make_job, submit, server, keypair):
@@ -109,13 +136,16 @@ def test_ssh_agent_login(make_job, submit, sshd, server, tmp_path, monkeypatch):
         agent.wait(10)
 
 
-def test_password_login_never_tries_the_workers_own_keys(make_job, submit, sshd, monkeypatch,
-                                                         tmp_path):
+def test_password_login_never_tries_the_workers_own_keys(
+    make_job, submit, sshd, monkeypatch, tmp_path
+):
     # A worker whose ~/.ssh holds a key the server accepts must still fail on a bad password.
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     for suffix in ("", ".pub"):
-        (home / ".ssh" / f"id_ed25519{suffix}").write_bytes(open(sshd.key_file + suffix, "rb").read())
+        (home / ".ssh" / f"id_ed25519{suffix}").write_bytes(
+            open(sshd.key_file + suffix, "rb").read()
+        )
     os.chmod(home / ".ssh" / "id_ed25519", 0o600)
     monkeypatch.setenv("HOME", str(home))
     job = make_job("print(1)", key_user=True)
@@ -125,40 +155,45 @@ def test_password_login_never_tries_the_workers_own_keys(make_job, submit, sshd,
     assert job.error.startswith("Authentication failed")
 
 
-def test_copy_and_delete_key_keep_other_keys_and_permissions(make_job, submit, sshd, server,
-                                                             plain_keypair):
+def test_copy_and_delete_key_keep_other_keys_and_permissions(
+    make_job, submit, sshd, server, plain_keypair, keypair
+):
     if not sshd.password_user:
         pytest.skip("needs root for a password account")
     user = sshd.password_user
-    before = authorized_keys(sshd, user)
+    other = keypair.with_suffix(".pub").read_text().strip()  # someone else's key, kept as is
+    sshd.run_as(user, f"printf '%s' '{other}' >> ~/.ssh/authorized_keys")  # no final newline
     pub = plain_keypair.with_suffix(".pub").read_text().split()
-    copy_key_to_server(user, sshd.password, sshd.host, sshd.port,
-                       public_key_filename=str(plain_keypair) + ".pub")
-    copy_key_to_server(user, sshd.password, sshd.host, sshd.port,
-                       public_key_filename=str(plain_keypair) + ".pub")  # idempotent
-    after = authorized_keys(sshd, user)
-    assert after[: len(before)] == before
-    assert sum(pub[1] in line for line in after) == 1
+    deploy = dict(public_key_filename=str(plain_keypair) + ".pub")
+    copy_key_to_server(user, sshd.password, sshd.host, sshd.port, **deploy)
+    copy_key_to_server(user, sshd.password, sshd.host, sshd.port, **deploy)  # idempotent
+    lines = authorized_keys(sshd, user)
+    assert other in lines
+    assert [line for line in lines if pub[1] in line] == [" ".join(pub)]
     mode = sshd.run_as(user, "stat -c %a ~/.ssh ~/.ssh/authorized_keys").stdout.split()
     assert mode == ["700", "600"]
 
     job = make_job("print('with the deployed key')")
-    submit(job, password=None, public_key_filename=str(plain_keypair) + ".pub")
+    submit(job, password=None, **deploy)
     assert ok(job)
 
-    delete_key_from_server(user, None, sshd.host, sshd.port,
-                           public_key_filename=str(plain_keypair) + ".pub")
-    assert authorized_keys(sshd, user) == before
+    delete_key_from_server(user, None, sshd.host, sshd.port, **deploy)
+    lines = authorized_keys(sshd, user)
+    assert other in lines and not any(pub[1] in line for line in lines)
     assert sshd.run_as(user, "stat -c %a ~/.ssh/authorized_keys").stdout.strip() == "600"
     again = make_job("print(1)")
     submit(again, password=None, public_key_filename=str(plain_keypair))
     again.refresh_from_db()
     assert again.status == Job.STATUS.failure and "Authentication failed" in again.error
+    delete_key_from_server(
+        user, sshd.password, sshd.host, sshd.port, public_key_filename=str(keypair) + ".pub"
+    )
 
 
 @pytest.mark.parametrize("policy", ["reject", "auto_add", "warn"])
-def test_changed_host_key_always_fails_before_login(make_job, submit, server, settings, policy,
-                                                    plain_keypair):
+def test_changed_host_key_always_fails_before_login(
+    make_job, submit, server, settings, policy, plain_keypair
+):
     settings.DRS = {"HOST_KEY_POLICY": policy}
     fake = plain_keypair.with_suffix(".pub").read_text().split()
     server.host_key = f"[127.0.0.1]:{server.port} {fake[0]} {fake[1]}"

@@ -25,8 +25,9 @@ runner.submit(int(sys.argv[1]), password=sys.argv[2])
 
 def test_drs_recover_finishes_a_run_whose_process_was_killed(make_job, sshd, settings):
     settings.DRS = {**settings.DRS, "HEARTBEAT_INTERVAL": 1.0}
-    job = make_job("import time\nfor i in range(30):\n    print(i, flush=True)\n"
-                   "    time.sleep(0.1)\n")
+    job = make_job(
+        "import time\nfor i in range(30):\n    print(i, flush=True)\n    time.sleep(0.1)\n"
+    )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "DRS_TEST_HEARTBEAT": "1"}
     proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(job.pk), sshd.password], env=env)
     try:
@@ -34,14 +35,18 @@ def test_drs_recover_finishes_a_run_whose_process_was_killed(make_job, sshd, set
     finally:
         proc.kill()
         proc.wait()
-    wait_for(lambda: Job.objects.filter(pk=job.pk, pk__in=_stale()).exists(), timeout=30,
-             message="heartbeat went stale")
+    wait_for(
+        lambda: Job.objects.filter(pk=job.pk, pk__in=_stale()).exists(),
+        timeout=30,
+        message="heartbeat went stale",
+    )
     out = io.StringIO()
     call_command("drs_recover", stdout=out)
     job.refresh_from_db()
     assert out.getvalue() == f"Job {job.pk}: success\n"
-    assert "".join(job.logs.filter(stream="stdout").values_list("content", flat=True)) == \
-        "".join(f"{i}\n" for i in range(30))
+    assert "".join(job.logs.filter(stream="stdout").values_list("content", flat=True)) == "".join(
+        f"{i}\n" for i in range(30)
+    )
 
 
 def _stale():
@@ -63,8 +68,9 @@ def test_drs_fetch_host_key_shows_and_saves_the_key(server, sshd):
     lines = out.getvalue().splitlines()
     assert lines[0] == sshd.host_key
     assert lines[1].startswith("SHA256:")
-    fp = subprocess.run(["ssh-keygen", "-lf", sshd.host_key_file], capture_output=True,
-                        text=True).stdout
+    fp = subprocess.run(
+        ["ssh-keygen", "-lf", sshd.host_key_file], capture_output=True, text=True
+    ).stdout
     assert lines[1] in fp
     server.refresh_from_db()
     assert server.host_key == sshd.host_key

@@ -25,8 +25,9 @@ def failed(job, submit, **kwargs) -> str:
 def test_wrong_password(make_job, submit, sshd):
     job = make_job("print(1)")
     error = failed(job, submit, password="not-the-password")
-    assert error == (f"Authentication failed for {sshd.password_user}@127.0.0.1:{sshd.port} "
-                     "using password.")
+    assert error == (
+        f"Authentication failed for {sshd.password_user}@127.0.0.1:{sshd.port} using password."
+    )
     assert "not-the-password" not in error
 
 
@@ -40,16 +41,18 @@ def test_closed_port(make_job, submit):
     job = make_job("print(1)")
     port = free_port()
     Server.objects.filter(pk=job.server_id).update(port=port)
-    assert failed(job, submit) == (f"Connection refused by 127.0.0.1:{port}: no SSH server on "
-                                   "that port?")
+    assert failed(job, submit) == (
+        f"Connection refused by 127.0.0.1:{port}: no SSH server on that port?"
+    )
 
 
 def test_missing_interpreter(make_job, submit, server):
     missing = Interpreter.objects.create(name="nope", path="/usr/bin/no-such-python")
     server.interpreters.add(missing)
     job = make_job("print(1)", interpreter=missing)
-    assert failed(job, submit) == ("Interpreter '/usr/bin/no-such-python' not found on the host "
-                                   "(or not executable).")
+    assert failed(job, submit) == (
+        "Interpreter '/usr/bin/no-such-python' not found on the host (or not executable)."
+    )
 
 
 def test_unwritable_directory(make_job, submit):
@@ -61,13 +64,22 @@ def test_unwritable_directory(make_job, submit):
 
 def test_shell_metacharacters_are_never_executed(make_job, submit, server, sshd):
     base = sshd.base_dir_pw or sshd.base_dir_key
-    odd = Interpreter.objects.create(name="odd", path="/usr/bin/python3",
-                                     arguments=["-u", "-c", "import sys; print(sys.argv[1:])",
-                                                "$(touch {0}/pwned1)".format(base), "`id`"])
+    odd = Interpreter.objects.create(
+        name="odd",
+        path="/usr/bin/python3",
+        arguments=[
+            "-u",
+            "-c",
+            "import sys; print(sys.argv[1:])",
+            f"$(touch {base}/pwned1)",
+            "`id`",
+        ],
+    )
     server.interpreters.add(odd)
     directory = f"{base}/a dir $(touch {base}/pwned2); touch {base}/pwned3"
-    job = make_job("unused", interpreter=odd, directory=directory,
-                   remote_filename="x;touch pwned4 'q\".py")
+    job = make_job(
+        "unused", interpreter=odd, directory=directory, remote_filename="x;touch pwned4 'q\".py"
+    )
     submit(job)
     job.refresh_from_db()
     assert job.status == Job.STATUS.success, job.error

@@ -25,7 +25,9 @@ def test_million_lines_stored_exactly_in_few_rows(make_job, submit):
     assert job.status == Job.STATUS.success
     text = output(job)
     expected = "".join(f"line {i}\n" for i in range(1000000))
-    assert hashlib.sha256(text.encode()).hexdigest() == hashlib.sha256(expected.encode()).hexdigest()
+    assert (
+        hashlib.sha256(text.encode()).hexdigest() == hashlib.sha256(expected.encode()).hexdigest()
+    )
     assert job.logs.count() < 200  # batched: many lines per row
     assert job.stdout_offset == len(expected.encode())
 
@@ -55,8 +57,10 @@ def test_invalid_bytes_are_replaced_not_fatal(make_job, submit):
 
 
 def test_stdout_and_stderr_are_kept_apart(make_job, submit):
-    job = make_job("import sys\nfor i in range(500):\n"
-                   "    print(i, flush=True); print(-i, file=sys.stderr, flush=True)")
+    job = make_job(
+        "import sys\nfor i in range(500):\n"
+        "    print(i, flush=True); print(-i, file=sys.stderr, flush=True)"
+    )
     submit(job)
     job.refresh_from_db()
     assert output(job, "stdout") == "".join(f"{i}\n" for i in range(500))
@@ -64,8 +68,10 @@ def test_stdout_and_stderr_are_kept_apart(make_job, submit):
 
 
 def test_output_of_a_child_after_the_interpreter_exits_is_kept(make_job, submit):
-    job = make_job("import subprocess\nprint('parent', flush=True)\n"
-                   "subprocess.Popen(['sh', '-c', 'sleep 0.5; echo late child'])\n")
+    job = make_job(
+        "import subprocess\nprint('parent', flush=True)\n"
+        "subprocess.Popen(['sh', '-c', 'sleep 0.5; echo late child'])\n"
+    )
     submit(job)
     job.refresh_from_db()
     assert job.status == Job.STATUS.success
@@ -73,8 +79,9 @@ def test_output_of_a_child_after_the_interpreter_exits_is_kept(make_job, submit)
 
 
 def test_live_lines_apart_in_time_are_separate_rows(make_job, submit):
-    job = make_job("import time\nfor i in range(5):\n    print(f'tick {i}', flush=True)\n"
-                   "    time.sleep(0.2)\n")
+    job = make_job(
+        "import time\nfor i in range(5):\n    print(f'tick {i}', flush=True)\n    time.sleep(0.2)\n"
+    )
     submit(job, log_policy=LogPolicy.LOG_LIVE)
     rows = list(job.logs.filter(stream="stdout").order_by("id"))
     assert [r.content for r in rows] == [f"tick {i}\n" for i in range(5)]
@@ -90,12 +97,16 @@ def test_partial_last_line_is_stored_at_the_end(make_job, submit):
 
 
 def test_log_total_stores_one_row_per_stream(make_job, submit):
-    job = make_job("import sys, time\nfor i in range(3):\n"
-                   "    print(i, flush=True); print('e', i, file=sys.stderr, flush=True)\n"
-                   "    time.sleep(0.1)\n")
+    job = make_job(
+        "import sys, time\nfor i in range(3):\n"
+        "    print(i, flush=True); print('e', i, file=sys.stderr, flush=True)\n"
+        "    time.sleep(0.1)\n"
+    )
     submit(job, log_policy=LogPolicy.LOG_TOTAL)
     assert list(job.logs.order_by("stream").values_list("stream", "content")) == [
-        ("stderr", "e 0\ne 1\ne 2\n"), ("stdout", "0\n1\n2\n")]
+        ("stderr", "e 0\ne 1\ne 2\n"),
+        ("stdout", "0\n1\n2\n"),
+    ]
 
 
 def test_log_none_stores_nothing(make_job, submit):

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 
 import pytest
 import redis
@@ -18,7 +17,7 @@ import redis
 from django_remote_submission import runner
 from django_remote_submission.models import Job
 from django_remote_submission.tasks import cancel_job, submit_job_to_server
-from tests.services import start_worker, wait_for
+from tests.services import session_alive, start_worker, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,11 +55,13 @@ def alive(pid: int) -> bool:
 
 def test_cut_connection_mid_job_resumes_without_gap_or_duplicate(make_job, sshd):
     job = make_job(COUNTER.format(n=30, pause=0.1))
-    done = threading.Thread(target=runner.submit, args=(job.pk,),
-                            kwargs={"password": sshd.password})
+    done = threading.Thread(
+        target=runner.submit, args=(job.pk,), kwargs={"password": sshd.password}
+    )
     done.start()
-    wait_for(lambda: job.logs.filter(stream="stdout").count() >= 5, timeout=30,
-             message="first lines")
+    wait_for(
+        lambda: job.logs.filter(stream="stdout").count() >= 5, timeout=30, message="first lines"
+    )
     victims = session_pids(sshd)
     assert victims
     for pid in victims:  # the real link goes down: every SSH session process dies
@@ -72,43 +73,54 @@ def test_cut_connection_mid_job_resumes_without_gap_or_duplicate(make_job, sshd)
     assert "Connection lost" in stream(job, "system")
 
 
-def test_killed_worker_mid_job_is_resumed_with_complete_logs(make_job, sshd, celery_app,
-                                                             redis_url):
+def test_killed_worker_mid_job_is_resumed_with_complete_logs(make_job, sshd, celery_app, redis_url):
     env = {"DRS_TEST_HEARTBEAT": "1"}
     first = start_worker(redis_url, extra_env=env)
     try:
-        job = make_job(COUNTER.format(n=40, pause=0.1) +
-                       "open('result.txt', 'w').write('finished')\n")
+        job = make_job(
+            COUNTER.format(n=40, pause=0.1) + "open('result.txt', 'w').write('finished')\n"
+        )
         submit_job_to_server.delay(job.pk, password=sshd.password)
-        wait_for(lambda: job.logs.filter(stream="stdout").count() >= 3, timeout=30,
-                 message="first lines")
+        wait_for(
+            lambda: job.logs.filter(stream="stdout").count() >= 3,
+            timeout=30,
+            message=lambda: f"first lines; job {status(job)} {job.error}; queue "
+            f"{redis.Redis.from_url(redis_url).llen('celery')}; worker log: {first.log()[-3000:]}",
+        )
         first.kill()
         assert status(job) == Job.STATUS.running
     finally:
         first.stop()
     second = start_worker(redis_url, extra_env=env)
     try:
-        wait_for(lambda: status(job) == Job.STATUS.success, timeout=60,
-                 message="job resumed by the new worker")
+        wait_for(
+            lambda: status(job) == Job.STATUS.success,
+            timeout=60,
+            message="job resumed by the new worker",
+        )
     finally:
         second.stop()
     assert stream(job) == "".join(f"line {i}\n" for i in range(40))
     assert stream(job, "stderr") == "".join(f"err {i}\n" for i in range(40))
     assert {r.remote_filename: r.local_file.read() for r in job.results.all()} == {
-        "result.txt": b"finished"}
+        "result.txt": b"finished"
+    }
 
 
 def test_double_delivery_runs_the_program_once(make_job, sshd, worker):
     base = sshd.base_dir_pw
-    job = make_job(f"import time\nopen({base!r} + '/ran.{{}}'.format(__import__('uuid')"
-                   ".uuid4().hex), 'w').close()\ntime.sleep(1)\nprint('done')")
+    job = make_job(
+        f"import time\nopen({base!r} + '/ran.{{}}'.format(__import__('uuid')"
+        ".uuid4().hex), 'w').close()\ntime.sleep(1)\nprint('done')"
+    )
     before = set(os.listdir(base))
     a = submit_job_to_server.apply_async((job.pk,), {"password": sshd.password}, task_id="dup-1")
     b = submit_job_to_server.apply_async((job.pk,), {"password": sshd.password}, task_id="dup-1")
     wait_for(lambda: status(job) == Job.STATUS.success, timeout=60, message="success")
     a.get(timeout=30), b.get(timeout=30)
-    again = submit_job_to_server.apply_async((job.pk,), {"password": sshd.password},
-                                             task_id="dup-1")  # a late redelivery
+    again = submit_job_to_server.apply_async(
+        (job.pk,), {"password": sshd.password}, task_id="dup-1"
+    )  # a late redelivery
     again.get(timeout=30)
     runs = [n for n in set(os.listdir(base)) - before if n.startswith("ran.")]
     assert len(runs) == 1
@@ -116,9 +128,11 @@ def test_double_delivery_runs_the_program_once(make_job, sshd, worker):
 
 
 def test_cancel_stops_every_process_and_keeps_output(make_job, sshd, worker):
-    job = make_job("import subprocess, time\nsubprocess.Popen(['sleep', '600'])\n"
-                   "open('partial.txt', 'w').write('p')\nprint('started', flush=True)\n"
-                   "time.sleep(600)\n")
+    job = make_job(
+        "import subprocess, time\nsubprocess.Popen(['sleep', '600'])\n"
+        "open('partial.txt', 'w').write('p')\nprint('started', flush=True)\n"
+        "time.sleep(600)\n"
+    )
     submit_job_to_server.delay(job.pk, password=sshd.password)
     wait_for(lambda: stream(job) == "started\n", timeout=30, message="job started")
     job.refresh_from_db()
@@ -127,16 +141,13 @@ def test_cancel_stops_every_process_and_keeps_output(make_job, sshd, worker):
     cancel_job(job.pk)
     wait_for(lambda: status(job) == Job.STATUS.cancelled, timeout=30, message="cancelled")
     assert not alive(pid)
-    leftovers = subprocess.run(["pgrep", "-u", sshd.password_user, "-f", "sleep 600"],
-                               capture_output=True, text=True).stdout
-    assert leftovers == ""
+    assert session_alive(pid) == []
     assert job.error == "Cancelled on request; its processes were stopped."
     assert stream(job) == "started\n"
     assert [r.remote_filename for r in job.results.all()] == ["partial.txt"]
 
 
-def test_password_is_nowhere_in_redis_or_the_database(make_job, sshd, worker, redis_url,
-                                                      settings):
+def test_password_is_nowhere_in_redis_or_the_database(make_job, sshd, worker, redis_url, settings):
     job = make_job("print('ok')")
     result = submit_job_to_server.delay(job.pk, password=sshd.password)
     assert result.get(timeout=60) == {}

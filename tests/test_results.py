@@ -47,15 +47,15 @@ def test_file_written_in_the_first_milliseconds_is_a_result(make_job, submit):
 def test_unchanged_files_are_not_results_but_modified_ones_are(make_job, submit, sshd):
     job = make_job("open('data.txt', 'w').write('first')\nopen('keep.txt', 'w').write('k')")
     submit(job)
-    second = make_job("open('data.txt', 'w').write('second!')",
-                      directory=job.remote_directory)
+    second = make_job("open('data.txt', 'w').write('second!')", directory=job.remote_directory)
     submit(second)
     assert results(second) == {"data.txt": b"second!"}
 
 
 def test_store_results_patterns_apply_in_order_with_exclusions(make_job, submit):
-    job = make_job("for n in ['a.txt', 'b.txt', 'skip.txt', 'c.log', 'd.csv']:\n"
-                   "    open(n, 'w').write(n)\n")
+    job = make_job(
+        "for n in ['a.txt', 'b.txt', 'skip.txt', 'c.log', 'd.csv']:\n    open(n, 'w').write(n)\n"
+    )
     submit(job, store_results=["*.txt", "!skip*", "*.csv"])
     assert sorted(results(job)) == ["a.txt", "b.txt", "d.csv"]
 
@@ -84,9 +84,11 @@ def test_symlinks_and_unreadable_files_are_skipped_and_said_so(make_job, submit)
 
 
 def test_big_binary_result_is_streamed_with_its_checksum(make_job, submit):
-    job = make_job("import random\nr = random.Random(7)\n"
-                   "with open('big.bin', 'wb') as f:\n"
-                   "    for _ in range(40):\n        f.write(r.randbytes(1 << 20))\n")
+    job = make_job(
+        "import random\nr = random.Random(7)\n"
+        "with open('big.bin', 'wb') as f:\n"
+        "    for _ in range(40):\n        f.write(r.randbytes(1 << 20))\n"
+    )
     submit(job)
     import random
 

@@ -22,15 +22,21 @@ def logs(job, stream="stdout") -> str:
 
 
 def test_original_quickstart_calls_work_unchanged(sshd, owner, eager):
-    server = Server.objects.get_or_create(title="My Server Title", hostname=sshd.host,
-                                          port=sshd.port)[0]
+    server = Server.objects.get_or_create(
+        title="My Server Title", hostname=sshd.host, port=sshd.port
+    )[0]
     Server.objects.filter(pk=server.pk).update(host_key=sshd.host_key)
     python3 = Interpreter.objects.get_or_create(name="python3", path="/usr/bin/python3 -u")[0]
     server.interpreters.set([python3])
     job = Job.objects.get_or_create(
-        title="My Job Title", program='print("hello world")\nopen("out.txt", "w").write("x")',
-        remote_directory=f"{sshd.base_dir_pw}/quickstart/", remote_filename="test.py",
-        owner=owner, server=server, interpreter=python3)[0]
+        title="My Job Title",
+        program='print("hello world")\nopen("out.txt", "w").write("x")',
+        remote_directory=f"{sshd.base_dir_pw}/quickstart/",
+        remote_filename="test.py",
+        owner=owner,
+        server=server,
+        interpreter=python3,
+    )[0]
     modified_files = submit_job_to_server(job_pk=job.pk, password=sshd.password)
     job.refresh_from_db()
     assert job.status == Job.STATUS.success
@@ -49,12 +55,15 @@ def test_copy_job_to_server_only_uploads(make_job, sshd):
     with open(path) as f:
         assert f.read() == "print('not run')\n"
     assert list(job.logs.values_list("stream", "content")) == [
-        ("stdout", f"job.py successfully copied to 127.0.0.1:{job.remote_directory}\n")]
+        ("stdout", f"job.py successfully copied to 127.0.0.1:{job.remote_directory}\n")
+    ]
 
 
 def test_remote_false_runs_through_the_same_path(make_job, submit, tmp_path):
-    program = ("import sys, os\nprint('out', flush=True)\nprint('err', file=sys.stderr)\n"
-               "os.makedirs('d')\nopen('d/r.txt', 'w').write('R')\nsys.exit(4)\n")
+    program = (
+        "import sys, os\nprint('out', flush=True)\nprint('err', file=sys.stderr)\n"
+        "os.makedirs('d')\nopen('d/r.txt', 'w').write('R')\nsys.exit(4)\n"
+    )
     remote = make_job(program)
     submit(remote)
     local = make_job(program, directory=str(tmp_path / f"local {uuid.uuid4().hex[:6]}"))
@@ -62,10 +71,14 @@ def test_remote_false_runs_through_the_same_path(make_job, submit, tmp_path):
     for job in (remote, local):
         job.refresh_from_db()
         assert (job.status, job.exit_code, job.error) == (
-            Job.STATUS.failure, 4, "The program exited with status 4.")
+            Job.STATUS.failure,
+            4,
+            "The program exited with status 4.",
+        )
         assert (logs(job), logs(job, "stderr")) == ("out\n", "err\n")
         assert [(r.remote_filename, r.local_file.read()) for r in job.results.all()] == [
-            ("d/r.txt", b"R")]
+            ("d/r.txt", b"R")
+        ]
 
 
 def test_server_flagged_local_runs_on_the_worker(make_job, server, tmp_path):

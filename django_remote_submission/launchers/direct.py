@@ -140,15 +140,30 @@ class DirectLauncher:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
 
-    def _run_launch(self, mode: str, directory: str, filename: str, program: bytes,
-                    run_dir: str, argv: list[str]):
-        res = self.transport.run(sh(LAUNCH, mode, directory, filename, run_dir, WRAPPER, *argv),
-                                 stdin=program, timeout=120)
+    def _run_launch(
+        self,
+        mode: str,
+        directory: str,
+        filename: str,
+        program: bytes,
+        run_dir: str,
+        argv: list[str],
+    ):
+        res = self.transport.run(
+            sh(LAUNCH, mode, directory, filename, run_dir, WRAPPER, *argv),
+            stdin=program,
+            timeout=120,
+        )
         if res.exit_code in (0, ALREADY_LAUNCHED):
             return res
         template = LAUNCH_ERRORS.get(res.exit_code, "Could not start the job (exit status {code})")
-        message = template.format(dir=directory, file=filename, run=run_dir,
-                                  interpreter=argv[0] if argv else "", code=res.exit_code)
+        message = template.format(
+            dir=directory,
+            file=filename,
+            run=run_dir,
+            interpreter=argv[0] if argv else "",
+            code=res.exit_code,
+        )
         detail = " ".join(res.error_text.replace("sh: ", "").split())
         raise RemoteError(f"{message}: {detail}" if detail else f"{message}.")
 
@@ -156,8 +171,9 @@ class DirectLauncher:
         """Write the program into the directory (created if missing); return its absolute path."""
         return self._run_launch("stage", directory, filename, program, "-", []).text.strip()
 
-    def launch(self, directory: str, filename: str, program: bytes, run_dir: str,
-               argv: list[str]) -> Launched:
+    def launch(
+        self, directory: str, filename: str, program: bytes, run_dir: str, argv: list[str]
+    ) -> Launched:
         """Write the program and start ``argv + [filename]`` detached, in ``directory``.
 
         The run directory is published atomically before the process starts: a second

@@ -1,7 +1,7 @@
 """How a host is reached: one small contract (``base.Transport``), two implementations.
 
     from django_remote_submission.remote import open_transport
-    with open_transport(Target("hpc.example.org", 22, None), Credentials("ada", password="...")) as t:
+    with open_transport(Target("hpc.example.org"), Credentials("ada", password="...")) as t:
         t.run(["uname", "-a"]).stdout
 
 Nothing in this package knows about Django models.

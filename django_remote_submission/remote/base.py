@@ -1,7 +1,7 @@
 """The Transport contract every way of reaching a host fulfils, and its typed errors.
 
     with transport:
-        result = transport.run(["mkdir", "-p", "/tmp/x"])       # Completed(exit_code, stdout, stderr)
+        result = transport.run(["mkdir", "-p", "/tmp/x"])       # Completed(exit_code, ...)
         proc = transport.start(["sh", "-c", script, "sh", arg])  # streamed output
         while not proc.done:
             for stream, data in proc.read(timeout=1.0): ...
@@ -71,8 +71,14 @@ class Credentials:
     def fingerprint(self) -> str:
         """A digest telling credentials apart (for pooling); not reversible."""
         h = hashlib.sha256()
-        for part in (self.username, self.password, self.key_filename, self.key_text,
-                     self.passphrase, str(self.use_agent)):
+        for part in (
+            self.username,
+            self.password,
+            self.key_filename,
+            self.key_text,
+            self.passphrase,
+            str(self.use_agent),
+        ):
             h.update(b"\0" + (part or "").encode())
         return h.hexdigest()
 
@@ -82,9 +88,16 @@ class Credentials:
         return not (self.password or self.key_filename or self.key_text or self.use_agent)
 
     def describe(self) -> str:
-        ways = [name for name, on in (("password", self.password), ("key file", self.key_filename),
-                                      ("stored key", self.key_text), ("ssh-agent", self.use_agent))
-                if on]
+        ways = [
+            name
+            for name, on in (
+                ("password", self.password),
+                ("key file", self.key_filename),
+                ("stored key", self.key_text),
+                ("ssh-agent", self.use_agent),
+            )
+            if on
+        ]
         return " and ".join(ways) or "the worker's own keys"
 
 
@@ -137,8 +150,11 @@ class Process(ABC):
                 raise RemoteError(f"a command on the host did not finish within {timeout:g} s")
             for stream, data in self.read(left):
                 out[stream].append(data)
-        return Completed(self.exit_code if self.exit_code is not None else -1,
-                         b"".join(out["stdout"]), b"".join(out["stderr"]))
+        return Completed(
+            self.exit_code if self.exit_code is not None else -1,
+            b"".join(out["stdout"]),
+            b"".join(out["stderr"]),
+        )
 
 
 class Transport(ABC):
@@ -148,8 +164,9 @@ class Transport(ABC):
     def start(self, argv: list[str], stdin: bytes | None = None) -> Process:
         """Start ``argv``; ``stdin`` (if given) is sent and then closed."""
 
-    def run(self, argv: list[str], stdin: bytes | None = None,
-            timeout: float | None = None) -> Completed:
+    def run(
+        self, argv: list[str], stdin: bytes | None = None, timeout: float | None = None
+    ) -> Completed:
         proc = self.start(argv, stdin)
         try:
             return proc.wait(timeout)

@@ -63,8 +63,12 @@ class LocalTransport(Transport):
 
     def start(self, argv: list[str], stdin: bytes | None = None) -> LocalProcess:
         popen = subprocess.Popen(
-            argv, cwd=self.home, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            argv,
+            cwd=self.home,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         if stdin is not None:
             popen.stdin.write(stdin)

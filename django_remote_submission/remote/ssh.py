@@ -118,7 +118,9 @@ def _load_pkey(text: str, passphrase: str | None) -> paramiko.PKey:
             raise AuthError("The stored private key needs a passphrase; none is set.") from None
         except (paramiko.SSHException, ValueError) as exc:
             last = exc
-    raise AuthError(f"The stored private key could not be read (wrong passphrase or format): {last}")
+    raise AuthError(
+        f"The stored private key could not be read (wrong passphrase or format): {last}"
+    )
 
 
 def _abandon(client: paramiko.SSHClient, sock: socket.socket) -> None:
@@ -155,8 +157,10 @@ class Connection:
         except socket.gaierror as exc:
             raise ConnectError(f"Unknown host {t.hostname!r}: {exc.strerror}.") from None
         except ConnectionRefusedError:
-            raise ConnectError(f"Connection refused by {where}: no SSH server on that port?") from None
-        except (TimeoutError, socket.timeout):
+            raise ConnectError(
+                f"Connection refused by {where}: no SSH server on that port?"
+            ) from None
+        except TimeoutError:
             raise ConnectError(f"Timed out after {timeout:g} s connecting to {where}.") from None
         except OSError as exc:
             raise ConnectError(f"Cannot connect to {where}: {exc.strerror or exc}.") from None
@@ -169,9 +173,15 @@ class Connection:
         if known is not None:
             client.get_host_keys().add(name, known.get_name(), known)
         kwargs = dict(
-            username=c.username, password=c.password, sock=sock, timeout=timeout,
-            banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout,
-            look_for_keys=c.nothing_given, allow_agent=c.use_agent or c.nothing_given,
+            username=c.username,
+            password=c.password,
+            sock=sock,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            channel_timeout=timeout,
+            look_for_keys=c.nothing_given,
+            allow_agent=c.use_agent or c.nothing_given,
         )
         if c.key_filename:
             kwargs["key_filename"] = _key_file(c.key_filename)
@@ -203,7 +213,9 @@ class Connection:
             _abandon(client, sock)
             if isinstance(exc, (FileNotFoundError, PermissionError)):
                 raise AuthError(f"Cannot read the private key file: {exc}") from None
-            raise ConnectError(f"SSH handshake with {where} failed: {exc or type(exc).__name__}") from None
+            raise ConnectError(
+                f"SSH handshake with {where} failed: {exc or type(exc).__name__}"
+            ) from None
         self.new_host_key = policy.new_key
         return client
 
@@ -213,8 +225,9 @@ class Connection:
 
     def open_channel(self) -> paramiko.Channel:
         try:
-            return self.transport.open_session(window_size=WINDOW_SIZE,
-                                               timeout=float(drs_settings.CONNECT_TIMEOUT))
+            return self.transport.open_session(
+                window_size=WINDOW_SIZE, timeout=float(drs_settings.CONNECT_TIMEOUT)
+            )
         except paramiko.ChannelException as exc:
             raise ChannelRefused(str(exc)) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -233,8 +246,13 @@ class Pool:
 
     @staticmethod
     def key(target: Target, credentials: Credentials) -> tuple:
-        return (target.hostname, target.port, target.host_key, credentials.fingerprint(),
-                drs_settings.HOST_KEY_POLICY)
+        return (
+            target.hostname,
+            target.port,
+            target.host_key,
+            credentials.fingerprint(),
+            drs_settings.HOST_KEY_POLICY,
+        )
 
     def acquire(self, target: Target, credentials: Credentials, exclude=()) -> Connection:
         key = self.key(target, credentials)
@@ -259,7 +277,9 @@ class Pool:
     def _evict_idle(self) -> None:
         limit = time.monotonic() - float(drs_settings.POOL_IDLE_TIMEOUT)
         with self._lock:
-            stale = [c for cs in self._conns.values() for c in cs if c.last_used < limit or not c.alive]
+            stale = [
+                c for cs in self._conns.values() for c in cs if c.last_used < limit or not c.alive
+            ]
             for conns in self._conns.values():
                 conns[:] = [c for c in conns if c not in stale]
         for conn in stale:
@@ -363,14 +383,17 @@ class SSHTransport(Transport):
                 chan.shutdown_write()
         except (paramiko.SSHException, EOFError, OSError) as exc:
             chan.close()
-            raise ConnectionLost(f"SSH connection to {self.conn.target.hostname} lost: {exc}") from None
+            raise ConnectionLost(
+                f"SSH connection to {self.conn.target.hostname} lost: {exc}"
+            ) from None
         return SSHProcess(chan, self.conn)
 
     def open(self, path: str) -> IO[bytes]:
         if self._sftp is None:
             try:
-                self._sftp = paramiko.SFTPClient.from_transport(self.conn.transport,
-                                                                window_size=WINDOW_SIZE)
+                self._sftp = paramiko.SFTPClient.from_transport(
+                    self.conn.transport, window_size=WINDOW_SIZE
+                )
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise ConnectionLost(f"SFTP session failed: {exc}") from None
         f = self._sftp.open(path, "rb")

@@ -1,7 +1,7 @@
 """``manage.py drs_recover``: resume runs whose worker died (no heartbeat for 3 intervals).
 
-    manage.py drs_recover            # resume them here, one after the other
-    manage.py drs_recover --queue    # hand them to the Celery workers
+manage.py drs_recover            # resume them here, one after the other
+manage.py drs_recover --queue    # hand them to the Celery workers
 """
 
 from django.core.management.base import BaseCommand
