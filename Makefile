@@ -11,6 +11,7 @@ LINT_PATHS := $(wildcard django_remote_submission tests example bench)
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: $(wildcard requirements*.txt) pyproject.toml setup.py
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements_test.txt
@@ -42,7 +43,10 @@ lint: venv
 bench: venv
 	$(PY) -m bench
 
+# Ctrl-C stops everything the demo started. PORT=8001 make demo for another port.
 demo: venv
+	@[ $(VENV)/.demo-installed -nt example/requirements.txt ] || \
+		{ $(PY) -m pip install -q -r example/requirements.txt && touch $(VENV)/.demo-installed; }
 	$(PY) example/demo.py
 
 clean:

@@ -2,6 +2,7 @@
 
     events.job_group(42)        # "drs.job.42": the log of job 42
     events.user_group(7)        # "drs.user.7": status changes of user 7's jobs
+    events.staff_group()        # "drs.staff": status changes of every job
 
 Payloads (the ``type`` is the consumer method, per Channels' convention):
 
@@ -32,6 +33,11 @@ def job_group(job_pk: int) -> str:
 
 def user_group(user_pk: int) -> str:
     return f"drs.user.{user_pk}"
+
+
+def staff_group() -> str:
+    """Every job's status changes (staff pages)."""
+    return "drs.staff"
 
 
 def log_payload(row) -> dict:
@@ -90,4 +96,5 @@ def logs_stored(job, rows: Iterable) -> None:
 def status_changed(job) -> None:
     message = {"type": "drs.status", "job": job_payload(job)}
     _send(user_group(job.owner_id), message)
+    _send(staff_group(), message)
     _send(job_group(job.pk), message)

@@ -1,6 +1,7 @@
 """Django settings for the test suite.
 
-Usage: ``pytest`` (pyproject sets ``DJANGO_SETTINGS_MODULE = "tests.settings"``).
+Usage: ``pytest`` (pyproject sets ``DJANGO_SETTINGS_MODULE = "tests.settings"``);
+``daphne tests.asgi:application`` serves the same project.
 
 The database and MEDIA_ROOT live in one temp dir whose path is exported as ``DRS_TEST_TMP``
 (and the database file as ``DRS_TEST_DB``), so subprocesses started by the tests (Celery
@@ -88,7 +89,17 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "memory://")
 
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# In-memory by default; the browser test's subprocesses (daphne, worker) share a redis layer.
+if os.environ.get("DRS_CHANNEL_REDIS"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [os.environ["DRS_CHANNEL_REDIS"]]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+LOGIN_URL = "drs:login"
 
 REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
 
@@ -101,3 +112,5 @@ DRS = {
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", "cache+memory://")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Fast hashing: tests log users in by password.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

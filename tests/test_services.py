@@ -10,7 +10,6 @@ import os
 import paramiko
 import pytest
 import redis
-from playwright.sync_api import Page
 
 from tests.services import SSHServer, wait_for
 
@@ -76,8 +75,3 @@ def test_redis_ping(redis_url: str) -> None:
         assert client.get("drs") == b"ok"
     finally:
         client.close()
-
-
-def test_chromium_renders_a_page(page: Page) -> None:
-    page.set_content("<h1 id='t'>drs</h1>")
-    assert page.inner_text("#t") == "drs"

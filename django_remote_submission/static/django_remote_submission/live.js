@@ -1,0 +1,87 @@
+// Shared by the live pages: a websocket that reconnects, and applying a job's status to the page.
+// Messages are documented in django_remote_submission/consumers.py.
+
+export const FINAL = new Set(["success", "failure", "cancelled"]);
+
+const STATES = {
+  connecting: "connecting…",
+  live: "live",
+  reconnecting: "connection lost, reconnecting…",
+  login: "not logged in: reload the page to log in",
+  forbidden: "not allowed",
+};
+
+// connect("/ws/job-log/3/", {onMessage, query: () => "?after=12", status: element})
+export function connect(path, { onMessage, query, status }) {
+  let delay = 500;
+  let socket = null;
+  const show = (state) => {
+    if (status) {
+      status.dataset.state = state;
+      status.textContent = STATES[state];
+    }
+  };
+  const open = () => {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + location.host + path + (query ? query() : ""));
+    show("connecting");
+    socket.onopen = () => {
+      delay = 500;
+      show("live");
+    };
+    socket.onmessage = (event) => onMessage(JSON.parse(event.data));
+    socket.onclose = (event) => {
+      if (event.code === 4401) return show("login");
+      if (event.code === 4403) return show("forbidden");
+      show("reconnecting");
+      setTimeout(open, delay);
+      delay = Math.min(delay * 2, 10000);
+    };
+  };
+  open();
+  return () => socket && socket.close();
+}
+
+const pad = (n) => String(n).padStart(2, "0");
+
+export function formatTime(iso) {
+  if (!iso) return "–";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+export function formatTimes(root) {
+  for (const el of root.querySelectorAll("time[datetime]")) {
+    if (el.getAttribute("datetime")) el.textContent = formatTime(el.getAttribute("datetime"));
+  }
+}
+
+function setTime(el, iso) {
+  if (!el) return;
+  el.setAttribute("datetime", iso || "");
+  el.textContent = formatTime(iso);
+}
+
+// Show a job payload ({"status", "exit_code", "error", "started_at", "finished_at", ...}).
+export function applyJob(root, job) {
+  const badge = root.querySelector("[data-role=status]");
+  if (badge) {
+    badge.className = `drs-badge drs-status-${job.status}`;
+    badge.dataset.status = job.status;
+    badge.textContent = job.status;
+  }
+  const code = root.querySelector("[data-role=exit_code]");
+  if (code) code.textContent = job.exit_code === null || job.exit_code === undefined ? "–" : job.exit_code;
+  setTime(root.querySelector("[data-role=started_at]"), job.started_at);
+  setTime(root.querySelector("[data-role=finished_at]"), job.finished_at);
+  const error = root.querySelector("[data-role=error]");
+  if (error) {
+    error.textContent = job.error || "";
+    error.hidden = !job.error;
+  }
+  for (const el of root.querySelectorAll("[data-show-when]")) {
+    el.hidden = !el.dataset.showWhen.split(" ").includes(job.status);
+  }
+}

@@ -1,0 +1,38 @@
+"""URLs of the pages (namespace ``drs``); the websockets are in ``routing.py``.
+
+    # the project's urls.py
+    path("", include("django_remote_submission.urls")),
+    reverse("drs:job-detail", args=[job.pk])
+
+``login/`` and ``logout/`` are Django's auth views with the app's template; a project with
+its own login page sets ``LOGIN_URL`` to it and need not use them.
+"""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from . import views
+
+app_name = "drs"
+
+urlpatterns = [
+    path("", views.job_list, name="job-list"),
+    path("jobs/new/", views.job_create, name="job-create"),
+    path("jobs/<int:pk>/", views.job_detail, name="job-detail"),
+    path("jobs/<int:pk>/row/", views.job_row, name="job-row"),
+    path("jobs/<int:pk>/results/", views.job_results, name="job-results"),
+    path("jobs/<int:pk>/log.txt", views.job_log, name="job-log"),
+    path("jobs/<int:pk>/submit/", views.job_submit, name="job-submit"),
+    path("jobs/<int:pk>/cancel/", views.job_cancel, name="job-cancel"),
+    path("jobs/<int:pk>/results/<int:result_pk>/", views.result_download, name="result-download"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            template_name="django_remote_submission/login.html",
+            redirect_authenticated_user=True,
+            next_page="drs:job-list",
+        ),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(next_page="drs:login"), name="logout"),
+]

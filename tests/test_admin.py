@@ -1,0 +1,198 @@
+"""The admin: pages, job actions (submit / resubmit / cancel), write-only secrets, and the
+server connection test against the real sshd."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.admin import helpers
+from django.contrib.auth import get_user_model
+from django.contrib.messages import get_messages
+from django.core.files.base import ContentFile
+from django.urls import reverse
+
+from django_remote_submission import tasks
+from django_remote_submission.models import Interpreter, Job, Log, Result, Server
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client):
+    client.force_login(get_user_model().objects.create_superuser("root", "root@example.org", "x"))
+    return client
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    calls = {"submit": [], "cancel": []}
+    monkeypatch.setattr(
+        tasks.submit_job_to_server, "delay", lambda *a, **kw: calls["submit"].append((a, kw))
+    )
+    monkeypatch.setattr(tasks.cancel_job, "delay", lambda *a, **kw: calls["cancel"].append(a))
+    return calls
+
+
+@pytest.fixture
+def jobs():
+    owner = get_user_model().objects.create_user("ada")
+    python3 = Interpreter.objects.create(name="python3", path="/usr/bin/python3", arguments=["-u"])
+    server = Server.objects.create(title="here", hostname="localhost", local=True)
+    server.interpreters.add(python3)
+    return {
+        status: Job.objects.create(
+            title=f"{status} job",
+            status=status,
+            owner=owner,
+            server=server,
+            interpreter=python3,
+            program="print(1)",
+            remote_directory="d",
+            remote_filename="job.py",
+        )
+        for status in ("initial", "running", "success")
+    }
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+def action(client, name: str, objects, **data):
+    model = type(objects[0])._meta
+    url = reverse(f"admin:{model.app_label}_{model.model_name}_changelist")
+    return client.post(
+        url,
+        {"action": name, "index": 0, helpers.ACTION_CHECKBOX_NAME: [o.pk for o in objects], **data},
+        follow="apply" in data,
+    )
+
+
+def test_every_changelist_and_the_job_filters_load(admin_client, jobs):
+    for model in ("server", "interpreter", "job", "log", "result"):
+        url = reverse(f"admin:django_remote_submission_{model}_changelist")
+        assert admin_client.get(url).status_code == 200, model
+    url = reverse("admin:django_remote_submission_job_changelist")
+    page = admin_client.get(url, {"status__exact": "running", "q": "job"}).content.decode()
+    assert "running job" in page and "success job" not in page
+    assert reverse("drs:job-detail", args=[jobs["running"].pk]) in page  # the live page link
+
+
+def test_job_page_has_read_only_logs_and_results_inlines(admin_client, jobs):
+    job = jobs["success"]
+    Log.objects.bulk_create([Log(job=job, content=f"row {i}\n") for i in range(250)])
+    result = Result.objects.create(job=job, remote_filename="out.txt", size=2)
+    result.local_file.save("out.txt", ContentFile(b"hi"))
+    page = admin_client.get(
+        reverse("admin:django_remote_submission_job_change", args=[job.pk])
+    ).content.decode()
+    assert "row 249" in page and "row 50\n" in page and "row 49\n" not in page  # the latest 200
+    assert reverse("drs:result-download", args=[job.pk, result.pk]) in page
+    assert reverse("drs:job-detail", args=[job.pk]) in page
+    assert 'name="logs-0-content"' not in page  # read only
+
+
+def test_submit_asks_for_a_password_then_queues_the_initial_jobs(
+    admin_client, jobs, queued, django_capture_on_commit_callbacks
+):
+    selected = [jobs["initial"], jobs["running"]]
+    form = action(admin_client, "submit_jobs", selected)
+    assert form.status_code == 200
+    assert 'type="password"' in form.content.decode() and 'name="apply"' in form.content.decode()
+    assert queued["submit"] == []
+    with django_capture_on_commit_callbacks(execute=True):
+        done = action(
+            admin_client, "submit_jobs", selected, apply="1", username="ada", password="pw"
+        )
+    assert queued["submit"] == [
+        ((jobs["initial"].pk,), {"remote": False, "username": "ada", "password": "pw"})
+    ]
+    assert "Queued 1 job." in messages_of(done)
+    assert any("running job" in m for m in messages_of(done))  # skipped, and said so
+
+
+def test_resubmit_and_cancel_act_on_the_right_states(
+    admin_client, jobs, queued, django_capture_on_commit_callbacks
+):
+    everything = list(jobs.values())
+    with django_capture_on_commit_callbacks(execute=True):
+        action(admin_client, "resubmit_jobs", everything, apply="1", password="")
+        action(admin_client, "cancel_jobs", everything)
+    assert queued["submit"] == [((jobs["success"].pk,), {"remote": False})]
+    assert sorted(queued["cancel"]) == sorted([(jobs["initial"].pk,), (jobs["running"].pk,)])
+
+
+def test_stored_private_key_is_write_only(admin_client):
+    server = Server.objects.create(
+        title="hpc", hostname="hpc.example.org", private_key="-----BEGIN KEY-----Zq8xW"
+    )
+    url = reverse("admin:django_remote_submission_server_change", args=[server.pk])
+    page = admin_client.get(url).content.decode()
+    assert "Zq8xW" not in page
+    data = {
+        "title": "hpc2",
+        "hostname": "hpc.example.org",
+        "port": 22,
+        "username": "",
+        "private_key": "",
+        "private_key_passphrase": "",
+        "host_key": "",
+    }
+    assert admin_client.post(url, data).status_code == 302
+    server.refresh_from_db()
+    assert server.title == "hpc2" and server.private_key == "-----BEGIN KEY-----Zq8xW"
+    admin_client.post(url, {**data, "clear_secrets": "on"})
+    server.refresh_from_db()
+    assert server.private_key == ""
+
+
+@pytest.fixture
+def ssh_server(sshd):
+    python3 = Interpreter.objects.create(name="python3", path="/usr/bin/python3 -u")
+    missing = Interpreter.objects.create(name="nope", path="/opt/nowhere/python9")
+    server = Server.objects.create(
+        title="test sshd", hostname=sshd.host, port=sshd.port, host_key=sshd.host_key
+    )
+    if sshd.password is None:  # not root: key login as the current user
+        server.username, server.private_key = sshd.key_user, sshd.key_text
+        server.save()
+    server.interpreters.set([python3, missing])
+    return server
+
+
+def login(sshd) -> dict:
+    if sshd.password is None:
+        return {"username": "", "password": ""}
+    return {"username": sshd.password_user, "password": sshd.password}
+
+
+def test_connection_test_reports_login_host_key_and_interpreter_paths(
+    admin_client, sshd, ssh_server
+):
+    assert action(admin_client, "test_connection", [ssh_server]).status_code == 200  # the form
+    page = action(admin_client, "test_connection", [ssh_server], apply="1", **login(sshd))
+    text = page.content.decode()
+    user = sshd.password_user or sshd.key_user
+    assert f"Login: {user} logged in with" in text
+    assert "Host key: matches the key on record (SHA256:" in text
+    assert "Interpreter python3: /usr/bin/python3" in text
+    assert "Interpreter nope: /opt/nowhere/python9 not found" in text
+
+
+def test_connection_test_reports_a_refused_login_and_an_unknown_host_key(
+    admin_client, sshd, ssh_server
+):
+    if sshd.password is None:
+        pytest.skip("password logins need root")
+    page = action(
+        admin_client,
+        "test_connection",
+        [ssh_server],
+        apply="1",
+        username=sshd.password_user,
+        password="wrong",
+    )
+    assert "Login: " in page.content.decode() and "logged in" not in page.content.decode()
+    Server.objects.filter(pk=ssh_server.pk).update(host_key="")
+    page = action(admin_client, "test_connection", [ssh_server], apply="1", **login(sshd))
+    assert "Host key: " in page.content.decode()
+    assert "logged in" not in page.content.decode()

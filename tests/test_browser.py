@@ -1,0 +1,185 @@
+"""The whole stack in Debian's chromium: daphne, redis (broker and channel layer), a Celery
+worker and the test sshd. A user logs in, submits a job, sees its lines arrive while it runs,
+sees it succeed and downloads its result.
+
+Playwright's sync API keeps an asyncio loop running in this thread while it is open, so the
+browser is opened for this module only (not pytest-playwright's session-wide fixtures, which
+would leave every later database test facing Django's async-safety check), and the ORM calls
+of this module are allowed beside it (``DJANGO_ALLOW_ASYNC_UNSAFE``: nothing here is async;
+the consumers run in daphne).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from django_remote_submission.models import FINAL_STATES, Job
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, unavailable
+from tests.services import ServiceUnavailable, free_port, start_worker, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PROGRAM = """\
+import sys, time
+for i in range(10):
+    print(f"\\033[32mline {i}\\033[0m", flush=True)
+    time.sleep(0.3)
+print("to stderr", file=sys.stderr)
+with open("out.txt", "w") as f:
+    f.write("result 42\\n")
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def orm_beside_playwright():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        yield
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if not os.access(CHROMIUM, os.X_OK):
+        unavailable(f"{CHROMIUM} not found: install chromium (make sysdeps as root)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def tab(chromium) -> Page:
+    """A fresh browser context and page (named so that pytest-playwright leaves it alone)."""
+    context = chromium.new_context(accept_downloads=True)
+    context.set_default_timeout(15_000)
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def live_site(redis_url, django_db_setup):
+    """Usage: ``live_site + "login/"``: daphne serving tests.asgi, with its own worker.
+
+    Broker and channel layer are other databases of the run's redis than the shared
+    ``worker`` fixture's, so that only this worker (which broadcasts through redis) takes
+    the jobs submitted here.
+    """
+    base = redis_url.rsplit("/", 1)[0]
+    broker, layer = f"{base}/1", f"{base}/2"
+    env = {
+        "CELERY_BROKER_URL": broker,
+        "CELERY_RESULT_BACKEND": broker,
+        "DRS_CHANNEL_REDIS": layer,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+    }
+    try:
+        worker = start_worker(broker, concurrency=4, extra_env=env)
+    except ServiceUnavailable as exc:
+        unavailable(str(exc))
+    port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="drs-daphne-", suffix=".log", delete=False)
+    daphne = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "tests.asgi:application",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/"
+
+    def answers() -> bool:
+        if daphne.poll() is not None:
+            raise AssertionError(f"daphne exited: {Path(log.name).read_text()}")
+        try:
+            with urllib.request.urlopen(url + "login/", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(answers, timeout=30, interval=0.1, message="daphne answers")
+        yield url
+    finally:
+        daphne.terminate()
+        daphne.wait(10)
+        worker.stop()
+        os.unlink(log.name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_user_watches_the_job_run_live_and_downloads_its_result(
+    live_site, tab: Page, sshd, server
+):
+    page = tab
+    from django.contrib.auth import get_user_model
+
+    login = sshd.password_user or sshd.key_user
+    get_user_model().objects.create_user(login, password="web-pw")
+    if sshd.password is None:  # not root: key login as the current user
+        server.username, server.private_key = sshd.key_user, sshd.key_text
+        server.save()
+    python3 = server.interpreters.get(name="python3")
+    base = sshd.base_dir_pw or sshd.base_dir_key
+
+    page.goto(live_site)  # redirected to the login page
+    page.fill("input[name=username]", login)
+    page.fill("input[name=password]", "web-pw")
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Your jobs")
+
+    page.goto(live_site + "jobs/new/")
+    page.fill("input[name=title]", "live job")
+    page.select_option("select[name=server]", str(server.pk))
+    page.select_option("select[name=interpreter]", str(python3.pk))
+    page.fill("textarea[name=program]", PROGRAM)
+    page.fill("input[name=remote_directory]", f"{base}/{uuid.uuid4().hex[:10]}")
+    if sshd.password:
+        page.check("input[name=auth][value=password]")
+        page.fill("input[name=password]", sshd.password)
+    else:
+        page.check("input[name=auth][value=stored]")
+    started = time.monotonic()
+    page.click("#drs-job-form button[type=submit]")
+    expect(page.locator("#drs-job")).to_be_visible()
+
+    log = page.locator("#drs-log")
+    expect(log.locator(".drs-stdout").first).to_contain_text("line 0", timeout=20_000)
+    job = Job.objects.get(title="live job")
+    assert job.status not in FINAL_STATES, "the first line must show while the job runs"
+    assert page.locator("#drs-job [data-role=status]").first.text_content() != "success"
+
+    badge = page.locator("#drs-job [data-role=status]").first
+    expect(badge).to_have_text("success", timeout=30_000)
+    assert time.monotonic() - started < 30
+    lines = log.locator(".drs-stdout")
+    expect(lines).to_have_count(10)  # one row per flush of a line: each arrived on its own
+    assert lines.all_text_contents() == [f"line {i}\n" for i in range(10)]
+    assert "\x1b" not in log.text_content() and "[32m" not in log.text_content()
+    assert lines.first.locator("span.ansi-green-fg").count() == 1  # ANSI rendered as colour
+    expect(log.locator(".drs-stderr")).to_have_text("to stderr\n")
+    expect(page.locator("[data-role=exit_code]")).to_have_text("0")
+    expect(page.locator("[data-role=cancel]")).to_be_hidden()
+
+    with page.expect_download() as download:
+        page.locator("[data-role=result]", has_text="out.txt").click()
+    assert Path(download.value.path()).read_text() == "result 42\n"
+    assert download.value.suggested_filename == "out.txt"

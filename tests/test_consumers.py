@@ -1,0 +1,325 @@
+"""The websockets: who may connect, history then live, resuming with ``after=``, statuses.
+
+Each test runs one async scenario (``run``) against the consumers through
+``channels.testing.WebsocketCommunicator`` and the in-memory channel layer; broadcasts come
+from ``events`` exactly as the runner sends them.
+"""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+
+from django_remote_submission import consumers, events
+from django_remote_submission.models import Interpreter, Job, Log, Server
+from django_remote_submission.routing import websocket_urlpatterns
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+application = URLRouter(websocket_urlpatterns)
+
+
+def run(scenario) -> None:
+    async def wrapped():
+        try:
+            await scenario()
+        finally:
+            await get_channel_layer().flush()
+
+    async_to_sync(wrapped)()
+
+
+def socket(path: str, user) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, path)
+    communicator.scope["user"] = user
+    return communicator
+
+
+@pytest.fixture
+def users():
+    User = get_user_model()
+    return {
+        name: User.objects.create_user(name, is_staff=name == "staff")
+        for name in ("alice", "bob", "staff")
+    }
+
+
+@pytest.fixture
+def make_job():
+    interpreter = Interpreter.objects.create(name="python3", path="/usr/bin/python3")
+    server = Server.objects.create(title="here", hostname="localhost", local=True)
+    server.interpreters.add(interpreter)
+
+    def make(owner, **fields):
+        return Job.objects.create(
+            title=f"job of {owner}",
+            owner=owner,
+            server=server,
+            interpreter=interpreter,
+            program="print(1)",
+            remote_directory="d",
+            remote_filename="job.py",
+            **fields,
+        )
+
+    return make
+
+
+def store(job, *contents: str, stream: str = "stdout", broadcast: bool = True) -> list[int]:
+    """Store rows as the runner does (one bulk insert) and broadcast them as one message."""
+    rows = Log.objects.bulk_create([Log(job=job, stream=stream, content=c) for c in contents])
+    if broadcast:
+        events.logs_stored(job, rows)
+    return [row.pk for row in rows]
+
+
+def set_status(job, status: str, **fields) -> None:
+    Job.objects.filter(pk=job.pk).update(status=status, **fields)
+    job.refresh_from_db()
+    events.status_changed(job)
+
+
+async def refused(path: str, user) -> int:
+    communicator = socket(path, user)
+    connected, _ = await communicator.connect()
+    assert connected  # accepted, then closed with a code the browser can read
+    message = await communicator.receive_output()
+    await communicator.disconnect()
+    assert message["type"] == "websocket.close"
+    return message["code"]
+
+
+async def receive_logs(communicator, count: int) -> list[dict]:
+    """The log rows of the next messages, until ``count`` rows have arrived."""
+    rows = []
+    while len(rows) < count:
+        message = await communicator.receive_json_from(timeout=5)
+        assert message["type"] == "logs", message
+        rows += message["logs"]
+    return rows
+
+
+def test_anonymous_users_are_refused(users, make_job):
+    job = make_job(users["alice"])
+
+    async def scenario():
+        assert await refused("/ws/job-user/", AnonymousUser()) == 4401
+        assert await refused(f"/ws/job-log/{job.pk}/", AnonymousUser()) == 4401
+
+    run(scenario)
+
+
+def test_foreign_and_missing_jobs_are_refused_but_staff_see_them(users, make_job):
+    job = make_job(users["alice"])
+    store(job, "secret\n", broadcast=False)
+
+    async def scenario():
+        assert await refused(f"/ws/job-log/{job.pk}/", users["bob"]) == 4403
+        assert await refused(f"/ws/job-log/{job.pk + 1000}/", users["alice"]) == 4403
+        communicator = socket(f"/ws/job-log/{job.pk}/", users["staff"])
+        assert (await communicator.connect())[0]
+        assert (await communicator.receive_json_from())["type"] == "status"
+        assert [r["content"] for r in await receive_logs(communicator, 1)] == ["secret\n"]
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_job_log_sends_status_then_history_then_live_lines(users, make_job):
+    job = make_job(users["alice"], status="running")
+    first = store(job, "one\n", "two\n", broadcast=False)
+    store(job, "warn\n", stream="stderr", broadcast=False)
+
+    async def scenario():
+        communicator = socket(f"/ws/job-log/{job.pk}/", users["alice"])
+        assert (await communicator.connect())[0]
+        status = await communicator.receive_json_from()
+        assert status["type"] == "status"
+        assert status["job"]["id"] == job.pk and status["job"]["status"] == "running"
+        assert status["job"]["url"] == f"/jobs/{job.pk}/"
+        history = await communicator.receive_json_from()
+        assert history["history"] is True and history["job"] == job.pk
+        assert [(r["stream"], r["content"]) for r in history["logs"]] == [
+            ("stdout", "one\n"),
+            ("stdout", "two\n"),
+            ("stderr", "warn\n"),
+        ]
+        assert history["logs"][0]["id"] == first[0]
+        assert set(history["logs"][0]) == {"id", "time", "stream", "content", "offset"}
+
+        await database_sync_to_async(store)(job, "three\n")
+        live = await communicator.receive_json_from()
+        assert live["history"] is False
+        assert [r["content"] for r in live["logs"]] == ["three\n"]
+        assert await communicator.receive_nothing()
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_after_resumes_without_gap_or_duplicate(users, make_job):
+    job = make_job(users["alice"], status="running")
+    ids = store(job, "1\n", "2\n", "3\n", broadcast=False)
+
+    async def scenario():
+        communicator = socket(f"/ws/job-log/{job.pk}/?after={ids[1]}", users["alice"])
+        assert (await communicator.connect())[0]
+        await communicator.receive_json_from()  # status
+        assert [r["content"] for r in await receive_logs(communicator, 1)] == ["3\n"]
+
+        # A broadcast repeating rows the socket has, plus a new one: only the new one is sent.
+        def again():
+            new = Log.objects.create(job=job, content="4\n")
+            events.logs_stored(job, list(Log.objects.filter(job=job).exclude(pk=new.pk)) + [new])
+
+        await database_sync_to_async(again)()
+        assert [r["content"] for r in await receive_logs(communicator, 1)] == ["4\n"]
+        assert await communicator.receive_nothing()
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_long_history_comes_in_bounded_batches_to_this_socket_only(users, make_job):
+    job = make_job(users["alice"], status="success")
+    store(job, *[f"line {i}\n" for i in range(1200)], broadcast=False)
+    store(job, "x" * (200 * 1024), "y" * (200 * 1024), broadcast=False)
+
+    async def scenario():
+        watcher = socket(f"/ws/job-log/{job.pk}/?after=999999999", users["alice"])
+        assert (await watcher.connect())[0]
+        await watcher.receive_json_from()  # status; nothing more: it has everything
+        communicator = socket(f"/ws/job-log/{job.pk}/", users["alice"])
+        assert (await communicator.connect())[0]
+        await communicator.receive_json_from()
+        messages = []
+        while sum(len(m["logs"]) for m in messages) < 1202:
+            messages.append(await communicator.receive_json_from(timeout=5))
+        assert all(len(m["logs"]) <= consumers.HISTORY_ROWS for m in messages)
+        assert all(
+            sum(len(r["content"]) for r in m["logs"]) <= consumers.HISTORY_CHARS
+            or len(m["logs"]) == 1
+            for m in messages
+        )
+        contents = [r["content"] for m in messages for r in m["logs"]]
+        assert contents[:1200] == [f"line {i}\n" for i in range(1200)]
+        assert len(messages) >= 4
+        assert await watcher.receive_nothing()  # history never went to the group
+        await communicator.disconnect()
+        await watcher.disconnect()
+
+    run(scenario)
+
+
+def test_lines_the_socket_missed_are_sent_from_the_database_at_the_end(users, make_job):
+    job = make_job(users["alice"], status="running")
+
+    async def scenario():
+        communicator = socket(f"/ws/job-log/{job.pk}/", users["alice"])
+        assert (await communicator.connect())[0]
+        await communicator.receive_json_from()  # status
+        await database_sync_to_async(store)(job, "a\n")
+        assert [r["content"] for r in await receive_logs(communicator, 1)] == ["a\n"]
+        # A flood: 150 messages while the consumer does not read (capacity 100), and rows
+        # whose message was lost altogether.
+        await database_sync_to_async(
+            lambda: (
+                [store(job, f"b{i}\n") for i in range(150)]
+                + [store(job, "lost\n", broadcast=False)]
+            )
+        )()
+        await database_sync_to_async(set_status)(job, "success", exit_code=0)
+        rows = await receive_logs(communicator, 151)
+        assert [r["content"] for r in rows] == [f"b{i}\n" for i in range(150)] + ["lost\n"]
+        final = await communicator.receive_json_from()
+        assert final["type"] == "status" and final["job"]["status"] == "success"
+        assert final["job"]["exit_code"] == 0
+        assert await communicator.receive_nothing()
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_a_missed_message_is_recovered_before_the_next_live_batch(users, make_job):
+    job = make_job(users["alice"], status="running")
+    other = make_job(users["bob"], status="running")
+
+    async def scenario():
+        communicator = socket(f"/ws/job-log/{job.pk}/", users["alice"])
+        assert (await communicator.connect())[0]
+        await communicator.receive_json_from()  # status
+
+        def output():
+            store(job, "1\n")
+            store(other, "someone else's\n")  # ids of other jobs in between: no gap
+            store(job, "2\n")
+            store(job, "3\n", "4\n", broadcast=False)  # a message the channel dropped
+            store(job, "5\n")
+
+        await database_sync_to_async(output)()
+        rows = await receive_logs(communicator, 5)
+        assert [r["content"] for r in rows] == ["1\n", "2\n", "3\n", "4\n", "5\n"]
+        assert await communicator.receive_nothing()
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_job_user_sends_latest_jobs_then_status_changes_of_own_jobs(users, make_job):
+    mine = make_job(users["alice"])
+    theirs = make_job(users["bob"])
+
+    async def scenario():
+        communicator = socket("/ws/job-user/", users["alice"])
+        assert (await communicator.connect())[0]
+        first = await communicator.receive_json_from()
+        assert first["type"] == "jobs"
+        assert [j["id"] for j in first["jobs"]] == [mine.pk]
+        assert first["jobs"][0]["status"] == "initial"
+        assert first["jobs"][0]["url"] == f"/jobs/{mine.pk}/"
+
+        await database_sync_to_async(set_status)(theirs, "submitted")
+        await database_sync_to_async(set_status)(mine, "submitted")
+        change = await communicator.receive_json_from()
+        assert change["type"] == "status"
+        assert change["job"]["id"] == mine.pk and change["job"]["status"] == "submitted"
+        assert await communicator.receive_nothing()
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_staff_get_everyones_latest_jobs(users, make_job):
+    jobs = [make_job(users["alice"]), make_job(users["bob"])]
+
+    async def scenario():
+        communicator = socket("/ws/job-user/", users["staff"])
+        assert (await communicator.connect())[0]
+        first = await communicator.receive_json_from()
+        assert sorted(j["id"] for j in first["jobs"]) == sorted(j.pk for j in jobs)
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+@pytest.mark.skipif(not hasattr(events, "staff_group"), reason="needs events.staff_group")
+def test_staff_follow_status_changes_of_everyones_jobs(users, make_job):
+    job = make_job(users["alice"])
+
+    async def scenario():
+        communicator = socket("/ws/job-user/", users["staff"])
+        assert (await communicator.connect())[0]
+        await communicator.receive_json_from()  # the latest jobs
+        await database_sync_to_async(set_status)(job, "submitted")
+        change = await communicator.receive_json_from()
+        assert change["job"]["id"] == job.pk and change["job"]["status"] == "submitted"
+        assert await communicator.receive_nothing()
+        await communicator.disconnect()
+
+    run(scenario)

@@ -1,0 +1,300 @@
+"""The pages: who sees which job, the submit form, submit / cancel, log and result downloads."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.urls import reverse
+
+from django_remote_submission import tasks
+from django_remote_submission.models import Interpreter, Job, Log, Result, Server
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """Usage: ``queued["submit"]``: the calls the views made to the Celery tasks' ``delay``."""
+    calls = {"submit": [], "cancel": []}
+    monkeypatch.setattr(
+        tasks.submit_job_to_server, "delay", lambda *a, **kw: calls["submit"].append((a, kw))
+    )
+    monkeypatch.setattr(tasks.cancel_job, "delay", lambda *a, **kw: calls["cancel"].append(a))
+    return calls
+
+
+@pytest.fixture
+def interpreters():
+    python3 = Interpreter.objects.create(name="python3", path="/usr/bin/python3", arguments=["-u"])
+    bash = Interpreter.objects.create(name="bash", path="/bin/bash")
+    return python3, bash
+
+
+@pytest.fixture
+def local(interpreters):
+    server = Server.objects.create(title="localhost", hostname="localhost", local=True)
+    server.interpreters.set(interpreters)
+    return server
+
+
+@pytest.fixture
+def remote(interpreters):
+    server = Server.objects.create(title="hpc", hostname="hpc.example.org")
+    server.interpreters.set(interpreters[:1])
+    return server
+
+
+@pytest.fixture
+def users():
+    User = get_user_model()
+    return {
+        name: User.objects.create_user(name, password="pw", is_staff=name == "staff")
+        for name in ("alice", "bob", "staff")
+    }
+
+
+@pytest.fixture
+def make_job(local, interpreters):
+    def make(owner, **fields):
+        fields.setdefault("title", f"job of {owner}")
+        return Job.objects.create(
+            owner=owner,
+            server=local,
+            interpreter=interpreters[0],
+            program="print(1)",
+            remote_directory="drs-jobs/x",
+            remote_filename="job.py",
+            **fields,
+        )
+
+    return make
+
+
+def client_for(client, user):
+    client.force_login(user)
+    return client
+
+
+def test_pages_need_a_login(client, users, make_job):
+    job = make_job(users["alice"])
+    for url in (
+        reverse("drs:job-list"),
+        reverse("drs:job-detail", args=[job.pk]),
+        reverse("drs:job-create"),
+        reverse("drs:job-log", args=[job.pk]),
+    ):
+        response = client.get(url)
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("drs:login"))
+
+
+def test_list_shows_own_jobs_only_and_staff_sees_all(client, users, make_job):
+    make_job(users["alice"], title="alice's")
+    make_job(users["bob"], title="bob's")
+    page = client_for(client, users["alice"]).get(reverse("drs:job-list")).content.decode()
+    assert "alice&#x27;s" in page and "bob&#x27;s" not in page
+    assert 'data-ws="/ws/job-user/"' in page
+    page = client_for(client, users["staff"]).get(reverse("drs:job-list")).content.decode()
+    assert "alice&#x27;s" in page and "bob&#x27;s" in page
+
+
+def test_foreign_job_pages_and_downloads_answer_404(client, users, make_job):
+    job = make_job(users["bob"])
+    result = Result.objects.create(job=job, remote_filename="out.txt", size=2)
+    result.local_file.save("out.txt", ContentFile(b"hi"))
+    client_for(client, users["alice"])
+    for url in (
+        reverse("drs:job-detail", args=[job.pk]),
+        reverse("drs:job-row", args=[job.pk]),
+        reverse("drs:job-results", args=[job.pk]),
+        reverse("drs:job-log", args=[job.pk]),
+        reverse("drs:result-download", args=[job.pk, result.pk]),
+    ):
+        assert client.get(url).status_code == 404, url
+    assert client.post(reverse("drs:job-cancel", args=[job.pk])).status_code == 404
+    assert client.post(reverse("drs:job-submit", args=[job.pk])).status_code == 404
+    client_for(client, users["staff"])
+    assert client.get(reverse("drs:job-detail", args=[job.pk])).status_code == 200
+    assert client.get(reverse("drs:result-download", args=[job.pk, result.pk])).status_code == 200
+
+
+def test_detail_shows_state_error_results_and_live_hooks(client, users, make_job):
+    job = make_job(
+        users["alice"], status="failure", exit_code=3, error="The program exited with status 3."
+    )
+    result = Result.objects.create(job=job, remote_filename="sub/out.csv", size=5, sha256="ab" * 32)
+    result.local_file.save("sub/out.csv", ContentFile(b"a,b\n1"))
+    page = (
+        client_for(client, users["alice"])
+        .get(reverse("drs:job-detail", args=[job.pk]))
+        .content.decode()
+    )
+    assert f'data-ws="/ws/job-log/{job.pk}/"' in page
+    assert 'data-status="failure"' in page
+    assert "The program exited with status 3." in page
+    assert reverse("drs:result-download", args=[job.pk, result.pk]) in page
+    assert "sub/out.csv" in page and "5 bytes" in page
+    assert reverse("drs:job-log", args=[job.pk]) in page
+    assert "Resubmit" in page
+    assert "django_remote_submission/job_detail.js" in page
+
+
+def test_full_log_download_streams_every_row_in_order(client, users, make_job):
+    job = make_job(users["alice"])
+    rows = [("stdout", "one\n"), ("stderr", "oops\n"), ("system", "note\n"), ("stdout", "two\n")]
+    Log.objects.bulk_create([Log(job=job, stream=s, content=c) for s, c in rows * 150])
+    client_for(client, users["alice"])
+    response = client.get(reverse("drs:job-log", args=[job.pk]))
+    assert response.streaming
+    assert response["Content-Disposition"] == f'attachment; filename="job-{job.pk}.log"'
+    assert b"".join(response.streaming_content).decode() == (
+        "one\noops\n[system] note\ntwo\n" * 150
+    )
+    response = client.get(reverse("drs:job-log", args=[job.pk]) + "?stream=stderr")
+    assert b"".join(response.streaming_content).decode() == "oops\n" * 150
+
+
+def test_result_download_is_the_stored_file(client, users, make_job):
+    job = make_job(users["alice"])
+    data = bytes(range(256)) * 4096  # 1 MiB, several chunks
+    result = Result.objects.create(job=job, remote_filename="data/out.bin", size=len(data))
+    result.local_file.save("data/out.bin", ContentFile(data))
+    response = client_for(client, users["alice"]).get(
+        reverse("drs:result-download", args=[job.pk, result.pk])
+    )
+    assert response["Content-Disposition"] == 'attachment; filename="out.bin"'
+    assert response["Content-Length"] == str(len(data))
+    assert b"".join(response.streaming_content) == data
+
+
+def test_submit_form_creates_the_job_and_queues_it_with_the_password(
+    client, users, remote, interpreters, queued, django_capture_on_commit_callbacks
+):
+    client_for(client, users["alice"])
+    form = client.get(reverse("drs:job-create")).content.decode()
+    assert f'data-servers="{remote.pk}"' in form  # interpreters say which servers offer them
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("drs:job-create"),
+            {
+                "title": "hello",
+                "server": remote.pk,
+                "interpreter": interpreters[0].pk,
+                "program": "print('hi')",
+                "remote_directory": "drs-jobs/a",
+                "remote_filename": "",
+                "auth": "password",
+                "password": "s3cret",
+                "timeout": "60",
+            },
+        )
+    job = Job.objects.get(title="hello")
+    assert response.status_code == 302
+    assert response["Location"] == reverse("drs:job-detail", args=[job.pk])
+    assert job.owner == users["alice"] and job.remote_filename == "job.py"
+    assert queued["submit"] == [((job.pk,), {"remote": True, "password": "s3cret", "timeout": 60})]
+
+
+def test_submit_form_refuses_an_interpreter_the_server_lacks_and_a_missing_password(
+    client, users, remote, interpreters, queued
+):
+    client_for(client, users["alice"])
+    response = client.post(
+        reverse("drs:job-create"),
+        {
+            "title": "x",
+            "server": remote.pk,
+            "interpreter": interpreters[1].pk,
+            "program": "echo",
+            "remote_directory": "d",
+            "auth": "password",
+            "password": "",
+        },
+    )
+    assert response.status_code == 200
+    errors = response.context["form"].errors
+    assert "interpreter" in errors and "password" in errors
+    assert not Job.objects.exists() and queued["submit"] == []
+
+
+def test_local_server_runs_without_ssh_and_stored_credential_needs_no_password(
+    client, users, local, remote, interpreters, queued, django_capture_on_commit_callbacks
+):
+    client_for(client, users["alice"])
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(
+            reverse("drs:job-create"),
+            {
+                "title": "here",
+                "server": local.pk,
+                "interpreter": interpreters[1].pk,
+                "program": "echo hi",
+                "remote_directory": "d",
+                "auth": "password",
+            },
+        )
+        client.post(
+            reverse("drs:job-create"),
+            {
+                "title": "there",
+                "server": remote.pk,
+                "interpreter": interpreters[0].pk,
+                "program": "print(1)",
+                "remote_directory": "d",
+                "auth": "stored",
+                "password": "x",
+            },
+        )
+    here, there = Job.objects.get(title="here"), Job.objects.get(title="there")
+    assert here.remote_filename == "job.sh"
+    assert queued["submit"] == [((here.pk,), {"remote": False}), ((there.pk,), {"remote": True})]
+
+
+def test_resubmit_reuses_the_options_and_cancel_queues_a_cancel(
+    client, users, make_job, queued, django_capture_on_commit_callbacks
+):
+    job = make_job(
+        users["alice"],
+        status="success",
+        options={
+            "timeout": 30.0,
+            "log_policy": 1,
+            "store_results": ["*.txt"],
+            "remote": False,
+            "username": "ada",
+            "key_filename": None,
+        },
+    )
+    client_for(client, users["alice"])
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("drs:job-submit", args=[job.pk]), {"password": "pw"})
+    assert response.status_code == 302
+    assert queued["submit"] == [
+        (
+            (job.pk,),
+            {
+                "remote": False,
+                "timeout": 30.0,
+                "log_policy": 1,
+                "store_results": ["*.txt"],
+                "username": "ada",
+                "password": "pw",
+            },
+        )
+    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("drs:job-cancel", args=[job.pk]))
+    assert queued["cancel"] == []  # a finished job is not cancelled
+    Job.objects.filter(pk=job.pk).update(status="running")
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("drs:job-cancel", args=[job.pk]))
+        client.post(reverse("drs:job-submit", args=[job.pk]))
+    assert queued["cancel"] == [(job.pk,)]
+    assert len(queued["submit"]) == 1  # a running job is not resubmitted
+
+
+def test_login_page_logs_in_and_goes_to_the_list(client, users):
+    response = client.post(reverse("drs:login"), {"username": "alice", "password": "pw"})
+    assert response.status_code == 302 and response["Location"] == reverse("drs:job-list")
+    assert client.get(reverse("drs:job-list")).status_code == 200
