@@ -15,6 +15,8 @@ import os
 import shutil
 import tempfile
 
+import django
+
 if "DRS_TEST_TMP" not in os.environ:
     os.environ["DRS_TEST_TMP"] = tempfile.mkdtemp(prefix="drs-tests-")
     atexit.register(shutil.rmtree, os.environ["DRS_TEST_TMP"], True)
@@ -70,12 +72,19 @@ ROOT_URLCONF = "tests.urls"
 # The test DB is the same file (TEST NAME == NAME) so that subprocesses can open it;
 # pytest-django creates it fresh and removes it at the end.
 _DB = os.environ["DRS_TEST_DB"]
+# Workers, daphne and the tests write concurrently: take the write lock when a transaction
+# starts (no lock-upgrade deadlock) and let readers go on beside the writer (WAL).
+_SQLITE_CONCURRENCY = (
+    {"transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    if django.VERSION >= (5, 1)
+    else {}
+)
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": _DB,
         "TEST": {"NAME": _DB},
-        "OPTIONS": {"timeout": 30},
+        "OPTIONS": {"timeout": 30, **_SQLITE_CONCURRENCY},
     }
 }
 
