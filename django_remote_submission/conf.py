@@ -25,8 +25,10 @@ DEFAULTS: dict[str, Any] = {
     # Fernet key (urlsafe base64, 32 bytes) for secrets in the broker and the database.
     # Empty: derived from Django's SECRET_KEY.
     "SECRET_KEY": "",
-    # Lifetime of an encrypted password travelling through the broker, in seconds.
-    "CREDENTIAL_TTL": 24 * 3600,
+    # Lifetime of an encrypted password travelling through the broker, in seconds: a task
+    # waiting longer in the queue fails with a clear error. (The copy a running job keeps
+    # to resume after a crash lives as long as the run and is dropped at its end.)
+    "CREDENTIAL_TTL": 6 * 3600,
     # Seconds to wait for a TCP connection / the SSH banner / authentication.
     "CONNECT_TIMEOUT": 10.0,
     # Seconds between SSH keepalive packets on pooled connections.

@@ -306,7 +306,9 @@ class JobRun:
         if patterns is not None and not patterns:
             return []
         directory = self.options.get("directory") or _directory(job.remote_directory)
-        before, after = self.launcher.listing(directory, job.run_dir)
+        before, after, problems = self.launcher.listing(directory, job.run_dir)
+        for problem in problems:
+            write_notice(job, f"Skipped results under {problem}.")
         exclude = {job.remote_filename}
         run_root = job.run_dir.rsplit("/", 1)[0]
         if run_root.startswith(directory.rstrip("/") + "/"):
@@ -442,7 +444,7 @@ def resume(job_pk: int) -> dict[str, int]:
     password = None
     if job.credential:
         try:
-            password = secrets.decrypt(job.credential, ttl=drs_settings.CREDENTIAL_TTL)
+            password = secrets.decrypt(job.credential)
         except secrets.CredentialError as exc:
             JobRun(job, None)._fail(f"Cannot resume: {exc}")
             return {}
@@ -466,7 +468,7 @@ def cancel(job_pk: int, password: str | None = None) -> None:
         return
     opts = job.options or {}
     if password is None and job.credential:
-        password = secrets.decrypt(job.credential, ttl=drs_settings.CREDENTIAL_TTL)
+        password = secrets.decrypt(job.credential)
     creds = credentials_for(job, password, opts.get("key_filename"), opts.get("username"))
     with connect(job.server, creds, _is_remote(job)) as t:
         DirectLauncher(t).kill(job.run_dir, float(drs_settings.KILL_GRACE))

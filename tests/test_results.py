@@ -83,6 +83,18 @@ def test_symlinks_and_unreadable_files_are_skipped_and_said_so(make_job, submit)
     assert "Skipped result secret: Permission denied." in text or "Skipped result secret" in text
 
 
+def test_an_unreadable_subdirectory_is_skipped_and_said_so(make_job, submit):
+    job = make_job(
+        "import os\nos.makedirs('locked/inner')\nopen('locked/inner/x', 'w').write('x')\n"
+        "open('ok.txt', 'w').write('ok')\nos.chmod('locked', 0)\n"
+    )
+    submit(job)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.success
+    assert results(job) == {"ok.txt": b"ok"}
+    assert notices(job) == "Skipped results under './locked': Permission denied.\n"
+
+
 def test_big_binary_result_is_streamed_with_its_checksum(make_job, submit):
     job = make_job(
         "import random\nr = random.Random(7)\n"

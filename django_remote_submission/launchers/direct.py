@@ -102,12 +102,14 @@ done
 exit 0
 """
 
-# The snapshot taken before launch, an empty field, then the directory as it is now.
+# The snapshot taken before launch, an empty field, then the directory as it is now; what
+# find cannot read (a directory without permission) is named on stderr.
 LISTING = r"""
 cd -- "$1" || exit 10
 cat -- "$2/before" 2>/dev/null
 printf '\0'
-find . -mindepth 1 -printf '%P\0%y\0%s\0%T@\0%C@\0%i\0' 2>/dev/null
+{ find . -mindepth 1 -printf '%P\0%y\0%s\0%T@\0%C@\0%i\0' 2>&1 >&3 3>&- |
+  sed 's/^find: //' >&2; } 3>&1
 exit 0
 """
 
@@ -206,13 +208,16 @@ class DirectLauncher:
         if res.exit_code != 0:
             raise RemoteError(f"Processes of the job survived SIGKILL ({run_dir}).")
 
-    def listing(self, directory: str, run_dir: str) -> tuple[bytes, bytes]:
-        """(snapshot before launch, listing now) of the directory, as NUL-terminated fields."""
+    def listing(self, directory: str, run_dir: str) -> tuple[bytes, bytes, list[str]]:
+        """(snapshot before launch, listing now, unreadable parts) of the directory.
+
+        The listings are NUL-terminated fields; see ``results.parse_listing``.
+        """
         res = self.transport.run(sh(LISTING, directory, run_dir), timeout=300)
         if res.exit_code != 0:
             raise RemoteError(f"Cannot list the remote directory {directory!r}: {res.error_text}")
-        out = res.stdout
+        out, problems = res.stdout, res.error_text.splitlines()
         if out.startswith(b"\0"):
-            return b"", out[1:]
+            return b"", out[1:], problems
         before, _, after = out.partition(b"\0\0")
-        return before + b"\0", after
+        return before + b"\0", after, problems
