@@ -44,15 +44,34 @@ def sshd() -> Iterator[SSHServer]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """Usage: ``def test_x(redis_url): redis.Redis.from_url(redis_url).ping()``."""
+_redis: dict = {}
+
+
+def pytest_configure(config) -> None:
+    """Start the run's redis-server before anything can touch the Celery app.
+
+    Celery reads ``CELERY_BROKER_URL`` / ``CELERY_RESULT_BACKEND`` from the environment
+    before its settings, so every connection it ever makes goes to this server.
+    """
     try:
-        server = start_redis()
+        _redis["server"] = server = start_redis()
     except ServiceUnavailable as exc:
-        unavailable(f"redis unavailable: {exc}")
-    yield server.url
-    server.stop()
+        _redis["error"] = str(exc)
+        return
+    os.environ["CELERY_BROKER_URL"] = os.environ["CELERY_RESULT_BACKEND"] = server.url
+
+
+def pytest_unconfigure(config) -> None:
+    if "server" in _redis:
+        _redis.pop("server").stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Usage: ``def test_x(redis_url): redis.Redis.from_url(redis_url).ping()``."""
+    if "server" not in _redis:
+        unavailable(f"redis unavailable: {_redis.get('error')}")
+    return _redis["server"].url
 
 
 @pytest.fixture(scope="session")
@@ -134,17 +153,9 @@ def submit(sshd):
 
 @pytest.fixture(scope="session")
 def celery_app(redis_url):
-    """The test Celery app, pointed at the run's redis (broker and result backend)."""
+    """The test Celery app; broker and result backend are the run's redis (pytest_configure)."""
     from tests.celery_app import app
 
-    # Celery reads CELERY_BROKER_URL from the environment before its own settings.
-    os.environ["CELERY_BROKER_URL"] = redis_url
-    app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = redis_url
-    app.conf.result_backend = redis_url
-    # Drop connections pooled under the previous broker URL (collection may have made some).
-    app.close()
-    app._pool = None
-    app.amqp._producer_pool = None
     app.set_current()
     return app
 
