@@ -3,13 +3,14 @@
     # the project's urls.py
     path("", include("django_remote_submission.urls")),
     reverse("drs:job-detail", args=[job.pk])
+    reverse("drs:drs_api:job-list")           # the REST API, under api/
 
 ``login/`` and ``logout/`` are Django's auth views with the app's template; a project with
 its own login page sets ``LOGIN_URL`` to it and need not use them.
 """
 
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -35,4 +36,5 @@ urlpatterns = [
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(next_page="drs:login"), name="logout"),
+    path("api/", include("django_remote_submission.api.urls")),  # REST API, schema, docs
 ]

@@ -48,17 +48,16 @@ _redis: dict = {}
 
 
 def pytest_configure(config) -> None:
-    """Start the run's redis-server before anything can touch the Celery app.
-
-    Celery reads ``CELERY_BROKER_URL`` / ``CELERY_RESULT_BACKEND`` from the environment
-    before its settings, so every connection it ever makes goes to this server.
-    """
+    """Start the run's redis-server and point the test Celery app at it, before anything
+    (collection included) can make the app open a connection or a result backend."""
     try:
         _redis["server"] = server = start_redis()
     except ServiceUnavailable as exc:
         _redis["error"] = str(exc)
         return
-    os.environ["CELERY_BROKER_URL"] = os.environ["CELERY_RESULT_BACKEND"] = server.url
+    from tests.celery_app import app
+
+    app.conf.broker_url = app.conf.result_backend = server.url
 
 
 def pytest_unconfigure(config) -> None:

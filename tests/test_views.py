@@ -298,3 +298,11 @@ def test_login_page_logs_in_and_goes_to_the_list(client, users):
     response = client.post(reverse("drs:login"), {"username": "alice", "password": "pw"})
     assert response.status_code == 302 and response["Location"] == reverse("drs:job-list")
     assert client.get(reverse("drs:job-list")).status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_rest_api_is_mounted_under_the_app_urls(client, django_user_model):
+    client.force_login(django_user_model.objects.create_user("api-user", password="p"))
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200 and b"openapi" in schema.content
+    assert client.get("/api/jobs/").json()["results"] == []

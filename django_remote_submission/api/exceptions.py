@@ -1,6 +1,8 @@
 """Errors of the API beyond DRF's own.
 
     raise Conflict("The job is running; cancel it before editing it.")   # -> 409
+
+DRF renders it like its own errors: ``{"detail": "..."}``.
 """
 
 from __future__ import annotations

@@ -39,8 +39,10 @@ def visible_jobs(request):
 class ServerFilter(filters.FilterSet):
     hostname = filters.CharFilter(help_text="Exact host name.")
     interpreter = filters.ModelChoiceFilter(
-        field_name="interpreters", queryset=Interpreter.objects.all(),
-        help_text="Servers offering this interpreter (id).")
+        field_name="interpreters",
+        queryset=Interpreter.objects.all(),
+        help_text="Servers offering this interpreter (id).",
+    )
 
     class Meta:
         model = Server
@@ -50,8 +52,10 @@ class ServerFilter(filters.FilterSet):
 class InterpreterFilter(filters.FilterSet):
     name = filters.CharFilter(help_text="Exact name.")
     server = filters.ModelChoiceFilter(
-        field_name="servers", queryset=Server.objects.all(),
-        help_text="Interpreters offered by this server (id).")
+        field_name="servers",
+        queryset=Server.objects.all(),
+        help_text="Interpreters offered by this server (id).",
+    )
 
     class Meta:
         model = Interpreter
@@ -60,11 +64,13 @@ class InterpreterFilter(filters.FilterSet):
 
 class JobFilter(filters.FilterSet):
     status = filters.MultipleChoiceFilter(
-        choices=Status.choices, help_text="One or more states (repeat the parameter).")
+        choices=Status.choices, help_text="One or more states (repeat the parameter)."
+    )
     server = filters.ModelChoiceFilter(queryset=Server.objects.all(), help_text="Server id.")
     owner = IdFilter(field_name="owner", help_text="Owner's user id (useful to staff).")
     created = filters.IsoDateTimeFromToRangeFilter(
-        help_text="Created in this range: `created_after` and/or `created_before` (ISO 8601).")
+        help_text="Created in this range: `created_after` and/or `created_before` (ISO 8601)."
+    )
     uuid = filters.UUIDFilter(help_text="The job's UUID.")
 
     class Meta:
@@ -75,8 +81,11 @@ class JobFilter(filters.FilterSet):
 class LogFilter(filters.FilterSet):
     job = filters.ModelChoiceFilter(queryset=visible_jobs, help_text="Job id.")
     stream = filters.ChoiceFilter(choices=Log.STREAMS, help_text="Output stream.")
-    after = IdFilter(field_name="id", lookup_expr="gt",
-                     help_text="Only rows with a larger id: the `after` of the previous answer.")
+    after = IdFilter(
+        field_name="id",
+        lookup_expr="gt",
+        help_text="Only rows with a larger id: the `after` of the previous answer.",
+    )
 
     class Meta:
         model = Log

@@ -40,8 +40,11 @@ class AfterPagination(BasePagination):
 
     def get_page_size(self, request) -> int:
         try:
-            return _positive_int(request.query_params[self.page_size_query_param], strict=True,
-                                 cutoff=self.max_page_size)
+            return _positive_int(
+                request.query_params[self.page_size_query_param],
+                strict=True,
+                cutoff=self.max_page_size,
+            )
         except (KeyError, ValueError):
             return self.page_size
 
@@ -75,24 +78,30 @@ class AfterPagination(BasePagination):
             "required": ["after", "next", "results"],
             "properties": {
                 "after": {
-                    "type": "integer", "nullable": True,
+                    "type": "integer",
+                    "nullable": True,
                     "description": "Pass as `after` in the next request: the id of the last row "
-                                   "returned (or the `after` given, when nothing is new).",
+                    "returned (or the `after` given, when nothing is new).",
                 },
                 "next": {
-                    "type": "string", "format": "uri", "nullable": True,
+                    "type": "string",
+                    "format": "uri",
+                    "nullable": True,
                     "description": "URL of the following rows when more are already stored; "
-                                   "null once the follower has caught up.",
+                    "null once the follower has caught up.",
                 },
                 "results": schema,
             },
         }
 
     def get_schema_operation_parameters(self, view) -> list[dict]:
-        return [{
-            "name": self.page_size_query_param, "required": False, "in": "query",
-            "description": f"Rows per answer (default {self.page_size}, "
-                           f"at most {self.max_page_size}).",
-            "schema": {"type": "integer", "minimum": 1},
-        }]
-
+        return [
+            {
+                "name": self.page_size_query_param,
+                "required": False,
+                "in": "query",
+                "description": f"Rows per answer (default {self.page_size}, "
+                f"at most {self.max_page_size}).",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        ]

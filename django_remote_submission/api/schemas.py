@@ -28,8 +28,8 @@ VALIDATION_ERROR = {
     "type": "object",
     "additionalProperties": {},
     "description": 'Field name (or "non_field_errors") -> list of messages, e.g. '
-                   '`{"interpreter": ["The interpreter bash is not offered by the server HPC."]}`; '
-                   'list fields give `{"index": [messages]}`; a malformed body gives `detail`.',
+    '`{"interpreter": ["The interpreter bash is not offered by the server HPC."]}`; '
+    'list fields give `{"index": [messages]}`; a malformed body gives `detail`.',
 }
 WRITE_METHODS = ("POST", "PUT", "PATCH")
 
@@ -38,8 +38,9 @@ class ApiSchema(AutoSchema):
     """spectacular's AutoSchema plus the error answers an operation can give."""
 
     def _component(self, name: str, schema: dict) -> dict:
-        component = ResolvedComponent(name=name, type=ResolvedComponent.SCHEMA, schema=schema,
-                                      object=name)
+        component = ResolvedComponent(
+            name=name, type=ResolvedComponent.SCHEMA, schema=schema, object=name
+        )
         self.registry.register_on_missing(component)
         return component.ref
 
@@ -47,18 +48,25 @@ class ApiSchema(AutoSchema):
         error = self._component("Error", ERROR)
         codes = {
             "401": (error, "Not authenticated: send `Authorization: Token <key>` or a session."),
-            "403": (error, "Not allowed: only staff change servers and interpreters; session "
-                           "requests that change data need a CSRF token."),
+            "403": (
+                error,
+                "Not allowed: only staff change servers and interpreters; session "
+                "requests that change data need a CSRF token.",
+            ),
         }
         if "{" in self.path:
             codes["404"] = (error, "No such object, or one that is not yours.")
         if self.method == "GET" and self._is_list_view():
-            codes["400"] = (self._component("ValidationError", VALIDATION_ERROR),
-                            "Invalid filter value.")
+            codes["400"] = (
+                self._component("ValidationError", VALIDATION_ERROR),
+                "Invalid filter value.",
+            )
             codes["404"] = (error, "No such page.")
         if self.method in WRITE_METHODS:
-            codes["400"] = (self._component("ValidationError", VALIDATION_ERROR),
-                            "Invalid input, with the errors of each field.")
+            codes["400"] = (
+                self._component("ValidationError", VALIDATION_ERROR),
+                "Invalid input, with the errors of each field.",
+            )
             codes["415"] = (error, "The body is not JSON.")
         conflict = getattr(self.view, "conflicts", {}).get(getattr(self.view, "action", None))
         if conflict:
@@ -70,20 +78,33 @@ class ApiSchema(AutoSchema):
         for code, (schema, description) in self.error_responses().items():
             if code not in responses:
                 responses[code] = self._get_response_for_code(
-                    OpenApiResponse(schema, description), code, ["application/json"], direction)
+                    OpenApiResponse(schema, description), code, ["application/json"], direction
+                )
         return responses
 
 
 _JOB_EVENT = {
     "type": "object",
-    "required": ["id", "uuid", "title", "status", "exit_code", "error", "server", "started_at",
-                 "finished_at", "modified"],
+    "required": [
+        "id",
+        "uuid",
+        "title",
+        "status",
+        "exit_code",
+        "error",
+        "server",
+        "started_at",
+        "finished_at",
+        "modified",
+    ],
     "properties": {
         "id": {"type": "integer"},
         "uuid": {"type": "string", "format": "uuid"},
         "title": {"type": "string"},
-        "status": {"type": "string",
-                   "enum": ["initial", "submitted", "running", "success", "failure", "cancelled"]},
+        "status": {
+            "type": "string",
+            "enum": ["initial", "submitted", "running", "success", "failure", "cancelled"],
+        },
         "exit_code": {"type": "integer", "nullable": True},
         "error": {"type": "string"},
         "server": {"type": "integer"},
@@ -141,11 +162,11 @@ writable by staff. Staff see everything.
 **A job's life.**
 1. `POST jobs/` with `title`, `program`, `server`, `interpreter` (one the server offers),
    `remote_directory` and `remote_filename`.
-2. `POST jobs/{id}/submit/` with the login `password` (leave it out when the server has a
-   stored key), optionally `timeout` (seconds), `log_policy` and `store_results`. Answers 202:
-   the job is queued and goes `submitted`, `running`, then `success`, `failure` or
-   `cancelled`. `POST jobs/{id}/cancel/` stops it; `POST jobs/{id}/resubmit/` runs a finished
-   job again with the same options.
+2. `POST jobs/{id}/submit/` with the login `password` (leave it out to log in with the
+   server's stored key, else the worker's own keys), optionally `timeout` (seconds),
+   `log_policy` and `store_results`. Answers 202: the job is queued and goes `submitted`,
+   `running`, then `success`, `failure` or `cancelled`. `POST jobs/{id}/cancel/` stops it;
+   `POST jobs/{id}/resubmit/` runs a finished job again with the same options.
 3. Follow the output with `GET logs/?job={id}&after={after}`: pass the `after` of each answer
    to the next request; rows come in order, none missed or repeated.
 4. `GET results/?job={id}` lists the files the job wrote; `GET results/{id}/download/` gives

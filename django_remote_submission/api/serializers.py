@@ -1,7 +1,7 @@
 """JSON shapes of the API's objects, and validation of what clients send.
 
     JobSerializer(job, context={"request": request}).data
-    s = SubmitSerializer(data={"password": "...", "timeout": 60}, context={"job": job})
+    s = SubmitSerializer(data={"password": "...", "timeout": 60})
     s.is_valid(raise_exception=True)          # 400 with field errors
     submit_job_to_server.delay(job.pk, **s.validated_data)
 
@@ -33,15 +33,12 @@ def _url(serializer: serializers.Serializer, name: str, query: str = "", **kwarg
     return request.build_absolute_uri(reverse(name, kwargs=kwargs) + query)
 
 
-def has_stored_credentials(server: Server) -> bool:
-    """True when jobs on ``server`` can log in without a password (stored key or agent)."""
-    return bool(server.private_key or server.use_agent)
-
-
 class InterpreterSerializer(serializers.ModelSerializer):
     arguments = serializers.ListField(
-        child=serializers.CharField(allow_blank=True, trim_whitespace=False), required=False,
-        help_text='Arguments before the program file, e.g. ["-u"].')
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        help_text='Arguments before the program file, e.g. ["-u"].',
+    )
 
     class Meta:
         model = Interpreter
@@ -51,23 +48,49 @@ class InterpreterSerializer(serializers.ModelSerializer):
 class ServerSerializer(serializers.ModelSerializer):
     port = serializers.IntegerField(min_value=1, max_value=65535, default=22)
     interpreters = serializers.PrimaryKeyRelatedField(
-        many=True, queryset=Interpreter.objects.all(), required=False,
-        help_text="Ids of the interpreters jobs may use on this server.")
+        many=True,
+        queryset=Interpreter.objects.all(),
+        required=False,
+        help_text="Ids of the interpreters jobs may use on this server.",
+    )
     private_key = serializers.CharField(
-        write_only=True, required=False, allow_blank=True, trim_whitespace=False,
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
         style={"input_type": "password"},
-        help_text="OpenSSH private key text to log in with; stored encrypted, never shown.")
+        help_text="OpenSSH private key text to log in with; stored encrypted, never shown.",
+    )
     private_key_passphrase = serializers.CharField(
-        write_only=True, required=False, allow_blank=True, trim_whitespace=False,
-        style={"input_type": "password"}, help_text="Passphrase of the private key; never shown.")
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="Passphrase of the private key; never shown.",
+    )
     has_private_key = serializers.SerializerMethodField(
-        help_text="Whether a private key is stored (jobs may then be submitted without password).")
+        help_text="Whether a private key is stored (jobs may then be submitted without password)."
+    )
 
     class Meta:
         model = Server
-        fields = ["id", "title", "hostname", "port", "username", "interpreters", "use_agent",
-                  "host_key", "private_key", "private_key_passphrase", "has_private_key",
-                  "created", "modified"]
+        fields = [
+            "id",
+            "title",
+            "hostname",
+            "port",
+            "username",
+            "interpreters",
+            "local",
+            "use_agent",
+            "host_key",
+            "private_key",
+            "private_key_passphrase",
+            "has_private_key",
+            "created",
+            "modified",
+        ]
 
     @extend_schema_field(OpenApiTypes.BOOL)
     def get_has_private_key(self, server: Server) -> bool:
@@ -79,10 +102,13 @@ class SubmissionOptionsSerializer(serializers.Serializer):
 
     timeout = serializers.FloatField(allow_null=True, help_text="Seconds, or null: no limit.")
     log_policy = serializers.IntegerField(
-        allow_null=True, help_text="0: no logs, 1: live logs, 2: whole output at the end.")
+        allow_null=True, help_text="0: no logs, 1: live logs, 2: whole output at the end."
+    )
     store_results = serializers.ListField(
-        child=serializers.CharField(), allow_null=True,
-        help_text="Result patterns, or null: every new or modified file.")
+        child=serializers.CharField(),
+        allow_null=True,
+        help_text="Result patterns, or null: every new or modified file.",
+    )
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -93,24 +119,53 @@ class JobSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Job
-        fields = ["id", "uuid", "title", "program", "status", "server", "interpreter",
-                  "remote_directory", "remote_filename", "owner", "exit_code", "error",
-                  "started_at", "finished_at", "created", "modified", "options", "logs_url",
-                  "results_url"]
+        fields = [
+            "id",
+            "uuid",
+            "title",
+            "program",
+            "status",
+            "server",
+            "interpreter",
+            "remote_directory",
+            "remote_filename",
+            "owner",
+            "exit_code",
+            "error",
+            "started_at",
+            "finished_at",
+            "created",
+            "modified",
+            "options",
+            "logs_url",
+            "results_url",
+        ]
         read_only_fields = ["status", "exit_code", "error", "started_at", "finished_at"]
 
     def validate(self, attrs: dict) -> dict:
         """The interpreter must be offered by the server; the file name must be a plain name."""
+
         def current(name, default=None):
             return attrs.get(name, getattr(self.instance, name, default))
 
-        probe = Job(server=current("server"), interpreter=current("interpreter"),
-                    remote_filename=current("remote_filename", ""))
+        probe = Job(
+            server=current("server"),
+            interpreter=current("interpreter"),
+            remote_filename=current("remote_filename", ""),
+        )
         try:
             probe.clean()
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
         return attrs
+
+    def update(self, instance: Job, validated_data: dict) -> Job:
+        # Only the edited columns: the runner owns the others (status, offsets, heartbeat).
+        for name, value in validated_data.items():
+            setattr(instance, name, value)
+        instance.save(update_fields=[*validated_data, "modified"])
+        instance.refresh_from_db()
+        return instance
 
     @extend_schema_field(SubmissionOptionsSerializer)
     def get_options(self, job: Job) -> dict:
@@ -137,20 +192,32 @@ class ResultSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Result
-        fields = ["id", "job", "remote_filename", "size", "sha256", "created", "modified",
-                  "download_url"]
+        fields = [
+            "id",
+            "job",
+            "remote_filename",
+            "size",
+            "sha256",
+            "created",
+            "modified",
+            "download_url",
+        ]
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_download_url(self, result: Result) -> str | None:
         return _url(self, "result-download", pk=result.pk)
 
 
-@extend_schema_field({
-    "oneOf": [{"type": "integer", "enum": [0, 1, 2]},
-              {"type": "string", "enum": ["none", "live", "total"]}],
-    "description": "What to keep of the output: 0 or \"none\", 1 or \"live\" (rows as lines "
-                   "arrive, the default), 2 or \"total\" (one row per stream at the end).",
-})
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "integer", "enum": [0, 1, 2]},
+            {"type": "string", "enum": ["none", "live", "total"]},
+        ],
+        "description": 'What to keep of the output: 0 or "none", 1 or "live" (rows as lines '
+        'arrive, the default), 2 or "total" (one row per stream at the end).',
+    }
+)
 class LogPolicyField(serializers.Field):
     """``LogPolicy`` by value (0, 1, 2) or by name ("none", "live", "total")."""
 
@@ -170,8 +237,15 @@ class LogPolicyField(serializers.Field):
         return value
 
 
-@extend_schema_field({"type": "number", "minimum": 0, "exclusiveMinimum": True,
-                      "maximum": MAX_TIMEOUT, "nullable": True})
+@extend_schema_field(
+    {
+        "type": "number",
+        "minimum": 0,
+        "exclusiveMinimum": True,
+        "maximum": MAX_TIMEOUT,
+        "nullable": True,
+    }
+)
 class TimeoutField(serializers.FloatField):
     """Seconds, more than zero."""
 
@@ -191,29 +265,36 @@ class ResubmitSerializer(serializers.Serializer):
     """Body of ``resubmit``: the options of the previous submission are reused."""
 
     password = serializers.CharField(
-        write_only=True, required=False, allow_blank=True, trim_whitespace=False,
-        max_length=4096, style={"input_type": "password"},
-        help_text="Login password; may be left out when the server has a stored key or uses "
-                  "an ssh-agent. Never stored in clear, never shown.")
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=4096,
+        style={"input_type": "password"},
+        help_text="Login password. Left out (or blank): the server's stored key, else the "
+        "worker's own keys. Sent to the worker encrypted, never stored in clear, never "
+        "shown.",
+    )
 
     def validate(self, attrs: dict) -> dict:
-        job = self.context["job"]
         if not attrs.get("password"):
             attrs.pop("password", None)
-            if not has_stored_credentials(job.server):
-                raise serializers.ValidationError({"password": [
-                    f"The server {job.server.title} has no stored key: a password is required."]})
         return attrs
 
 
 class SubmitSerializer(ResubmitSerializer):
     """Body of ``submit``: how to log in, when to give up, what to keep."""
 
-    timeout = TimeoutField(required=False, allow_null=True,
-                           help_text="Stop the job after this many seconds (default: no limit).")
+    timeout = TimeoutField(
+        required=False,
+        allow_null=True,
+        help_text="Stop the job after this many seconds (default: no limit).",
+    )
     log_policy = LogPolicyField(required=False)
     store_results = serializers.ListField(
-        child=serializers.CharField(max_length=1024, trim_whitespace=False), required=False,
+        child=serializers.CharField(max_length=1024, trim_whitespace=False),
+        required=False,
         max_length=1000,
         help_text='Which new or modified files to keep: fnmatch patterns, "!pattern" excludes '
-                  "(default: all of them; [] keeps none).")
+        "(default: all of them; [] keeps none).",
+    )

@@ -7,14 +7,21 @@
 
 Routes: ``servers/``, ``interpreters/``, ``jobs/`` (+ ``{id}/submit/``, ``{id}/cancel/``,
 ``{id}/resubmit/``), ``logs/``, ``results/`` (+ ``{id}/download/``), ``schema/`` (OpenAPI 3)
-and ``docs/`` (Swagger UI).
+and ``docs/`` (Swagger UI). Any other path below answers a JSON 404.
 """
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from rest_framework.routers import DefaultRouter
 
 from .schemas import DocsView, SchemaView
-from .views import InterpreterViewSet, JobViewSet, LogViewSet, ResultViewSet, ServerViewSet
+from .views import (
+    InterpreterViewSet,
+    JobViewSet,
+    LogViewSet,
+    ResultViewSet,
+    ServerViewSet,
+    not_found,
+)
 
 app_name = "drs_api"
 
@@ -30,4 +37,7 @@ urlpatterns = [
     path("schema/", SchemaView.as_view(), name="schema"),
     path("docs/", DocsView.as_view(), name="docs"),
     path("", include(router.urls)),
+    # Ids the routes refuse (e.g. "0.5"), unknown paths: JSON 404s too. Only paths ending
+    # with "/", so that APPEND_SLASH still redirects "jobs" to "jobs/".
+    re_path(r"^.*/$", not_found),
 ]

@@ -19,7 +19,8 @@ import posixpath
 from django.apps import apps
 from django.db import transaction
 from django.db.models import ProtectedError
-from django.http import FileResponse
+from django.http import FileResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -75,6 +76,12 @@ class ApiViewMixin:
         return [cls() for cls in classes]
 
 
+@csrf_exempt  # nothing is changed; a CSRF check would answer an HTML 403 instead
+def not_found(request, *args, **kwargs) -> JsonResponse:
+    """Any other path under the API: a JSON 404, like the API's own, rather than an HTML page."""
+    return JsonResponse({"detail": "Not found."}, status=404)
+
+
 def _delete_protected(instance, message: str) -> None:
     try:
         instance.delete()
@@ -114,8 +121,10 @@ class InterpreterViewSet(ApiViewMixin, viewsets.ModelViewSet):
 
 def _refuse_if_active(job: Job, doing: str) -> None:
     if job.status in ACTIVE_STATES:
-        raise Conflict(f"The job is {job.status}: it cannot be {doing}. Cancel it first, or "
-                       "wait until it has finished.")
+        raise Conflict(
+            f"The job is {job.status}: it cannot be {doing}. Cancel it first, or "
+            "wait until it has finished."
+        )
 
 
 class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
@@ -124,8 +133,7 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
     serializer_class = JobSerializer
     permission_classes = [IsAuthenticated, IsOwnerOrStaff]
     filterset_class = JobFilter
-    ordering_fields = ["id", "title", "status", "created", "modified", "started_at",
-                       "finished_at"]
+    ordering_fields = ["id", "title", "status", "created", "modified", "started_at", "finished_at"]
     ordering = ["-created", "-id"]
     conflicts = {
         "update": "The job is submitted or running.",
@@ -133,12 +141,18 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
         "destroy": "The job is submitted or running.",
         "submit": "The job is already submitted or running.",
         "resubmit": "The job has not finished (only success, failure or cancelled jobs can be "
-                    "resubmitted; use submit for a new job).",
+        "resubmitted; use submit for a new job).",
         "cancel": "The job has already finished.",
     }
 
     def get_queryset(self):
         return visible_to(Job.objects.all(), self.request.user)
+
+    def get_serializer_class(self):
+        # The bodies of the actions (also what the browsable API and OPTIONS show for them).
+        return {"submit": SubmitSerializer, "resubmit": ResubmitSerializer}.get(
+            self.action, JobSerializer
+        )
 
     def perform_create(self, serializer: JobSerializer) -> None:
         serializer.save(owner=self.request.user)
@@ -164,13 +178,14 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
 
     def _accepted(self, job: Job) -> Response:
         job.refresh_from_db()
-        return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
+        data = JobSerializer(job, context=self.get_serializer_context()).data
+        return Response(data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         summary="Submit the job",
         description="Queue the job to run on its server. Answers 202 with the job; follow its "
-                    "`status` and its logs. A finished job may be submitted again with new "
-                    "options (its previous logs and results are replaced).",
+        "`status` and its logs. A finished job may be submitted again with new "
+        "options (its previous logs and results are replaced).",
         request=SubmitSerializer,
         responses={202: OpenApiResponse(JobSerializer, "Queued.")},
     )
@@ -178,7 +193,7 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
     def submit(self, request, pk=None) -> Response:
         job = self.get_object()
         _refuse_if_active(job, "submitted again")
-        body = SubmitSerializer(data=request.data, context={"job": job, "request": request})
+        body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         tasks.submit_job_to_server.delay(job.pk, **body.validated_data)
         return self._accepted(job)
@@ -186,7 +201,7 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
     @extend_schema(
         summary="Run a finished job again",
         description="Queue the job again with the options of its latest submission (`timeout`, "
-                    "`log_policy`, `store_results`). Answers 202 with the job.",
+        "`log_policy`, `store_results`). Answers 202 with the job.",
         request=ResubmitSerializer,
         responses={202: OpenApiResponse(JobSerializer, "Queued.")},
     )
@@ -194,9 +209,11 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
     def resubmit(self, request, pk=None) -> Response:
         job = self.get_object()
         if not job.is_final:
-            raise Conflict(f"The job is {job.status}: only a finished job can be resubmitted"
-                           + (" (use submit)." if job.status == Job.STATUS.initial else "."))
-        body = ResubmitSerializer(data=request.data, context={"job": job, "request": request})
+            raise Conflict(
+                f"The job is {job.status}: only a finished job can be resubmitted"
+                + (" (use submit)." if job.status == Job.STATUS.initial else ".")
+            )
+        body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         previous = job.options or {}
         options = {k: previous[k] for k in RESUBMITTED_OPTIONS if previous.get(k) is not None}
@@ -206,7 +223,7 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
     @extend_schema(
         summary="Cancel the job",
         description="Stop the job's processes on the host (TERM, then KILL) and mark it "
-                    "cancelled; a job not submitted yet is cancelled at once. Answers 202.",
+        "cancelled; a job not submitted yet is cancelled at once. Answers 202.",
         request=None,
         responses={202: OpenApiResponse(JobSerializer, "Cancellation queued.")},
     )
@@ -251,8 +268,11 @@ class ResultViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(
         summary="Download the file",
-        responses={(200, "application/octet-stream"): OpenApiResponse(
-            OpenApiTypes.BINARY, "The file's content, as an attachment.")},
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY, "The file's content, as an attachment."
+            )
+        },
     )
     @action(detail=True, methods=["get"])
     def download(self, request, pk=None) -> FileResponse:
@@ -261,5 +281,9 @@ class ResultViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
             handle = result.local_file.open("rb")
         except (FileNotFoundError, ValueError):
             raise NotFound("The file of this result is no longer stored.") from None
-        return FileResponse(handle, as_attachment=True, content_type="application/octet-stream",
-                            filename=posixpath.basename(result.remote_filename) or "result")
+        return FileResponse(
+            handle,
+            as_attachment=True,
+            content_type="application/octet-stream",
+            filename=posixpath.basename(result.remote_filename) or "result",
+        )

@@ -1,0 +1,130 @@
+"""The objects the API tests work on: three users, their jobs, logs and results.
+
+Usage: ``w = build_world(); client(w, "owner").get(f"/api/jobs/{w.job.pk}/")``.
+
+Roles: ``anonymous``, ``owner`` (alice: ``job``, ``done``, ``log``, ``result``), ``other``
+(bob: ``bob_job``, ``bob_log``, ``bob_result``) and ``staff``. The server is not reachable
+(port 9 of 127.0.0.1): nothing here logs in anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from django_remote_submission.models import Interpreter, Job, Log, Result, Server
+
+ROLES = ("anonymous", "owner", "other", "staff")
+RESULT_BYTES = b"\x00\x01 result bytes\n\xff"
+
+
+@dataclass
+class World:
+    users: dict
+    tokens: dict
+    python3: Interpreter
+    bash: Interpreter
+    spare_interpreter: Interpreter
+    server: Server
+    spare_server: Server
+    job: Job
+    done: Job
+    bob_job: Job
+    log: Log
+    bob_log: Log
+    result: Result
+    bob_result: Result
+
+
+def _job(owner, server, interpreter, **fields) -> Job:
+    fields.setdefault("title", f"{owner.username}'s job")
+    return Job.objects.create(
+        owner=owner,
+        server=server,
+        interpreter=interpreter,
+        program='print("hi")',
+        remote_directory="/tmp/drs-api",
+        remote_filename="job.py",
+        **fields,
+    )
+
+
+def _result(job: Job, name: str, data: bytes) -> Result:
+    result = Result(
+        job=job, remote_filename=name, size=len(data), sha256=hashlib.sha256(data).hexdigest()
+    )
+    result.local_file.save(name, ContentFile(data), save=True)
+    return result
+
+
+def build_world() -> World:
+    User = get_user_model()
+    users = {
+        "owner": User.objects.create_user("alice"),
+        "other": User.objects.create_user("bob"),
+        "staff": User.objects.create_user("admin", is_staff=True),
+    }
+    tokens = {role: Token.objects.create(user=user).key for role, user in users.items()}
+    python3 = Interpreter.objects.create(name="python3", path="/usr/bin/python3", arguments=["-u"])
+    bash = Interpreter.objects.create(name="bash", path="/bin/bash")
+    spare_interpreter = Interpreter.objects.create(name="perl", path="/usr/bin/perl")
+    server = Server.objects.create(title="nowhere", hostname="127.0.0.1", port=9)
+    server.interpreters.set([python3])
+    spare_server = Server.objects.create(title="spare", hostname="127.0.0.1", port=9)
+    alice, bob = users["owner"], users["other"]
+    job = _job(alice, server, python3)
+    done = _job(
+        alice,
+        server,
+        python3,
+        title="finished",
+        status=Job.STATUS.success,
+        exit_code=0,
+        options={"timeout": 30.0, "log_policy": 2, "store_results": ["*.bin"]},
+    )
+    bob_job = _job(bob, server, python3)
+    return World(
+        users=users,
+        tokens=tokens,
+        python3=python3,
+        bash=bash,
+        spare_interpreter=spare_interpreter,
+        server=server,
+        spare_server=spare_server,
+        job=job,
+        done=done,
+        bob_job=bob_job,
+        log=Log.objects.create(job=done, content="alice's line\n"),
+        bob_log=Log.objects.create(job=bob_job, content="bob's line\n"),
+        result=_result(done, "out/data.bin", RESULT_BYTES),
+        bob_result=_result(bob_job, "bob.txt", b"bob's file\n"),
+    )
+
+
+def client(world: World, role: str) -> APIClient:
+    """An API client authenticated with the role's token (none for ``anonymous``)."""
+    api = APIClient()
+    if role != "anonymous":
+        api.credentials(HTTP_AUTHORIZATION=f"Token {world.tokens[role]}")
+    return api
+
+
+class Recorder:
+    """Stands in for a Celery task's ``delay``: records the calls, runs nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple, dict]] = []
+
+    def delay(self, *args, **kwargs) -> None:
+        self.calls.append((args, kwargs))
+
+
+def fake_tasks() -> SimpleNamespace:
+    """Usage: ``monkeypatch.setattr(api.views, "tasks", fake_tasks())``."""
+    return SimpleNamespace(submit_job_to_server=Recorder(), cancel_job=Recorder())
