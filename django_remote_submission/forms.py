@@ -65,7 +65,12 @@ def queue_cancel(job: Job) -> None:
 
 
 class SubmitForm(forms.Form):
-    """Login for a (re)submission; both blank: the server's stored key or the worker's keys."""
+    """Login for a (re)submission; both blank: the server's stored key or the worker's keys.
+
+    Only staff may choose the login name: everyone else logs in as the server's login name
+    or their own username, so a blank password can never open another account with a key
+    the worker holds.
+    """
 
     username = forms.CharField(
         label=_("Login name"),
@@ -79,6 +84,11 @@ class SubmitForm(forms.Form):
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
         help_text=_("Blank: log in with the server's stored key or the worker's keys."),
     )
+
+    def __init__(self, *args, user=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not (user is not None and user.is_staff):
+            del self.fields["username"]
 
     def submit(self, job: Job) -> None:
         queue_submit(

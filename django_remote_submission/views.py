@@ -74,7 +74,7 @@ def _detail_context(job: Job) -> dict:
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = _job(request, pk)
     context = _detail_context(job)
-    context["submit_form"] = SubmitForm()
+    context["submit_form"] = SubmitForm(user=request.user)
     return render(request, "django_remote_submission/job_detail.html", context)
 
 
@@ -108,7 +108,7 @@ def job_create(request: HttpRequest) -> HttpResponse:
 def job_submit(request: HttpRequest, pk: int) -> HttpResponse:
     """Submit a job in its initial state, or resubmit a finished one."""
     job = _job(request, pk)
-    form = SubmitForm(request.POST)
+    form = SubmitForm(request.POST, user=request.user)
     if not can_submit(job):
         messages.error(
             request,

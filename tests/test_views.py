@@ -306,3 +306,15 @@ def test_the_rest_api_is_mounted_under_the_app_urls(client, django_user_model):
     schema = client.get("/api/schema/")
     assert schema.status_code == 200 and b"openapi" in schema.content
     assert client.get("/api/jobs/").json()["results"] == []
+
+
+def test_only_staff_choose_the_login_name(
+    client, users, make_job, queued, django_capture_on_commit_callbacks
+):
+    job = make_job(users["alice"])
+    client_for(client, users["alice"])
+    page = client.get(reverse("drs:job-detail", args=[job.pk])).content.decode()
+    assert 'name="username"' not in page
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("drs:job-submit", args=[job.pk]), {"username": "root"})
+    assert "username" not in queued["submit"][0][1]
