@@ -83,6 +83,7 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
 
 # --- app fixtures -----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def python3(db):
     """Usage: ``Job(interpreter=python3, ...)``: /usr/bin/python3 -u."""
@@ -103,8 +104,9 @@ def server(db, sshd, python3, bash):
     """Usage: ``Job(server=server, ...)``: the test sshd with its host key on record."""
     from django_remote_submission.models import Server
 
-    s = Server.objects.create(title="test sshd", hostname=sshd.host, port=sshd.port,
-                              host_key=sshd.host_key)
+    s = Server.objects.create(
+        title="test sshd", hostname=sshd.host, port=sshd.port, host_key=sshd.host_key
+    )
     s.interpreters.set([python3, bash])
     return s
 
@@ -124,14 +126,20 @@ def make_job(server, owner, python3, sshd, request):
 
     from django_remote_submission.models import Job
 
-    def make(program: str, interpreter=None, directory: str | None = None, key_user=False,
-             **fields):
+    def make(
+        program: str, interpreter=None, directory: str | None = None, key_user=False, **fields
+    ):
         base = sshd.base_dir_key if key_user else (sshd.base_dir_pw or sshd.base_dir_key)
         fields.setdefault("remote_filename", "job.py")
         return Job.objects.create(
-            title=request.node.name, program=program, owner=owner, server=server,
+            title=request.node.name,
+            program=program,
+            owner=owner,
+            server=server,
             interpreter=interpreter or python3,
-            remote_directory=directory or f"{base}/{uuid.uuid4().hex[:10]}", **fields)
+            remote_directory=directory or f"{base}/{uuid.uuid4().hex[:10]}",
+            **fields,
+        )
 
     return make
 

@@ -48,7 +48,8 @@ def wait_for(
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {message() if callable(message) else message}")
+            text = message() if callable(message) else message
+            raise AssertionError(f"timed out after {timeout}s: {text}")
         time.sleep(interval)
 
 
@@ -451,8 +452,9 @@ class CeleryWorker:
                 self.kill()
 
 
-def start_worker(broker: str, concurrency: int = 8, timeout: float = 60,
-                 extra_env: dict[str, str] | None = None) -> CeleryWorker:
+def start_worker(
+    broker: str, concurrency: int = 8, timeout: float = 60, extra_env: dict[str, str] | None = None
+) -> CeleryWorker:
     """Start a worker for ``tests.celery_app`` and wait until it answers a ping."""
     import sys
 
@@ -460,16 +462,39 @@ def start_worker(broker: str, concurrency: int = 8, timeout: float = 60,
 
     fd, log_file = tempfile.mkstemp(prefix="drs-worker-", suffix=".log")
     os.close(fd)
-    env = {**os.environ, "CELERY_BROKER_URL": broker, "CELERY_RESULT_BACKEND": broker,
-           "DJANGO_SETTINGS_MODULE": "tests.settings", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "CELERY_BROKER_URL": broker,
+        "CELERY_RESULT_BACKEND": broker,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        **(extra_env or {}),
+    }
     node = f"drs-test-{os.getpid()}-{free_port()}@localhost"
     with open(log_file, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "--pool",
-             "threads", "-c", str(concurrency), "-n", node, "-l", "info", "--without-gossip",
-             "--without-mingle"],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tests.celery_app",
+                "worker",
+                "--pool",
+                "threads",
+                "-c",
+                str(concurrency),
+                "-n",
+                node,
+                "-l",
+                "info",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
     probe = Celery(broker=broker, set_as_current=False)
     worker = CeleryWorker(proc, log_file, broker)
 
