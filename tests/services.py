@@ -226,12 +226,13 @@ def _wait_for_banner(proc: subprocess.Popen[bytes], port: int, log: str, timeout
         raise ServiceUnavailable(str(exc)) from exc
 
 
-def start_sshd(timeout: float = 15) -> SSHServer:
+def start_sshd(timeout: float = 15, extra: tuple[str, ...] = ()) -> SSHServer:
     """Usage: ``server = start_sshd(); try: ... finally: server.stop()``.
 
     Starts ``/usr/sbin/sshd -D`` on a free 127.0.0.1 port with its own ed25519 host key.
     As root: users ``drs_pw`` (password + key) and ``drs_key`` (key) are created if absent.
     Not root: key-only login as the current user. Raises ServiceUnavailable if it can't.
+    ``extra`` config lines override the defaults (sshd keeps the first value it reads).
     """
     for tool in (SSHD, "ssh", "ssh-keygen"):
         if not shutil.which(tool):
@@ -300,6 +301,7 @@ def start_sshd(timeout: float = 15) -> SSHServer:
 
     cfg = os.path.join(tmp, "sshd_config")
     lines = [
+        *extra,
         f"Port {port}",
         "ListenAddress 127.0.0.1",
         f"HostKey {hostkey}",

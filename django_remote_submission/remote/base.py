@@ -25,7 +25,14 @@ class RemoteError(Exception):
 
 
 class ConnectError(RemoteError):
-    """The host could not be reached: unknown name, refused, timed out, not SSH."""
+    """The host could not be reached: unknown name, refused, timed out, not SSH.
+
+    ``transient``: the server dropped the handshake (overload); trying again may work.
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class AuthError(RemoteError):

@@ -144,6 +144,9 @@ class Connection:
         self.credentials = credentials
         self.last_used = time.monotonic()
         self.new_host_key = ""
+        self._count_lock = threading.Lock()
+        self.channels = 0  # open channels (sessions) on this connection
+        self.capacity: int | None = None  # learnt when the server refuses a channel
         self.client = self._open()
         self.transport: paramiko.Transport = self.client.get_transport()
         self.transport.set_keepalive(int(drs_settings.KEEPALIVE))
@@ -213,8 +216,10 @@ class Connection:
             _abandon(client, sock)
             if isinstance(exc, (FileNotFoundError, PermissionError)):
                 raise AuthError(f"Cannot read the private key file: {exc}") from None
+            # A busy sshd drops handshakes beyond MaxStartups: worth another try.
+            transient = isinstance(exc, (EOFError, ConnectionResetError)) or "banner" in str(exc)
             raise ConnectError(
-                f"SSH handshake with {where} failed: {exc or type(exc).__name__}"
+                f"SSH handshake with {where} failed: {exc or type(exc).__name__}", transient
             ) from None
         self.new_host_key = policy.new_key
         return client
@@ -223,15 +228,29 @@ class Connection:
     def alive(self) -> bool:
         return self.transport.is_active()
 
+    @property
+    def has_room(self) -> bool:
+        return self.capacity is None or self.channels < self.capacity
+
     def open_channel(self) -> paramiko.Channel:
         try:
-            return self.transport.open_session(
+            chan = self.transport.open_session(
                 window_size=WINDOW_SIZE, timeout=float(drs_settings.CONNECT_TIMEOUT)
             )
-        except paramiko.ChannelException as exc:
-            raise ChannelRefused(str(exc)) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
+            # paramiko keeps one "last error" per connection, so with concurrent openers a
+            # refusal can surface as a bare SSHException: a live connection means refusal.
+            if isinstance(exc, paramiko.SSHException) and self.alive:
+                self.capacity = max(1, self.channels)  # sshd's MaxSessions, as seen from here
+                raise ChannelRefused(str(exc)) from None
             raise ConnectionLost(f"SSH connection to {self.target.hostname} lost: {exc}") from None
+        with self._count_lock:
+            self.channels += 1
+        return chan
+
+    def release_channel(self) -> None:
+        with self._count_lock:
+            self.channels = max(0, self.channels - 1)
 
     def close(self) -> None:
         self.client.close()
@@ -243,6 +262,7 @@ class Pool:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._conns: dict[tuple, list[Connection]] = {}
+        self._opening: dict[tuple, threading.Lock] = {}
 
     @staticmethod
     def key(target: Target, credentials: Credentials) -> tuple:
@@ -254,18 +274,46 @@ class Pool:
             drs_settings.HOST_KEY_POLICY,
         )
 
-    def acquire(self, target: Target, credentials: Credentials, exclude=()) -> Connection:
-        key = self.key(target, credentials)
-        self._evict_idle()
+    def _usable(self, key: tuple, exclude) -> Connection | None:
         with self._lock:
             for conn in self._conns.get(key, []):
-                if conn.alive and conn not in exclude:
+                if conn.alive and conn.has_room and conn not in exclude:
                     conn.last_used = time.monotonic()
                     return conn
-        conn = Connection(target, credentials)  # slow part outside the lock
+        return None
+
+    def acquire(self, target: Target, credentials: Credentials, exclude=()) -> Connection:
+        """A live connection with room for another channel, opened if need be.
+
+        Connections to one target are opened one at a time: a burst of jobs shares the first
+        one instead of storming the server (sshd drops handshakes past ``MaxStartups``).
+        """
+        key = self.key(target, credentials)
+        self._evict_idle()
+        conn = self._usable(key, exclude)
+        if conn is not None:
+            return conn
         with self._lock:
-            self._conns.setdefault(key, []).append(conn)
+            opening = self._opening.setdefault(key, threading.Lock())
+        with opening:
+            conn = self._usable(key, exclude)
+            if conn is None:
+                conn = self._open(target, credentials)
+                with self._lock:
+                    self._conns.setdefault(key, []).append(conn)
         return conn
+
+    @staticmethod
+    def _open(target: Target, credentials: Credentials) -> Connection:
+        """Open a connection; a handshake the server dropped (a busy sshd) is tried again."""
+        for delay in (0.1, 0.3, 1.0, None):
+            try:
+                return Connection(target, credentials)
+            except ConnectError as exc:
+                if delay is None or not exc.transient:
+                    raise
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def discard(self, conn: Connection) -> None:
         with self._lock:
@@ -304,6 +352,7 @@ class SSHProcess(Process):
         self.chan = chan
         self.conn = conn
         self._done = False
+        self._closed = False
 
     @property
     def done(self) -> bool:
@@ -342,7 +391,10 @@ class SSHProcess(Process):
         return out
 
     def close(self) -> None:
-        self.chan.close()
+        if not self._closed:
+            self._closed = True
+            self.chan.close()
+            self.conn.release_channel()
 
 
 class SSHTransport(Transport):
@@ -351,6 +403,7 @@ class SSHTransport(Transport):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._sftp: paramiko.SFTPClient | None = None
+        self._sftp_conn: Connection = conn
 
     @classmethod
     def connect(cls, target: Target, credentials: Credentials) -> SSHTransport:
@@ -390,12 +443,15 @@ class SSHTransport(Transport):
 
     def open(self, path: str) -> IO[bytes]:
         if self._sftp is None:
+            chan = self._channel()
             try:
-                self._sftp = paramiko.SFTPClient.from_transport(
-                    self.conn.transport, window_size=WINDOW_SIZE
-                )
+                chan.invoke_subsystem("sftp")
+                self._sftp = paramiko.SFTPClient(chan)
             except (paramiko.SSHException, EOFError, OSError) as exc:
+                chan.close()
+                self.conn.release_channel()
                 raise ConnectionLost(f"SFTP session failed: {exc}") from None
+            self._sftp_conn = self.conn
         f = self._sftp.open(path, "rb")
         f.prefetch()
         return f
@@ -404,6 +460,7 @@ class SSHTransport(Transport):
         if self._sftp is not None:
             self._sftp.close()
             self._sftp = None
+            self._sftp_conn.release_channel()
         self.conn.last_used = time.monotonic()
 
     def discard(self) -> None:
