@@ -39,8 +39,9 @@ class ActionLoginForm(SubmitForm):
 
 def _action_form(request, apply: bool) -> ActionLoginForm:
     if apply:
-        return ActionLoginForm(request.POST)
+        return ActionLoginForm(request.POST, user=request.user)
     return ActionLoginForm(
+        user=request.user,
         initial={
             helpers.ACTION_CHECKBOX_NAME: request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
             "action": request.POST.get("action"),

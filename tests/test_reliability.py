@@ -60,7 +60,9 @@ def test_cut_connection_mid_job_resumes_without_gap_or_duplicate(make_job, sshd)
     )
     done.start()
     wait_for(
-        lambda: job.logs.filter(stream="stdout").count() >= 5, timeout=30, message="first lines"
+        lambda: job.logs.filter(stream="stdout").count() >= 5,
+        timeout=30,
+        message=lambda: f"first lines; job {status(job)}: {job.error}",
     )
     victims = session_pids(sshd)
     assert victims
