@@ -46,7 +46,7 @@ def _action_form(request, apply: bool) -> ActionLoginForm:
             helpers.ACTION_CHECKBOX_NAME: request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
             "action": request.POST.get("action"),
             "select_across": request.POST.get("select_across") == "1",
-        }
+        },
     )
 
 
@@ -376,18 +376,23 @@ class JobAdmin(admin.ModelAdmin):
                 queued += 1
             else:
                 skipped.append(f"{job.title} ({job.get_status_display()})")
-        if queued:
-            self.message_user(
-                request,
-                ngettext("Queued %(count)d job.", "Queued %(count)d jobs.", queued)
-                % {"count": queued},
-                messages.SUCCESS,
-            )
+        self._report(
+            request,
+            ngettext("Queued %(count)d job.", "Queued %(count)d jobs.", queued) % {"count": queued},
+            queued,
+            _("Skipped: %(jobs)s."),
+            skipped,
+        )
+        return None
+
+    def _report(self, request, done_text: str, done: int, skipped_text: str, skipped: list):
+        """One success message for what an action did, one warning for what it left alone."""
+        if done:
+            self.message_user(request, done_text, messages.SUCCESS)
         if skipped:
             self.message_user(
-                request, _("Skipped: %(jobs)s.") % {"jobs": ", ".join(skipped)}, messages.WARNING
+                request, skipped_text % {"jobs": ", ".join(skipped)}, messages.WARNING
             )
-        return None
 
     @admin.action(description=_("Submit to server"))
     def submit_jobs(self, request, queryset):
@@ -406,19 +411,14 @@ class JobAdmin(admin.ModelAdmin):
                 cancelled += 1
             else:
                 skipped.append(f"{job.title} ({job.get_status_display()})")
-        if cancelled:
-            self.message_user(
-                request,
-                ngettext("Cancelling %(count)d job.", "Cancelling %(count)d jobs.", cancelled)
-                % {"count": cancelled},
-                messages.SUCCESS,
-            )
-        if skipped:
-            self.message_user(
-                request,
-                _("Not running: %(jobs)s.") % {"jobs": ", ".join(skipped)},
-                messages.WARNING,
-            )
+        self._report(
+            request,
+            ngettext("Cancelling %(count)d job.", "Cancelling %(count)d jobs.", cancelled)
+            % {"count": cancelled},
+            cancelled,
+            _("Not running: %(jobs)s."),
+            skipped,
+        )
 
 
 # --- logs and results ------------------------------------------------------------------------
