@@ -19,6 +19,7 @@ import uuid
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from . import credentials as secrets
@@ -103,6 +104,9 @@ def lease(job_pk: int, submission: str, options: dict, credential: str) -> tuple
 
 def _lease(job_pk: int, submission: str, options: dict, credential: str) -> tuple[Job, bool]:
     with transaction.atomic():
+        # Write to the row first: it locks it everywhere, and on SQLite takes the write lock
+        # before any read, so two leases cannot deadlock upgrading a read lock.
+        Job.objects.filter(pk=job_pk).update(heartbeat=F("heartbeat"))
         job = Job.objects.select_for_update().get(pk=job_pk)
         if job.submission == submission and job.status != Status.initial:
             if job.status in FINAL_STATES or not _stale(job):

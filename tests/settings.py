@@ -79,6 +79,14 @@ _SQLITE_CONCURRENCY = (
     if django.VERSION >= (5, 1)
     else {}
 )
+if django.VERSION < (5, 1):  # Django 4.2 has no init_command for SQLite: a signal does it
+    from django.db.backends.signals import connection_created
+
+    def _wal(sender, connection, **kwargs) -> None:
+        if connection.vendor == "sqlite":
+            connection.cursor().execute("PRAGMA journal_mode=WAL;")
+
+    connection_created.connect(_wal)
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
