@@ -8,9 +8,10 @@
 
 Bytes are decoded incrementally (a character split between two reads is never an error;
 invalid bytes become U+FFFD). With ``LOG_LIVE`` a row holds whole lines of one stream; a
-batch is stored ``LOG_FLUSH_INTERVAL`` s after its first byte arrived or as soon as it holds
-``LOG_BATCH_BYTES``, with one ``bulk_create`` and one broadcast, and the job's byte offsets
-move in the same transaction, so a resumed stream starts exactly where the rows end.
+batch is stored as soon as it holds a whole line, but at most once per ``LOG_FLUSH_INTERVAL``
+s unless it holds ``LOG_BATCH_BYTES``, with one ``bulk_create`` and one broadcast, and the
+job's byte offsets move in the same transaction, so a resumed stream starts exactly where the
+rows end.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ class _Stream:
         self.since: float | None = None  # monotonic time the oldest pending byte arrived
         self.arrived = timezone.now()
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    @property
+    def ready(self) -> bool:
+        """Holds what ``take`` stores before the end: a whole line, or an over-long one."""
+        return self.buf.rfind(b"\n") >= 0 or len(self.buf) >= drs_settings.LOG_MAX_LINE_BYTES
 
     @property
     def committed(self) -> int:
@@ -103,6 +109,7 @@ class LogWriter:
             "stdout": _Stream("stdout", job.stdout_offset),
             "stderr": _Stream("stderr", job.stderr_offset),
         }
+        self.stored_at = float("-inf")  # monotonic time of the last store
 
     def feed(self, stream: str, data: bytes) -> None:
         s = self.streams[stream]
@@ -118,12 +125,15 @@ class LogWriter:
         """Seconds until the pending batch must be stored (None: nothing pending)."""
         if self.policy != LogPolicy.LOG_LIVE:
             return None
-        pending = [s.since for s in self.streams.values() if s.since is not None]
+        # A partial line waits for its end: were it due, the runner's loop would spin.
+        pending = [s.since for s in self.streams.values() if s.since is not None and s.ready]
         if not pending:
             return None
         if any(len(s.buf) >= drs_settings.LOG_BATCH_BYTES for s in self.streams.values()):
             return 0.0
-        return max(0.0, min(pending) + drs_settings.LOG_FLUSH_INTERVAL - time.monotonic())
+        # At once after a quiet spell, then at most once per interval: a lone line reaches
+        # the browser without waiting, a flood is still stored in batches.
+        return max(0.0, self.stored_at + drs_settings.LOG_FLUSH_INTERVAL - time.monotonic())
 
     def flush_if_due(self) -> None:
         due = self.due_in()
@@ -162,6 +172,7 @@ class LogWriter:
                 stdout_offset=out, stderr_offset=err, heartbeat=now
             )
         self.job.stdout_offset, self.job.stderr_offset, self.job.heartbeat = out, err, now
+        self.stored_at = time.monotonic()
         if rows:
             events.logs_stored(self.job, rows)
 

@@ -126,3 +126,16 @@ def test_waiting_on_a_silent_job_uses_no_measurable_cpu(make_job, submit):
     assert time.monotonic() - t0 >= 3
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert cpu < 0.3, f"{cpu:.3f} s of CPU while the job slept 3 s"
+
+
+def test_a_partial_line_waiting_for_its_end_uses_no_measurable_cpu(make_job, submit):
+    job = make_job(
+        "import sys, time\nsys.stdout.write('progress 50%'); sys.stdout.flush()\n"
+        "time.sleep(3)\nprint(' done')"
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    submit(job)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert output(job) == "progress 50% done\n"
+    assert cpu < 0.3, f"{cpu:.3f} s of CPU while a partial line waited 3 s"

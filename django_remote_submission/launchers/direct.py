@@ -69,12 +69,11 @@ trap : TERM INT HUP
 STREAM = r"""
 cd -- "$1" 2>/dev/null || exit 120
 (flock -s 9) 9< lock & w=$!
-tail -c "+$(($2 + 1))" -F --pid="$w" out 2>/dev/null & a=$!
-tail -c "+$(($3 + 1))" -F --pid="$w" err >&2 2>/dev/null & b=$!
+tail -c "+$(($2 + 1))" -F --pid="$w" out 2>/dev/null &
+tail -c "+$(($3 + 1))" -F --pid="$w" err >&2 2>/dev/null &
 wait "$w"
 touch out err
-wait "$a" "$b"
-[ -f exit ] && exit "$(cat exit)"
+[ -f exit ] && read -r c < exit && exit "$c"
 exit 255
 """
 

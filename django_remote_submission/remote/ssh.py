@@ -12,6 +12,7 @@ pool; one whose server refuses another channel (sshd's ``MaxSessions``) is joine
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -129,6 +130,19 @@ def _abandon(client: paramiko.SSHClient, sock: socket.socket) -> None:
     sock.close()
 
 
+# paramiko offers AES-GCM last, yet it is its fastest cipher by far: one pass in OpenSSL and no
+# HMAC computed packet by packet, about twice the throughput of aes128-ctr + hmac-sha2-256.
+FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+def _transport(sock, **kwargs) -> paramiko.Transport:
+    """A paramiko Transport that prefers FAST_CIPHERS (the server's offer still decides)."""
+    t = paramiko.Transport(sock, **kwargs)
+    options = t.get_security_options()
+    options.ciphers = FAST_CIPHERS + tuple(c for c in options.ciphers if c not in FAST_CIPHERS)
+    return t
+
+
 def _key_file(path: str) -> str:
     path = os.path.expanduser(path)
     if path.endswith(".pub") and os.path.exists(path[:-4]):
@@ -183,6 +197,7 @@ class Connection:
             banner_timeout=timeout,
             auth_timeout=timeout,
             channel_timeout=timeout,
+            transport_factory=_transport,
             look_for_keys=c.nothing_given,
             allow_agent=c.use_agent or c.nothing_given,
         )
@@ -397,13 +412,47 @@ class SSHProcess(Process):
             self.conn.release_channel()
 
 
+class _CatReader(io.RawIOBase):
+    """``read`` of a remote file through ``cat``; OSError if cat fails (missing, unreadable)."""
+
+    def __init__(self, proc: SSHProcess, path: str) -> None:
+        self.proc, self.path = proc, path
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        ch = self.proc.chan
+        if n is None or n < 0:
+            return b"".join(iter(lambda: self.read(READ_SIZE), b""))
+        data = ch.recv(n)
+        if data:
+            return data
+        if not ch.status_event.wait(60) or ch.exit_status == -1:
+            raise ConnectionLost(f"SSH connection to {self.proc.conn.target.hostname} lost")
+        if ch.exit_status != 0:
+            err = b""
+            while ch.recv_stderr_ready():
+                err += ch.recv_stderr(READ_SIZE)
+            message = err.decode(errors="replace").strip().rpartition(": ")[2]
+            raise OSError(errno.EIO, message or f"cat exited with status {ch.exit_status}")
+        return b""
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.proc.close()
+        super().close()
+
+
 class SSHTransport(Transport):
     """A job's view of a pooled connection. ``close`` returns it to the pool."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self._sftp: paramiko.SFTPClient | None = None
-        self._sftp_conn: Connection = conn
 
     @classmethod
     def connect(cls, target: Target, credentials: Credentials) -> SSHTransport:
@@ -423,7 +472,7 @@ class SSHTransport(Transport):
                 tried.append(self.conn)
                 self.conn = pool.acquire(self.conn.target, self.conn.credentials, exclude=tried)
             except ConnectionLost:
-                pool.discard(self.conn)
+                self.discard()
                 raise
         raise RemoteError(f"{self.conn.target.hostname} refused every new SSH channel.")
 
@@ -442,27 +491,14 @@ class SSHTransport(Transport):
         return SSHProcess(chan, self.conn)
 
     def open(self, path: str) -> IO[bytes]:
-        if self._sftp is None:
-            chan = self._channel()
-            try:
-                chan.invoke_subsystem("sftp")
-                self._sftp = paramiko.SFTPClient(chan)
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                chan.close()
-                self.conn.release_channel()
-                raise ConnectionLost(f"SFTP session failed: {exc}") from None
-            self._sftp_conn = self.conn
-        f = self._sftp.open(path, "rb")
-        f.prefetch()
-        return f
+        """The file streamed by ``cat`` on an exec channel: one flow-controlled stream with
+        the connection's big window, several times faster than paramiko's SFTP."""
+        return _CatReader(self.start(["cat", "--", path]), path)
 
     def close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
-            self._sftp = None
-            self._sftp_conn.release_channel()
         self.conn.last_used = time.monotonic()
 
     def discard(self) -> None:
-        """Drop the underlying connection (it misbehaved)."""
-        pool.discard(self.conn)
+        """Drop the underlying connection if it is dead: other jobs' channels may be on it."""
+        if not self.conn.alive:
+            pool.discard(self.conn)
