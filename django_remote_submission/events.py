@@ -18,7 +18,10 @@ fails a job: the browser catches up from the database on reconnect.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 from collections.abc import Iterable
 
 logger = logging.getLogger(__name__)
@@ -68,33 +71,74 @@ def job_payload(job) -> dict:
     }
 
 
-def _send(group: str, message: dict) -> None:
+class _EventLoop:
+    """One event loop per process, in its own thread, for layers backed by a server.
+
+    ``async_to_sync`` per message would start a loop (and, with channels_redis, a Redis
+    connection) for every message: several ms on a job's path. Sends still wait for their
+    completion, so they stay in order and a test can rely on them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def run(self, coro, timeout: float = 10.0):
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=self._loop.run_forever, daemon=True, name="drs-events"
+                ).start()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def forget(self) -> None:
+        """In a forked child the thread is gone: start another on the next message."""
+        self._lock = threading.Lock()
+        self._loop = None
+
+
+_event_loop = _EventLoop()
+os.register_at_fork(after_in_child=_event_loop.forget)
+
+
+def _send(*items: tuple[str, dict]) -> None:
+    """Send ``(group, message)`` items, in order, with one hand-off to the event loop."""
     try:
         from asgiref.sync import async_to_sync
-        from channels.layers import get_channel_layer
+        from channels.layers import InMemoryChannelLayer, get_channel_layer
 
         layer = get_channel_layer()
-        if layer is not None:
-            async_to_sync(layer.group_send)(group, message)
+        if layer is None:
+            return
+
+        async def send_all() -> None:
+            for group, message in items:
+                await layer.group_send(group, message)
+
+        if isinstance(layer, InMemoryChannelLayer):
+            async_to_sync(send_all)()  # its queues belong to the consumers' loop
+        else:
+            _event_loop.run(send_all())
     except Exception:  # a broadcast is best effort; the database is the truth
-        logger.warning("Could not broadcast to %s", group, exc_info=True)
+        logger.warning("Could not broadcast %s", [g for g, _ in items], exc_info=True)
 
 
 def logs_stored(job, rows: Iterable) -> None:
-    batch, size = [], 0
+    group, messages, batch, size = job_group(job.pk), [], [], 0
     for row in rows:
-        item = log_payload(row)
         if batch and size + len(row.content) > MAX_MESSAGE_CHARS:
-            _send(job_group(job.pk), {"type": "drs.logs", "job": job.pk, "logs": batch})
+            messages.append((group, {"type": "drs.logs", "job": job.pk, "logs": batch}))
             batch, size = [], 0
-        batch.append(item)
+        batch.append(log_payload(row))
         size += len(row.content)
     if batch:
-        _send(job_group(job.pk), {"type": "drs.logs", "job": job.pk, "logs": batch})
+        messages.append((group, {"type": "drs.logs", "job": job.pk, "logs": batch}))
+    _send(*messages)
 
 
 def status_changed(job) -> None:
     message = {"type": "drs.status", "job": job_payload(job)}
-    _send(user_group(job.owner_id), message)
-    _send(staff_group(), message)
-    _send(job_group(job.pk), message)
+    _send(
+        (user_group(job.owner_id), message), (staff_group(), message), (job_group(job.pk), message)
+    )

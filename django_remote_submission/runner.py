@@ -102,7 +102,28 @@ def lease(job_pk: int, submission: str, options: dict, credential: str) -> tuple
         return Job.objects.get(pk=job_pk), False
 
 
+def _run_dir(job: Job, submission: str) -> str:
+    """The run directory of one submission: a redelivery of it finds the same directory."""
+    tag = hashlib.sha256(submission.encode()).hexdigest()[:12]
+    return f"{drs_settings.RUN_ROOT}/{job.uuid}.{tag}"
+
+
 def _lease(job_pk: int, submission: str, options: dict, credential: str) -> tuple[Job, bool]:
+    job = Job.objects.get(pk=job_pk)
+    if job.status == Status.initial:
+        # Never ran: nothing to clear, and ``move`` is a conditional UPDATE, so this one
+        # statement takes the job (a second delivery gets InvalidTransition). A transaction
+        # of several statements would queue every concurrent job behind SQLite's write lock.
+        move(
+            job,
+            Status.submitted,
+            submission=submission,
+            run_dir=_run_dir(job, submission),
+            options=options,
+            credential=credential,
+            heartbeat=timezone.now(),
+        )
+        return job, True
     with transaction.atomic():
         # Write to the row first: it locks it everywhere, and on SQLite takes the write lock
         # before any read, so two leases cannot deadlock upgrading a read lock.
@@ -121,8 +142,7 @@ def _lease(job_pk: int, submission: str, options: dict, credential: str) -> tupl
         for result in job.results.all():
             result.local_file.delete(save=False)
             result.delete()
-        tag = hashlib.sha256(submission.encode()).hexdigest()[:12]
-        run_dir = f"{drs_settings.RUN_ROOT}/{job.uuid}.{tag}"
+        run_dir = _run_dir(job, submission)
         move(
             job,
             Status.submitted,
