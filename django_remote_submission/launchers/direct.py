@@ -40,9 +40,8 @@ case $1 in
   *) command -v -- "$1" >/dev/null 2>&1 ;;
 esac || exit 12
 command -v flock >/dev/null 2>&1 && command -v setsid >/dev/null 2>&1 || exit 15
-mkdir -p -- "${run%/*}" || exit 13
 tmp=$run.tmp.$$
-mkdir -- "$tmp" || exit 13
+mkdir -p -- "$tmp" || exit 13
 : > "$tmp/out"; : > "$tmp/err"
 exec 9> "$tmp/lock"
 flock -x 9 || exit 13
@@ -52,16 +51,16 @@ setsid sh -c "$wrapper" sh "$run" "$@" < /dev/null > /dev/null 2>&1 &
 printf '%s\n%s\n%s\n' "$!" "$run" "$PWD"
 """
 
-# Runs as the session leader of the job. Args: run argv...
+# Runs as the session leader of the job. Args: run argv... ``exit`` is written as the program
+# ends; it is read only once the lock is free, i.e. once both streams are complete.
 WRAPPER = r"""
 run=$1; shift
 echo $$ > "$run/pid"
 trap : TERM INT HUP
-{ { trap : TERM INT HUP; "$@" < /dev/null 2>&4 4>&- 9>&-; echo $? > "$run/rc"; } \
+{ { trap : TERM INT HUP; "$@" < /dev/null 2>&4 4>&- 9>&-; echo $? > "$run/exit"; } \
     4>&1 1>&3 2>/dev/null 3>&- 9>&- |
   (trap '' TERM INT HUP; exec cat > "$run/err" 9>&-); } 3>&1 9>&- |
   (trap '' TERM INT HUP; exec cat > "$run/out" 9>&-)
-[ -f "$run/rc" ] && mv -f -- "$run/rc" "$run/exit"
 """
 
 # Stream out/err from byte offsets until the wrapper releases its lock.
