@@ -199,6 +199,7 @@ class JobRun:
         self.remote = _is_remote(job)
         self.timed_out = False
         self.cancelled = False
+        self.started = None  # the launch's own output stream, when it just launched
         self.next_beat = time.monotonic() + float(drs_settings.HEARTBEAT_INTERVAL)
 
     def run(self) -> dict[str, int]:
@@ -223,7 +224,7 @@ class JobRun:
 
     def _launch(self) -> None:
         job = self.job
-        launched = self.launcher.launch(
+        launched, self.started = self.launcher.launch(
             _directory(job.remote_directory),
             job.remote_filename,
             job.program.encode(),
@@ -254,9 +255,11 @@ class JobRun:
         offsets = (job.stdout_offset, job.stderr_offset)
         lost_at = None
         while True:
-            proc = None
+            # A fresh launch streams on its own channel already; otherwise (a resumed run,
+            # a lost connection) follow the run directory from the stored offsets.
+            proc, self.started = self.started, None
             try:
-                proc = self.launcher.stream(job.run_dir, *offsets)
+                proc = proc or self.launcher.stream(job.run_dir, *offsets)
                 self._pump(proc, writer)
                 writer.close()
                 return self.launcher.exit_code(job.run_dir, proc)

@@ -127,3 +127,15 @@ def test_clean_refuses_an_interpreter_the_server_does_not_offer(make_job):
     job.interpreter = other
     with pytest.raises(ValidationError, match="not offered by the server"):
         job.clean()
+
+
+def test_a_directory_name_with_a_newline_works(make_job, submit, sshd):
+    base = sshd.base_dir_pw or sshd.base_dir_key
+    directory = f"{base}/line\nbreak"
+    job = make_job("open('r.txt', 'w').write('r')\nprint('ok')", directory=directory)
+    submit(job)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.success, job.error
+    assert "".join(job.logs.values_list("content", flat=True)) == "ok\n"
+    assert [r.remote_filename for r in job.results.all()] == ["r.txt"]
+    assert os.path.isfile(os.path.join(directory, "r.txt"))

@@ -20,15 +20,18 @@ spliced into the script, so no field of a job can inject a command.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from ..remote.base import Process, RemoteError, Transport
 
-# Stage in (always) and launch (mode "launch"). Args: mode dir file run wrapper argv...
-# stdin: the program. Prints pid, absolute run dir and absolute directory.
+# Stage in (always) and launch (mode "launch"). Args: mode dir file run wrapper stream argv...
+# stdin: the program. Prints pid, absolute run dir and absolute directory (each NUL-terminated:
+# paths may hold newlines), then becomes the
+# stream script (on the same channel: no second command to start).
 LAUNCH = r"""
 set -u
-mode=$1 d=$2 f=$3 run=$4 wrapper=$5; shift 5
+mode=$1 d=$2 f=$3 run=$4 wrapper=$5 stream=$6; shift 6
 case $run in /*) ;; *) run=$PWD/$run ;; esac
 [ "$mode" = launch ] && [ -e "$run" ] && exit 14
 mkdir -p -- "$d" || exit 10
@@ -48,7 +51,8 @@ flock -x 9 || exit 13
 find . -mindepth 1 -printf '%P\0%y\0%s\0%T@\0%C@\0%i\0' > "$tmp/before" 2>/dev/null
 if ! mv -T -- "$tmp" "$run" 2>/dev/null; then rm -rf -- "$tmp"; exit 14; fi
 setsid sh -c "$wrapper" sh "$run" "$@" < /dev/null > /dev/null 2>&1 &
-printf '%s\n%s\n%s\n' "$!" "$run" "$PWD"
+printf '%s\0%s\0%s\0' "$!" "$run" "$PWD"
+exec 9>&- sh -c "$stream" sh "$run" 0 0
 """
 
 # Runs as the session leader of the job. Args: run argv... ``exit`` is written as the program
@@ -128,6 +132,30 @@ def sh(script: str, *args: object) -> list[str]:
     return ["sh", "-c", script, "sh", *map(str, args)]
 
 
+class _Replay(Process):
+    """A process whose first chunks were read already: hands them out again, then reads on."""
+
+    def __init__(self, proc: Process, chunks: list[tuple[str, bytes]]) -> None:
+        self.proc, self.chunks = proc, chunks
+
+    @property
+    def done(self) -> bool:
+        return not self.chunks and self.proc.done
+
+    @property
+    def exit_code(self) -> int | None:  # type: ignore[override]
+        return self.proc.exit_code
+
+    def read(self, timeout: float | None) -> list[tuple[str, bytes]]:
+        if self.chunks:
+            chunks, self.chunks = self.chunks, []
+            return chunks
+        return self.proc.read(timeout)
+
+    def close(self) -> None:
+        self.proc.close()
+
+
 @dataclass
 class Launched:
     pid: int | None
@@ -140,52 +168,69 @@ class DirectLauncher:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
 
-    def _run_launch(
-        self,
-        mode: str,
-        directory: str,
-        filename: str,
-        program: bytes,
-        run_dir: str,
-        argv: list[str],
-    ):
-        res = self.transport.run(
-            sh(LAUNCH, mode, directory, filename, run_dir, WRAPPER, *argv),
-            stdin=program,
-            timeout=120,
-        )
-        if res.exit_code in (0, ALREADY_LAUNCHED):
-            return res
-        template = LAUNCH_ERRORS.get(res.exit_code, "Could not start the job (exit status {code})")
+    def _failure(self, code: int | None, stderr: bytes, directory, filename, run_dir, argv):
+        template = LAUNCH_ERRORS.get(code, "Could not start the job (exit status {code})")
         message = template.format(
             dir=directory,
             file=filename,
             run=run_dir,
             interpreter=argv[0] if argv else "",
-            code=res.exit_code,
+            code=code,
         )
-        detail = " ".join(res.error_text.replace("sh: ", "").split())
-        raise RemoteError(f"{message}: {detail}" if detail else f"{message}.")
+        detail = " ".join(stderr.decode(errors="replace").replace("sh: ", "").split())
+        return RemoteError(f"{message}: {detail}" if detail else f"{message}.")
 
     def stage(self, directory: str, filename: str, program: bytes) -> str:
         """Write the program into the directory (created if missing); return its absolute path."""
-        return self._run_launch("stage", directory, filename, program, "-", []).text.strip()
+        res = self.transport.run(
+            sh(LAUNCH, "stage", directory, filename, "-", "", ""), stdin=program, timeout=120
+        )
+        if res.exit_code != 0:
+            raise self._failure(res.exit_code, res.stderr, directory, filename, "-", [])
+        return res.text.strip()
 
     def launch(
-        self, directory: str, filename: str, program: bytes, run_dir: str, argv: list[str]
-    ) -> Launched:
-        """Write the program and start ``argv + [filename]`` detached, in ``directory``.
+        self,
+        directory: str,
+        filename: str,
+        program: bytes,
+        run_dir: str,
+        argv: list[str],
+        timeout: float = 120,
+    ) -> tuple[Launched, Process | None]:
+        """Write the program, start ``argv + [filename]`` detached in ``directory``, and
+        return the launch with the process streaming its output (from offset 0).
 
-        The run directory is published atomically before the process starts: a second
-        launch of the same run finds it and returns ``attached=True`` instead of starting
-        the program twice.
+        The run directory is published atomically before the program starts: a second
+        launch of the same run finds it and returns ``attached=True`` (and no process)
+        instead of starting the program twice.
         """
         target = f"./{filename}" if filename.startswith("-") else filename
-        res = self._run_launch("launch", directory, filename, program, run_dir, [*argv, target])
-        if res.exit_code == ALREADY_LAUNCHED:
-            return Launched(None, run_dir, directory, attached=True)
-        pid, run, cwd = res.text.split("\n")[:3]
-        return Launched(int(pid), run, cwd)
+        proc = self.transport.start(
+            sh(LAUNCH, "launch", directory, filename, run_dir, WRAPPER, STREAM, *argv, target),
+            stdin=program,
+        )
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        try:
+            while out.count(b"\0") < 3 and not proc.done:
+                if time.monotonic() > deadline:
+                    raise RemoteError(f"Starting the job took longer than {timeout:g} s.")
+                for stream, data in proc.read(max(0.0, deadline - time.monotonic())):
+                    (out if stream == "stdout" else err).extend(data)
+        except BaseException:
+            proc.close()
+            raise
+        if out.count(b"\0") < 3:
+            proc.close()
+            if proc.exit_code == ALREADY_LAUNCHED:
+                return Launched(None, run_dir, directory, attached=True), None
+            raise self._failure(proc.exit_code, bytes(err), directory, filename, run_dir, argv)
+        pid, run, cwd, rest = bytes(out).split(b"\0", 3)
+        # What followed the header is the job's own output, as is all stderr after launch.
+        early = [("stdout", rest), ("stderr", bytes(err))]
+        launched = Launched(int(pid), run.decode(), cwd.decode())
+        return launched, _Replay(proc, [(s, d) for s, d in early if d])
 
     def stream(self, run_dir: str, stdout_offset: int, stderr_offset: int) -> Process:
         """Follow the job's output from the given byte offsets until the job is over."""
