@@ -1,11 +1,11 @@
 """Run a job as a detached process on the host, with its output in files of a run directory.
 
     launcher = DirectLauncher(transport)
-    run = launcher.launch("/tmp/job", "job.py", b'print("hi")', ".drs/runs/<uuid>",
-                          ["/usr/bin/python3", "-u"])
-    proc = launcher.stream(run.run_dir, stdout_offset=0, stderr_offset=0)
-    ...                                   # read until proc.done
+    run, proc = launcher.launch("/tmp/job", "job.py", b'print("hi")', ".drs/runs/<uuid>",
+                                ["/usr/bin/python3", "-u"])
+    ...                                   # read proc (the job's output) until proc.done
     launcher.exit_code(run.run_dir, proc) # 0
+    proc = launcher.stream(run.run_dir, stdout_offset=3, stderr_offset=0)  # again, from offsets
 
 The job runs in its own session (``setsid``), so it outlives the SSH connection that started
 it; its stdout and stderr go through ``cat`` into ``out`` and ``err`` (so output written by
