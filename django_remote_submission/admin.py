@@ -27,6 +27,18 @@ from .models import FINAL_STATES, Interpreter, Job, Log, Result, Server, Status
 from .remote import AuthError, Credentials, HostKeyMismatch, HostKeyUnknown, RemoteError
 
 LOG_INLINE_ROWS = 200
+# What a job's run decides: shown on its admin page, never edited there.
+STATE_FIELDS = (
+    "live_page",
+    "status",
+    "exit_code",
+    "error",
+    "started_at",
+    "finished_at",
+    "uuid",
+    "created",
+    "modified",
+)
 
 
 class ActionLoginForm(SubmitForm):
@@ -322,32 +334,10 @@ class JobAdmin(admin.ModelAdmin):
         ),
         (
             _("State"),
-            {
-                "fields": (
-                    "live_page",
-                    "status",
-                    "exit_code",
-                    "error",
-                    "started_at",
-                    "finished_at",
-                    "uuid",
-                    "created",
-                    "modified",
-                )
-            },
+            {"fields": STATE_FIELDS},
         ),
     )
-    readonly_fields = (
-        "live_page",
-        "status",
-        "exit_code",
-        "error",
-        "started_at",
-        "finished_at",
-        "uuid",
-        "created",
-        "modified",
-    )
+    readonly_fields = STATE_FIELDS
     inlines = [ResultInline, LogInline]
     actions = ["submit_jobs", "resubmit_jobs", "cancel_jobs"]
 

@@ -29,7 +29,7 @@ REMOVE = r"""
 f=.ssh/authorized_keys
 [ -f "$f" ] || exit 0
 t=$(mktemp) || exit 1
-awk -v k="$1" '{ for (i = 1; i <= NF; i++) if ($i == k) next; print }' "$f" > "$t" &&
+awk -v k="$2" '{ for (i = 1; i <= NF; i++) if ($i == k) next; print }' "$f" > "$t" &&
   cat "$t" > "$f"
 s=$?; rm -f "$t"; exit $s
 """
@@ -66,6 +66,24 @@ def _transport(username, password, hostname, port, remote, key_filename=None):
     return open_transport(Target(hostname, port, ""), creds, remote)
 
 
+def _edit(
+    script: str,
+    verb: str,
+    username,
+    password,
+    hostname,
+    port,
+    public_key_filename,
+    remote,
+    login_key=None,
+) -> None:
+    line, b64 = public_key(public_key_filename)
+    with _transport(username, password, hostname, port, remote, login_key) as t:
+        res = t.run(sh(script, line, b64), timeout=60)
+    if res.exit_code:
+        raise RemoteError(f"Could not {verb} the key on {hostname}: {res.error_text}")
+
+
 def deploy(
     username: str,
     password: str | None,
@@ -74,11 +92,7 @@ def deploy(
     public_key_filename: str | None = None,
     remote: bool = True,
 ) -> None:
-    line, b64 = public_key(public_key_filename)
-    with _transport(username, password, hostname, port, remote) as t:
-        res = t.run(sh(ADD, line, b64), timeout=60)
-    if res.exit_code:
-        raise RemoteError(f"Could not add the key to {hostname}: {res.error_text}")
+    _edit(ADD, "add", username, password, hostname, port, public_key_filename, remote)
 
 
 def remove(
@@ -89,8 +103,14 @@ def remove(
     public_key_filename: str | None = None,
     remote: bool = True,
 ) -> None:
-    line, b64 = public_key(public_key_filename)
-    with _transport(username, password, hostname, port, remote, public_key_filename) as t:
-        res = t.run(sh(REMOVE, b64), timeout=60)
-    if res.exit_code:
-        raise RemoteError(f"Could not remove the key from {hostname}: {res.error_text}")
+    _edit(
+        REMOVE,
+        "remove",
+        username,
+        password,
+        hostname,
+        port,
+        public_key_filename,
+        remote,
+        login_key=public_key_filename,
+    )
