@@ -137,12 +137,6 @@ class Process(ABC):
     def read(self, timeout: float | None) -> list[tuple[str, bytes]]:
         """Wait up to ``timeout`` s for output; return ``[("stdout"|"stderr", bytes), ...]``."""
 
-    def write(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def close_stdin(self) -> None:
-        raise NotImplementedError
-
     @abstractmethod
     def close(self) -> None:
         """Stop watching (the command itself may go on)."""

@@ -373,12 +373,6 @@ class SSHProcess(Process):
     def done(self) -> bool:
         return self._done
 
-    def write(self, data: bytes) -> None:
-        self.chan.sendall(data)
-
-    def close_stdin(self) -> None:
-        self.chan.shutdown_write()
-
     def read(self, timeout: float | None) -> list[tuple[str, bytes]]:
         ch = self.chan
         if not (ch.recv_ready() or ch.recv_stderr_ready() or ch.eof_received or ch.closed):
