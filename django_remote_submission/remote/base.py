@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -53,6 +54,16 @@ class ConnectionLost(RemoteError):
 
 class ChannelRefused(RemoteError):
     """The server refused another channel on this connection (sshd's MaxSessions)."""
+
+
+class OutputTooLarge(RemoteError):
+    """A command printed more than the caller was prepared to read."""
+
+
+# What ``Transport.run`` reads of a command's output at most, unless told otherwise.
+OUTPUT_LIMIT = 1 << 20
+# Longest wait between two calls of a ``tick`` callback while waiting for a command.
+TICK_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -141,16 +152,33 @@ class Process(ABC):
     def close(self) -> None:
         """Stop watching (the command itself may go on)."""
 
-    def wait(self, timeout: float | None = None) -> Completed:
-        """Read to the end and return everything; ``timeout`` bounds the whole wait."""
+    def wait(
+        self,
+        timeout: float | None = None,
+        limit: int = OUTPUT_LIMIT,
+        tick: Callable[[], object] | None = None,
+    ) -> Completed:
+        """Read to the end and return everything.
+
+        ``timeout`` bounds the whole wait, ``limit`` the bytes read (``OutputTooLarge``
+        beyond it); ``tick()`` is called at least every ``TICK_INTERVAL`` s meanwhile.
+        """
         out: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
         deadline = None if timeout is None else time.monotonic() + timeout
+        size = 0
         while not self.done:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise RemoteError(f"a command on the host did not finish within {timeout:g} s")
+            if tick is not None:
+                left = TICK_INTERVAL if left is None else min(left, TICK_INTERVAL)
             for stream, data in self.read(left):
+                size += len(data)
+                if size > limit:
+                    raise OutputTooLarge(f"a command on the host printed more than {limit} bytes")
                 out[stream].append(data)
+            if tick is not None:
+                tick()
         return Completed(
             self.exit_code if self.exit_code is not None else -1,
             b"".join(out["stdout"]),
@@ -159,27 +187,48 @@ class Process(ABC):
 
 
 class Transport(ABC):
-    """A session with one host. Use as a context manager; ``close`` releases it."""
+    """A session with one host. Use as a context manager; ``close`` releases it.
+
+    A command's output is only what the command printed: whatever the login shell prints
+    before it starts (a chatty ``~/.bashrc``) is never part of it.
+    """
 
     @abstractmethod
     def start(self, argv: list[str], stdin: bytes | None = None) -> Process:
         """Start ``argv``; ``stdin`` (if given) is sent and then closed."""
 
     def run(
-        self, argv: list[str], stdin: bytes | None = None, timeout: float | None = None
+        self,
+        argv: list[str],
+        stdin: bytes | None = None,
+        timeout: float | None = 120.0,
+        limit: int = OUTPUT_LIMIT,
+        tick: Callable[[], object] | None = None,
     ) -> Completed:
+        """Run ``argv`` to its end; see ``Process.wait`` for ``timeout``, ``limit``, ``tick``."""
         proc = self.start(argv, stdin)
         try:
-            return proc.wait(timeout)
+            return proc.wait(timeout, limit, tick)
         finally:
             proc.close()
 
     @abstractmethod
     def open(self, path: str) -> IO[bytes]:
-        """Open a file on the host for streamed reading."""
+        """Stream a regular file of the host (a symbolic link is refused: OSError).
+
+        Reads fail with OSError when the file cannot be read or when the host sends
+        nothing for ``DRS["HOST_READ_TIMEOUT"]`` seconds.
+        """
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def pop_new_host_key(self) -> str:
+        """A host key trusted on first use while connecting, handed out once to be stored."""
+        return ""
+
+    def discard(self) -> None:  # noqa: B027 (a hook: nothing to drop by default)
+        """After a lost connection: drop what cannot be used again."""
 
     def __enter__(self) -> Transport:
         return self

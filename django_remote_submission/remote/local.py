@@ -9,8 +9,10 @@ same thing on both transports.
 
 from __future__ import annotations
 
+import errno
 import os
 import selectors
+import stat
 import subprocess
 from typing import IO
 
@@ -76,7 +78,18 @@ class LocalTransport(Transport):
         return LocalProcess(popen)
 
     def open(self, path: str) -> IO[bytes]:
-        return open(os.path.join(self.home, path), "rb")  # noqa: SIM115 (the caller closes it)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK  # a FIFO must not block the open
+        try:
+            fd = os.open(os.path.join(self.home, path), flags)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OSError(errno.ELOOP, "a symbolic link") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
 
     def close(self) -> None:
         pass
