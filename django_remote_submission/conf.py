@@ -54,6 +54,19 @@ DEFAULTS: dict[str, Any] = {
     "RECOVER_IN_WORKER": True,
     # Storage prefix of result files: <prefix>/<job uuid>/<relative path>.
     "RESULTS_PREFIX": "results",
+    # Limits that keep one job from exhausting the worker, the database or the storage.
+    # Output past LOG_MAX_BYTES (both streams together) is not stored; it stays on the host.
+    "LOG_MAX_BYTES": 64 << 20,
+    # Result files: largest file, all files of one run together, number of files. A file
+    # over a limit is skipped (a "system" log row says so); the others are still stored.
+    "RESULT_MAX_BYTES": 1 << 30,
+    "RESULTS_MAX_BYTES": 2 << 30,
+    "RESULTS_MAX_FILES": 1000,
+    # A result is not stored when it would leave less free space than this on the storage
+    # (checked where the storage can tell: FileSystemStorage).
+    "STORAGE_MIN_FREE_BYTES": 1 << 30,
+    # Seconds a read from the host (a result file) may wait for data before it fails.
+    "HOST_READ_TIMEOUT": 60.0,
 }
 
 

@@ -7,11 +7,14 @@
     writer.close()                            # stores the rest ("more")
 
 Bytes are decoded incrementally (a character split between two reads is never an error;
-invalid bytes become U+FFFD). With ``LOG_LIVE`` a row holds whole lines of one stream; a
-batch is stored as soon as it holds a whole line, but at most once per ``LOG_FLUSH_INTERVAL``
-s unless it holds ``LOG_BATCH_BYTES``, with one ``bulk_create`` and one broadcast, and the
-job's byte offsets move in the same transaction, so a resumed stream starts exactly where the
-rows end.
+invalid bytes and NUL bytes, which PostgreSQL's text columns refuse, become U+FFFD). With
+``LOG_LIVE`` a row holds whole lines of one stream; a batch is stored as soon as it holds a
+whole line, but at most once per ``LOG_FLUSH_INTERVAL`` s unless it holds
+``LOG_BATCH_BYTES``, with one ``bulk_create`` and one broadcast, and the job's byte offsets
+move in the same transaction, so a resumed stream starts exactly where the rows end. With
+``LOG_TOTAL`` a stream is stored as one row when the job ends (rows of ``LOG_ROW_BYTES`` at
+most). No buffer grows with the output: past ``LOG_MAX_BYTES`` (both streams together)
+nothing more is kept, and ``full`` tells the runner to stop reading.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class _Stream:
                 nl = self.buf.rfind(b"\n", start, start + limit)
                 end = nl + 1 if nl >= start else start + limit
             text = self.decoder.decode(bytes(self.buf[start:end]), final=final and end == cut)
+            text = text.replace("\0", "\ufffd")
             if text:
                 pieces.append((self.offset + start, text))
             start = end
@@ -87,6 +91,19 @@ class _Stream:
         self.offset += cut
         if not self.buf:
             self.since = None
+        return pieces
+
+    def take_rows(self, limit: int) -> list[tuple[int, str]]:
+        """Whole rows of about ``limit`` bytes (cut at a line end when there is one), leaving
+        the rest in the buffer."""
+        pieces = []
+        while len(self.buf) >= limit:
+            nl = self.buf.rfind(b"\n", 0, limit)
+            end = nl + 1 if nl >= 0 else limit
+            text = self.decoder.decode(bytes(self.buf[:end])).replace("\0", "\ufffd")
+            pieces.append((self.offset, text))
+            del self.buf[:end]
+            self.offset += end
         return pieces
 
     def rewind(self) -> int:
@@ -110,11 +127,26 @@ class LogWriter:
             "stderr": _Stream("stderr", job.stderr_offset),
         }
         self.stored_at = float("-inf")  # monotonic time of the last store
+        self.max_bytes = int(drs_settings.LOG_MAX_BYTES)
+        self.fed = job.stdout_offset + job.stderr_offset  # bytes of both streams taken in
+        self.dropped = False  # bytes arrived past LOG_MAX_BYTES
+
+    @property
+    def full(self) -> bool:
+        """``LOG_MAX_BYTES`` are in: nothing more will be kept, stop reading."""
+        return self.fed >= self.max_bytes
 
     def feed(self, stream: str, data: bytes) -> None:
         s = self.streams[stream]
         if self.policy == LogPolicy.LOG_NONE:
             s.offset += len(data)
+            return
+        room = self.max_bytes - self.fed
+        if len(data) > room:
+            data = data[: max(0, room)]
+            self.dropped = True
+        self.fed += len(data)
+        if not data:
             return
         if s.since is None:
             s.since = time.monotonic()
@@ -123,6 +155,9 @@ class LogWriter:
 
     def due_in(self) -> float | None:
         """Seconds until the pending batch must be stored (None: nothing pending)."""
+        if self.policy == LogPolicy.LOG_TOTAL:
+            row = int(drs_settings.LOG_ROW_BYTES)
+            return 0.0 if any(len(s.buf) >= row for s in self.streams.values()) else None
         if self.policy != LogPolicy.LOG_LIVE:
             return None
         # A partial line waits for its end: were it due, the runner's loop would spin.
@@ -142,14 +177,15 @@ class LogWriter:
 
     def flush(self, final: bool = False) -> list[Log]:
         """Store what is ready (whole lines; everything when ``final``)."""
-        if self.policy == LogPolicy.LOG_TOTAL and not final:
-            return []
         rows = []
+        limit = int(drs_settings.LOG_ROW_BYTES)
         for s in self.streams.values():
             arrived = s.arrived
-            whole = self.policy == LogPolicy.LOG_TOTAL
-            limit = len(s.buf) + 1 if whole else int(drs_settings.LOG_ROW_BYTES)
-            for offset, text in s.take(final, limit):
+            if self.policy == LogPolicy.LOG_TOTAL and not final:
+                pieces = s.take_rows(limit)
+            else:
+                pieces = s.take(final, limit)
+            for offset, text in pieces:
                 rows.append(
                     Log(
                         job_id=self.job.pk, stream=s.name, content=text, offset=offset, time=arrived
@@ -181,13 +217,10 @@ class LogWriter:
         if self.policy == LogPolicy.LOG_LIVE:
             self.flush()
         for s in self.streams.values():
-            if self.policy == LogPolicy.LOG_TOTAL:
-                s.buf.clear()
-                s.offset = self.job.stdout_offset if s.name == "stdout" else self.job.stderr_offset
-                s.decoder.reset()
-            else:
-                s.rewind()
-        return self.streams["stdout"].offset, self.streams["stderr"].offset
+            s.rewind()
+        out, err = self.streams["stdout"].offset, self.streams["stderr"].offset
+        self.fed = out + err
+        return out, err
 
     def close(self) -> None:
         """The streams ended: store everything left, partial last lines included."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shlex
 import time
 import uuid
 from datetime import timedelta
@@ -25,11 +26,12 @@ from django.utils import timezone
 from . import credentials as secrets
 from . import events
 from .conf import drs_settings
-from .launchers.direct import DirectLauncher
+from .launchers.direct import DirectLauncher, RunDirChanged, Stopped
+from .limits import human_size
 from .logs import LogPolicy, LogWriter, write_notice
 from .models import ACTIVE_STATES, FINAL_STATES, TRANSITIONS, Job, Log, Result, Server, Status
 from .remote import ConnectionLost, Credentials, RemoteError, Target, open_transport
-from .results import collect, new_or_modified
+from .results import collect, delete_files_on_commit, parse_records
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +78,6 @@ def _directory(path: str) -> str:
 
 
 def _argv(job: Job) -> list[str]:
-    import shlex
-
     return shlex.split(job.interpreter.path) + [str(a) for a in job.interpreter.arguments or []]
 
 
@@ -139,9 +139,11 @@ def _lease(job_pk: int, submission: str, options: dict, credential: str) -> tupl
                 f"Job {job.pk} is already {job.status}; cancel it before resubmitting."
             )
         job.logs.all().delete()
-        for result in job.results.all():
-            result.local_file.delete(save=False)
-            result.delete()
+        # The files go once the new run is committed: should the move below fail, the old
+        # rows come back and their files are still there.
+        files = [name for name in job.results.values_list("local_file", flat=True) if name]
+        job.results.all().delete()
+        delete_files_on_commit(files, Result._meta.get_field("local_file").storage)
         run_dir = _run_dir(job, submission)
         move(
             job,
@@ -182,7 +184,7 @@ def credentials_for(
 def connect(server: Server, creds: Credentials, remote: bool = True):
     """A transport to the server; a host key trusted on first use is stored on it."""
     t = open_transport(Target(server.hostname, server.port, server.host_key), creds, remote)
-    new_key = t.pop_new_host_key() if hasattr(t, "pop_new_host_key") else ""
+    new_key = t.pop_new_host_key()
     if new_key and not server.host_key:
         Server.objects.filter(pk=server.pk, host_key="").update(host_key=new_key)
         server.host_key = new_key
@@ -199,6 +201,9 @@ class JobRun:
         self.remote = _is_remote(job)
         self.timed_out = False
         self.cancelled = False
+        self.stopped: Stopped | None = None  # what the last stop of its processes found
+        self.problem = ""  # what the job did to its run directory, if anything
+        self.noted_full = False
         self.started = None  # the launch's own output stream, when it just launched
         self.next_beat = time.monotonic() + float(drs_settings.HEARTBEAT_INTERVAL)
 
@@ -208,21 +213,24 @@ class JobRun:
             transport = connect(job.server, self.creds, self.remote)
             try:
                 self.launcher = DirectLauncher(transport)
+                writer = LogWriter(job, self.options.get("log_policy", LogPolicy.LOG_LIVE))
                 if job.status == Status.submitted:
-                    self._launch()
-                exit_code = self._follow()
+                    # After a lost connection the launch is tried again: it attaches to the
+                    # run if the first attempt started it.
+                    self._retrying(lambda: self._launch(follow=_follows(writer)))
+                exit_code = self._follow(writer)
                 self._finish(exit_code, self._retrying(self._stage_out))
             finally:
                 self.launcher.transport.close()
         except RemoteError as exc:
-            logger.info("Job %s failed: %s", job.pk, exc, exc_info=True)
+            logger.warning("Job %s failed: %s", job.pk, exc)
             self._fail(str(exc))
         except Exception as exc:  # the worker must keep running whatever happens
             logger.exception("Job %s failed", job.pk)
             self._fail(f"Internal error: {type(exc).__name__}: {exc}")
         return {r.remote_filename: r.pk for r in job.results.all()}
 
-    def _launch(self) -> None:
+    def _launch(self, follow: bool) -> None:
         job = self.job
         launched, self.started = self.launcher.launch(
             _directory(job.remote_directory),
@@ -230,6 +238,7 @@ class JobRun:
             job.program.encode(),
             job.run_dir,
             _argv(job),
+            follow=follow,
         )
         now = timezone.now()
         timeout = self.options.get("timeout")
@@ -248,10 +257,14 @@ class JobRun:
         )
         self.options = options
 
-    def _follow(self) -> int | None:
-        """Stream the output until the job is over; survive lost connections."""
+    def _follow(self, writer: LogWriter) -> int | None:
+        """Stream the output until the job is over; survive lost connections.
+
+        Once the log is full (``LOG_MAX_BYTES``), or with ``LOG_NONE``/``LOG_TOTAL``, only
+        the end is awaited; ``LOG_TOTAL`` then reads the output once, after the end.
+        """
         job = self.job
-        writer = LogWriter(job, self.options.get("log_policy", LogPolicy.LOG_LIVE))
+        follow = _follows(writer)
         offsets = (job.stdout_offset, job.stderr_offset)
         lost_at = None
         while True:
@@ -259,10 +272,18 @@ class JobRun:
             # a lost connection) follow the run directory from the stored offsets.
             proc, self.started = self.started, None
             try:
-                proc = proc or self.launcher.stream(job.run_dir, *offsets)
-                self._pump(proc, writer)
+                proc = proc or self.launcher.stream(job.run_dir, *offsets, follow=follow)
+                if self._pump(proc, writer, follow) == FULL:  # from now on only wait
+                    self._note_full(writer)
+                    follow = False
+                    continue
+                exit_code = self._exit_code(proc)
+                if writer.policy == LogPolicy.LOG_TOTAL and not writer.full:
+                    self._read_after_end(writer)
                 writer.close()
-                return self.launcher.exit_code(job.run_dir, proc)
+                if writer.dropped:
+                    self._note_full(writer)
+                return exit_code
             except ConnectionLost as exc:
                 offsets = writer.rewind()
                 lost_at = lost_at or time.monotonic()
@@ -270,6 +291,34 @@ class JobRun:
             finally:
                 if proc is not None:
                     proc.close()
+
+    def _exit_code(self, proc) -> int | None:
+        try:
+            return self.launcher.exit_code(self.job.run_dir, proc)
+        except RunDirChanged as exc:
+            self.problem = str(exc)
+            return None
+
+    def _read_after_end(self, writer: LogWriter) -> None:
+        """``LOG_TOTAL``: the whole output, read once the job is over."""
+        offsets = (writer.streams["stdout"].offset, writer.streams["stderr"].offset)
+        proc = self.launcher.stream(self.job.run_dir, *offsets, follow=True)
+        try:
+            self._pump(proc, writer, follow=True)
+        finally:
+            proc.close()
+
+    def _note_full(self, writer: LogWriter) -> None:
+        if self.noted_full:
+            return
+        self.noted_full = True
+        run = self.job.run_dir
+        write_notice(
+            self.job,
+            f"The log reached {human_size(writer.max_bytes)} (DRS['LOG_MAX_BYTES']): further "
+            f"output is not stored here. The job's whole output stays on the host in {run}/out "
+            f"and {run}/err.",
+        )
 
     def _retrying(self, step):
         """Run ``step()``; after a lost connection, reconnect and run it again."""
@@ -283,7 +332,7 @@ class JobRun:
 
     def _reconnect(self, exc: Exception, lost_at: float) -> None:
         write_notice(self.job, f"Connection lost ({exc}); reconnecting.")
-        getattr(self.launcher.transport, "discard", lambda: None)()
+        self.launcher.transport.discard()
         delay = 0.2
         while True:
             try:
@@ -302,11 +351,23 @@ class JobRun:
         if time.monotonic() >= self.next_beat:
             self._beat()
 
-    def _pump(self, proc, writer: LogWriter) -> None:
+    def _pump(self, proc, writer: LogWriter, follow: bool) -> str:
+        """Hand the output to the writer until the job is over (DONE), or, following, the
+        log is full (FULL); meanwhile store batches, keep the heartbeat and enforce the
+        deadline. Once its processes are stopped (timeout, cancel), a stream that does not
+        end within STREAM_GRACE is given up (STOPPED): the job changed its run directory."""
         job = self.job
         deadline = job.deadline.timestamp() if job.deadline else None
         while not proc.done:
-            waits = [writer.due_in(), self.next_beat - time.monotonic()]
+            if follow and writer.full:
+                return FULL
+            if self.stopped is not None and not self.stopped.left:
+                give_up = self.stopped_at + STREAM_GRACE - time.monotonic()
+                if give_up <= 0:
+                    return STOPPED
+            else:
+                give_up = None
+            waits = [writer.due_in(), self.next_beat - time.monotonic(), give_up]
             if deadline and not self.timed_out:
                 waits.append(deadline - time.time())
             for stream, data in proc.read(max(0.0, min(w for w in waits if w is not None))):
@@ -314,8 +375,17 @@ class JobRun:
             writer.flush_if_due()
             if deadline and not self.timed_out and time.time() >= deadline:
                 self.timed_out = True
-                self.launcher.kill(job.run_dir, float(drs_settings.KILL_GRACE))
+                self._stop()
             self._beat_if_due()
+        return DONE
+
+    def _stop(self) -> Stopped:
+        """Stop the job's processes (TERM, then KILL) and remember what the host said."""
+        self.stopped = self.launcher.kill(
+            self.job.run_dir, float(drs_settings.KILL_GRACE), self.job.pid
+        )
+        self.stopped_at = time.monotonic()
+        return self.stopped
 
     def _beat(self) -> None:
         self.next_beat = time.monotonic() + float(drs_settings.HEARTBEAT_INTERVAL)
@@ -325,7 +395,7 @@ class JobRun:
             and Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
         ):
             self.cancelled = True
-            self.launcher.kill(self.job.run_dir, float(drs_settings.KILL_GRACE))
+            self._stop()
 
     def _stage_out(self) -> list[Result]:
         job = self.job
@@ -333,9 +403,17 @@ class JobRun:
         if patterns is not None and not patterns:
             return []
         directory = self.options.get("directory") or _directory(job.remote_directory)
-        before, after, problems = self.launcher.listing(directory, job.run_dir)
-        for problem in problems:
+        records, truncated, problems = self.launcher.listing(
+            directory, job.run_dir, tick=self._beat_if_due
+        )
+        for problem in problems[:PROBLEMS_SHOWN]:
             write_notice(job, f"Skipped results under {problem}.")
+        if truncated:
+            write_notice(
+                job,
+                "The list of new or modified files is longer than the host may send (32 MiB); "
+                "files past that point were not considered as results.",
+            )
         exclude = {job.remote_filename}
         run_root = job.run_dir.rsplit("/", 1)[0]
         if run_root.startswith(directory.rstrip("/") + "/"):
@@ -344,7 +422,7 @@ class JobRun:
             self.launcher.transport,
             job,
             directory,
-            new_or_modified(before, after),
+            parse_records(records),
             patterns,
             exclude,
             progress=self._beat_if_due,
@@ -356,20 +434,30 @@ class JobRun:
         timeout = self.options.get("timeout")
         if job.cancel_requested:
             # The canceller stops the processes too; make sure none is left before saying so.
-            self.launcher.kill(job.run_dir, float(drs_settings.KILL_GRACE))
-            status, error = Status.cancelled, "Cancelled on request; its processes were stopped."
+            status = Status.cancelled
+            error = f"Cancelled on request; {_stopped_text(self._stop())}."
         elif self.timed_out:
-            status, error = (
-                Status.failure,
-                (f"Timed out after {timeout:g} s; the job's processes were stopped."),
-            )
+            status = Status.failure
+            error = f"Timed out after {timeout:g} s; {_stopped_text(self.stopped)}."
+        elif self.problem:
+            status, error = Status.failure, f"{self.problem}{self._leftovers()}"
         elif exit_code == 0:
             status, error = Status.success, ""
         elif exit_code is None:
-            status, error = Status.failure, "The job ended without an exit status (killed?)."
+            status = Status.failure
+            error = f"The job ended without an exit status (killed?){self._leftovers()}"
         else:
             status, error = Status.failure, f"The program exited with status {exit_code}."
         move(job, status, exit_code=exit_code, error=error)
+
+    def _leftovers(self) -> str:
+        """After an abnormal end: stop what is left of the job; say so if anything was."""
+        stopped = self._stop()
+        if stopped.left:
+            return f"; {stopped.left} of its processes survived SIGKILL."
+        if stopped.stopped:
+            return f"; {stopped.stopped} of its processes were still running and were stopped."
+        return "."
 
     def _fail(self, error: str) -> None:
         job = self.job
@@ -377,6 +465,29 @@ class JobRun:
         if job.status in FINAL_STATES:
             return
         move(job, Status.failure, error=error)
+
+
+PROBLEMS_SHOWN = 20
+STREAM_GRACE = 5.0  # seconds a stream may take to end once the job's processes are gone
+DONE, FULL, STOPPED = "done", "full", "stopped"
+
+
+def _follows(writer: LogWriter) -> bool:
+    """Whether the output is streamed while the job runs."""
+    return writer.policy == LogPolicy.LOG_LIVE and not writer.full
+
+
+def _stopped_text(stopped: Stopped | None) -> str:
+    if stopped is None:
+        return "its processes were stopped"
+    if stopped.left:
+        return f"{stopped.left} of its processes survived SIGKILL and may still run"
+    if not stopped.verified:
+        return (
+            "the processes marked with its run id were stopped, but its pid file was changed: "
+            "other processes of its session could not be checked"
+        )
+    return "its processes were stopped"
 
 
 def _options(timeout, log_policy, store_results, remote, username, key_filename) -> dict:
@@ -498,4 +609,4 @@ def cancel(job_pk: int, password: str | None = None) -> None:
         password = secrets.decrypt(job.credential)
     creds = credentials_for(job, password, opts.get("key_filename"), opts.get("username"))
     with connect(job.server, creds, _is_remote(job)) as t:
-        DirectLauncher(t).kill(job.run_dir, float(drs_settings.KILL_GRACE))
+        DirectLauncher(t).kill(job.run_dir, float(drs_settings.KILL_GRACE), job.pid)

@@ -16,6 +16,11 @@ watcher that reconnects continues exactly where the database stops.
 
 All scripts are fixed POSIX sh text; every value reaches them as a positional argument, never
 spliced into the script, so no field of a job can inject a command.
+
+The job may change anything in its run directory, so what the scripts read there is
+untrusted: files are read with a byte cap (``head -c``) and only when they are regular files,
+numbers are checked, and the wrapper's pid comes from the launch itself, not from the
+``pid`` file, so that a job cannot point a cancel at other processes.
 """
 
 from __future__ import annotations
@@ -25,13 +30,18 @@ from dataclasses import dataclass
 
 from ..remote.base import Process, RemoteError, Transport
 
-# Stage in (always) and launch (mode "launch"). Args: mode dir file run wrapper stream argv...
-# stdin: the program. Prints pid, absolute run dir and absolute directory (each NUL-terminated:
-# paths may hold newlines), then becomes the
-# stream script (on the same channel: no second command to start).
-LAUNCH = r"""
+# One record per directory entry, NUL-terminated: type, size, mtime, ctime, inode, path.
+# A file is new or modified exactly when its record is not in the snapshot taken before launch.
+FIND_RECORDS = r"find . -mindepth 1 -printf '%y %s %T@ %C@ %i %P\0'"
+
+# Stage in (always) and launch (mode "launch"). Args: mode dir file run wrapper stream follow
+# argv... stdin: the program. Prints pid, absolute run dir and absolute directory (each
+# NUL-terminated: paths may hold newlines), then becomes the stream script (on the same
+# channel: no second command to start), following the output or only waiting for the end.
+LAUNCH = (
+    r"""
 set -u
-mode=$1 d=$2 f=$3 run=$4 wrapper=$5 stream=$6; shift 6
+mode=$1 d=$2 f=$3 run=$4 wrapper=$5 stream=$6 follow=$7; shift 7
 case $run in /*) ;; *) run=$PWD/$run ;; esac
 [ "$mode" = launch ] && [ -e "$run" ] && exit 14
 mkdir -p -- "$d" || exit 10
@@ -48,74 +58,124 @@ mkdir -p -- "$tmp" || exit 13
 : > "$tmp/out"; : > "$tmp/err"
 exec 9> "$tmp/lock"
 flock -x 9 || exit 13
-find . -mindepth 1 -printf '%P\0%y\0%s\0%T@\0%C@\0%i\0' > "$tmp/before" 2>/dev/null
+"""
+    + FIND_RECORDS
+    + r""" > "$tmp/before" 2>/dev/null
 if ! mv -T -- "$tmp" "$run" 2>/dev/null; then rm -rf -- "$tmp"; exit 14; fi
 setsid sh -c "$wrapper" sh "$run" "$@" < /dev/null > /dev/null 2>&1 &
 printf '%s\0%s\0%s\0' "$!" "$run" "$PWD"
-exec 9>&- sh -c "$stream" sh "$run" 0 0
+exec 9>&- sh -c "$stream" sh "$run" 0 0 "$follow"
 """
+)
 
 # Runs as the session leader of the job. Args: run argv... ``exit`` is written as the program
-# ends; it is read only once the lock is free, i.e. once both streams are complete.
+# ends; it is read only once the lock is free, i.e. once both streams are complete. The
+# program runs in a subshell so that the shell's report of a signal ("Terminated") goes to
+# /dev/null, never into the job's stderr. DRS_RUN_ID marks every process of the run, also
+# those that leave its session.
 WRAPPER = r"""
 run=$1; shift
 echo $$ > "$run/pid"
 trap : TERM INT HUP
-{ { trap : TERM INT HUP; "$@" < /dev/null 2>&4 4>&- 9>&-; echo $? > "$run/exit"; } \
+DRS_RUN_ID=${run##*/}; export DRS_RUN_ID
+{ { trap : TERM INT HUP; (exec "$@" < /dev/null 2>&4 4>&- 9>&-); echo $? > "$run/exit"; } \
     4>&1 1>&3 2>/dev/null 3>&- 9>&- |
   (trap '' TERM INT HUP; exec cat > "$run/err" 9>&-); } 3>&1 9>&- |
   (trap '' TERM INT HUP; exec cat > "$run/out" 9>&-)
 """
 
-# Stream out/err from byte offsets until the wrapper releases its lock.
-# Args: run stdout_offset stderr_offset. Exit status: the job's, or 255 when unknown.
+# Wait until the wrapper releases its lock; with "follow", stream out/err from byte offsets
+# meanwhile. The lock is opened read-write so that a job that puts a FIFO in its place cannot
+# block the open. Args: run stdout_offset stderr_offset follow|wait. Exit status: the job's, or 255
+# when it is not a plain number from 0 to 255 (``EXIT_CODE`` then says why).
 STREAM = r"""
 cd -- "$1" 2>/dev/null || exit 120
-(flock -s 9) 9< lock & w=$!
-tail -c "+$(($2 + 1))" -F --pid="$w" out 2>/dev/null &
-tail -c "+$(($3 + 1))" -F --pid="$w" err >&2 2>/dev/null &
+(flock -s 9) 9<> lock 2>/dev/null & w=$!
+if [ "$4" = follow ]; then
+  tail -c "+$(($2 + 1))" -F --pid="$w" out 2>/dev/null &
+  tail -c "+$(($3 + 1))" -F --pid="$w" err >&2 2>/dev/null &
+fi
 wait "$w"
-touch out err
-[ -f exit ] && read -r c < exit && exit "$c"
+touch out err 2>/dev/null
+[ -f exit ] && [ ! -L exit ] && c=$(head -c 4 exit 2>/dev/null) || c=
+case $c in ''|*[!0-9]*) exit 255 ;; esac
+[ "$c" -le 255 ] && exit "$c"
 exit 255
 """
 
-# Stop every process of the job's session: TERM, then KILL after the grace period, and
-# return only once none is left (zombies do not count). Args: run grace_tenths.
+# The exit status in the run directory: a number, "missing" or "malformed". Args: run.
+EXIT_CODE = r"""
+f=$1/exit
+[ -e "$f" ] || [ -L "$f" ] || { echo missing; exit 0; }
+[ -f "$f" ] && [ ! -L "$f" ] || { echo malformed; exit 0; }
+c=$(head -c 8 -- "$f")
+case $c in ''|*[!0-9]*) echo malformed ;; *) echo "$c" ;; esac
+"""
+
+# Stop every process of the run: its session, and processes that carry its DRS_RUN_ID (also
+# those that left the session). TERM, then KILL after the grace period; return once none is
+# left (zombies do not count). Args: run grace_tenths [pid of the wrapper, when known].
+# The pid file belongs to the job and may have been changed: it is used only when it names
+# the wrapper itself. Prints "<stopped> <left> <verified>"; exit 3 when some survived.
 KILL = r"""
-cd -- "$1" 2>/dev/null || exit 0
-p=$(cat pid 2>/dev/null) || exit 0
-[ -n "$p" ] || exit 0
+run=$1 grace=$2 p=${3:-} tag=${1##*/}
+verified=1
+if [ -z "$p" ]; then
+  [ -f "$run/pid" ] && [ ! -L "$run/pid" ] && p=$(head -c 16 "$run/pid" 2>/dev/null)
+  case $p in ''|*[!0-9]*) p= ;; esac
+  [ -n "$p" ] && ! grep -qasF -- "$run" "/proc/$p/cmdline" && p=
+  [ -n "$p" ] || verified=0
+fi
+# Session p is ours unless process p is alive and runs something else (a reused pid).
+[ -n "$p" ] && [ -e "/proc/$p" ] && ! grep -qasF -- "$run" "/proc/$p/cmdline" && p=
 members() {
-  for s in /proc/[0-9]*/stat; do
-    read -r l < "$s" 2>/dev/null || continue
-    set -- ${l##*) }
-    s=${s%/stat}
-    [ "$4" = "$p" ] && [ "$1" != Z ] && printf '%s ' "${s#/proc/}"
-  done
+  if [ -n "$p" ]; then
+    for s in /proc/[0-9]*/stat; do
+      read -r l < "$s" 2>/dev/null || continue
+      set -- ${l##*) }
+      s=${s%/stat}
+      [ "$4" = "$p" ] && [ "$1" != Z ] && printf '%s\n' "${s#/proc/}"
+    done
+  fi
+  grep -lszx -- "DRS_RUN_ID=$tag" /proc/[0-9]*/environ | sed 's|^/proc/||; s|/environ$||'
 }
-kill -TERM $(members) 2>/dev/null
+alive() { members | sort -u | grep -vx "$$"; }
+first=$(alive | wc -l)
+kill -TERM $(alive) 2>/dev/null
 i=0
-while [ -n "$(members)" ]; do
-  [ "$i" -ge "$2" ] && kill -KILL $(members) 2>/dev/null
-  [ "$i" -ge $(($2 + 100)) ] && exit 3
+while left=$(alive) && [ -n "$left" ]; do
+  [ "$i" -ge "$grace" ] && kill -KILL $left 2>/dev/null
+  if [ "$i" -ge $((grace + 100)) ]; then
+    echo "$first $(printf '%s\n' "$left" | wc -l) $verified"; exit 3
+  fi
   sleep 0.1; i=$((i + 1))
 done
-exit 0
+echo "$first 0 $verified"
 """
 
-# The snapshot taken before launch, an empty field, then the directory as it is now; what
-# find cannot read (a directory without permission) is named on stderr.
-LISTING = r"""
+# New or modified entries of the directory since the snapshot taken before launch (records
+# of FIND_RECORDS, in C collation order), at most max bytes of them; what find cannot read (a
+# directory without permission) is named on stderr. Args: dir run max.
+LISTING = (
+    r"""
+export LC_ALL=C
 cd -- "$1" || exit 10
-cat -- "$2/before" 2>/dev/null
-printf '\0'
-{ find . -mindepth 1 -printf '%P\0%y\0%s\0%T@\0%C@\0%i\0' 2>&1 >&3 3>&- |
-  sed 's/^find: //' >&2; } 3>&1
+run=$2 max=$3
+t=$(mktemp -d) || exit 11
+trap 'rm -rf -- "$t"' EXIT
+if [ -f "$run/before" ] && [ ! -L "$run/before" ]; then
+  head -c "$max" -- "$run/before" | sort -z > "$t/b"
+else
+  : > "$t/b"
+fi
+"""
+    + FIND_RECORDS
+    + r""" 2> "$t/e" | sort -z > "$t/a"
+comm -z -13 -- "$t/b" "$t/a" | head -c "$((max + 1))"
+sed 's/^find: //' "$t/e" | head -c 65536 >&2
 exit 0
 """
-
-EXIT_CODE = r"""cat -- "$1/exit" 2>/dev/null || exit 1"""
+)
 
 LAUNCH_ERRORS = {
     10: "Cannot create or enter the remote directory {dir!r}",
@@ -125,6 +185,8 @@ LAUNCH_ERRORS = {
     15: "The host lacks flock or setsid (util-linux), needed to run jobs detached",
 }
 ALREADY_LAUNCHED = 14
+LISTING_LIMIT = 32 << 20  # bytes of new-or-modified records read at most
+HEADER_LIMIT = 64 * 1024  # bytes of the launch header read at most
 
 
 def sh(script: str, *args: object) -> list[str]:
@@ -156,12 +218,26 @@ class _Replay(Process):
         self.proc.close()
 
 
+class RunDirChanged(RemoteError):
+    """The job removed or changed what the launcher keeps in its run directory."""
+
+
 @dataclass
 class Launched:
     pid: int | None
     run_dir: str
     directory: str
     attached: bool = False
+
+
+@dataclass
+class Stopped:
+    """What ``kill`` found: processes it stopped, processes left, and whether the job's
+    session was identified from a trusted pid (not only from its run id)."""
+
+    stopped: int
+    left: int
+    verified: bool
 
 
 class DirectLauncher:
@@ -177,13 +253,13 @@ class DirectLauncher:
             interpreter=argv[0] if argv else "",
             code=code,
         )
-        detail = " ".join(stderr.decode(errors="replace").replace("sh: ", "").split())
+        detail = " ".join(stderr[:2000].decode(errors="replace").replace("sh: ", "").split())
         return RemoteError(f"{message}: {detail}" if detail else f"{message}.")
 
     def stage(self, directory: str, filename: str, program: bytes) -> str:
         """Write the program into the directory (created if missing); return its absolute path."""
         res = self.transport.run(
-            sh(LAUNCH, "stage", directory, filename, "-", "", ""), stdin=program, timeout=120
+            sh(LAUNCH, "stage", directory, filename, "-", "", "", ""), stdin=program, timeout=120
         )
         if res.exit_code != 0:
             raise self._failure(res.exit_code, res.stderr, directory, filename, "-", [])
@@ -196,18 +272,23 @@ class DirectLauncher:
         program: bytes,
         run_dir: str,
         argv: list[str],
+        follow: bool = True,
         timeout: float = 120,
     ) -> tuple[Launched, Process | None]:
         """Write the program, start ``argv + [filename]`` detached in ``directory``, and
-        return the launch with the process streaming its output (from offset 0).
+        return the launch with the process that streams its output from offset 0 (with
+        ``follow``) or only waits for its end.
 
         The run directory is published atomically before the program starts: a second
         launch of the same run finds it and returns ``attached=True`` (and no process)
         instead of starting the program twice.
         """
         target = f"./{filename}" if filename.startswith("-") else filename
+        mode = "follow" if follow else "wait"
         proc = self.transport.start(
-            sh(LAUNCH, "launch", directory, filename, run_dir, WRAPPER, STREAM, *argv, target),
+            sh(
+                LAUNCH, "launch", directory, filename, run_dir, WRAPPER, STREAM, mode, *argv, target
+            ),
             stdin=program,
         )
         out, err = bytearray(), bytearray()
@@ -216,6 +297,8 @@ class DirectLauncher:
             while out.count(b"\0") < 3 and not proc.done:
                 if time.monotonic() > deadline:
                     raise RemoteError(f"Starting the job took longer than {timeout:g} s.")
+                if len(out) + len(err) > HEADER_LIMIT:
+                    raise RemoteError("The host's answer to the launch is not the expected one.")
                 for stream, data in proc.read(max(0.0, deadline - time.monotonic())):
                     (out if stream == "stdout" else err).extend(data)
         except BaseException:
@@ -227,40 +310,73 @@ class DirectLauncher:
                 return Launched(None, run_dir, directory, attached=True), None
             raise self._failure(proc.exit_code, bytes(err), directory, filename, run_dir, argv)
         pid, run, cwd, rest = bytes(out).split(b"\0", 3)
+        if not pid.isdigit():
+            proc.close()
+            raise RemoteError(f"The launch reported no process id (got {pid[:40]!r}).")
         # What followed the header is the job's own output, as is all stderr after launch.
         early = [("stdout", rest), ("stderr", bytes(err))]
-        launched = Launched(int(pid), run.decode(), cwd.decode())
+        launched = Launched(int(pid), _text(run), _text(cwd))
         return launched, _Replay(proc, [(s, d) for s, d in early if d])
 
-    def stream(self, run_dir: str, stdout_offset: int, stderr_offset: int) -> Process:
-        """Follow the job's output from the given byte offsets until the job is over."""
-        return self.transport.start(sh(STREAM, run_dir, stdout_offset, stderr_offset))
+    def stream(
+        self, run_dir: str, stdout_offset: int, stderr_offset: int, follow: bool = True
+    ) -> Process:
+        """Follow the job's output from the given byte offsets until the job is over (or,
+        without ``follow``, only wait for that)."""
+        mode = "follow" if follow else "wait"
+        return self.transport.start(sh(STREAM, run_dir, stdout_offset, stderr_offset, mode))
 
     def exit_code(self, run_dir: str, proc: Process) -> int | None:
-        """The job's exit code once ``proc`` (from ``stream``) is done; None if it left none."""
+        """The job's exit code once ``proc`` (from ``stream``) is done; None if it left none.
+
+        RunDirChanged when the run directory is gone or its exit file is not a number.
+        """
         if proc.exit_code == 120:
-            raise RemoteError(f"The run directory {run_dir!r} disappeared from the host.")
+            raise RunDirChanged(f"The run directory {run_dir} disappeared from the host.")
         if proc.exit_code not in (255, -1, None):
             return proc.exit_code
-        res = self.transport.run(sh(EXIT_CODE, run_dir), timeout=60)
-        return int(res.text) if res.exit_code == 0 and res.text.strip().isdigit() else None
+        res = self.transport.run(sh(EXIT_CODE, run_dir), timeout=60, limit=4096)
+        word = res.text.strip()
+        if word == "missing":
+            return None
+        if word.isdigit() and int(word) <= 255:
+            return int(word)
+        raise RunDirChanged(
+            f"The run directory's exit file is not a number ({run_dir}/exit): the job "
+            "changed its run directory"
+        )
 
-    def kill(self, run_dir: str, grace: float) -> None:
-        """Stop the job's whole session; return once the host confirms nothing is left."""
-        res = self.transport.run(sh(KILL, run_dir, max(0, int(grace * 10))), timeout=grace + 60)
-        if res.exit_code != 0:
-            raise RemoteError(f"Processes of the job survived SIGKILL ({run_dir}).")
+    def kill(self, run_dir: str, grace: float, pid: int | None = None) -> Stopped:
+        """Stop the job's processes; return once the host confirms none is left, or says
+        which survived (``Stopped.left``)."""
+        argv = sh(KILL, run_dir, max(0, int(grace * 10)), pid or "")
+        res = self.transport.run(argv, timeout=grace + 60, limit=4096)
+        words = res.text.split()
+        if res.exit_code not in (0, 3) or len(words) != 3 or not all(w.isdigit() for w in words):
+            raise RemoteError(
+                f"Could not stop the job's processes ({run_dir}): {res.error_text[:500]}"
+            )
+        return Stopped(int(words[0]), int(words[1]), words[2] == "1")
 
-    def listing(self, directory: str, run_dir: str) -> tuple[bytes, bytes, list[str]]:
-        """(snapshot before launch, listing now, unreadable parts) of the directory.
+    def listing(self, directory: str, run_dir: str, tick=None) -> tuple[bytes, bool, list[str]]:
+        """(records of the entries new or modified since launch, truncated?, unreadable parts).
 
-        The listings are NUL-terminated fields; see ``results.parse_listing``.
+        The records are FIND_RECORDS's; see ``results.parse_records``.
         """
-        res = self.transport.run(sh(LISTING, directory, run_dir), timeout=300)
+        res = self.transport.run(
+            sh(LISTING, directory, run_dir, LISTING_LIMIT),
+            timeout=600,
+            limit=LISTING_LIMIT + 2 * 65536,
+            tick=tick,
+        )
         if res.exit_code != 0:
             raise RemoteError(f"Cannot list the remote directory {directory!r}: {res.error_text}")
-        out, problems = res.stdout, res.error_text.splitlines()
-        if out.startswith(b"\0"):
-            return b"", out[1:], problems
-        before, _, after = out.partition(b"\0\0")
-        return before + b"\0", after, problems
+        truncated = len(res.stdout) > LISTING_LIMIT
+        return res.stdout[:LISTING_LIMIT], truncated, res.error_text.splitlines()
+
+
+def _text(path: bytes) -> str:
+    try:
+        return path.decode()
+    except UnicodeDecodeError:
+        raise RemoteError(f"The path {path!r} on the host is not valid UTF-8.") from None
