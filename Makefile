@@ -1,4 +1,4 @@
-# Usage: make test [PYTEST_ARGS="-k ssh -x"] | make lint | make venv PYTHON=python3.12
+# Usage: make test [PYTEST_ARGS="-k ssh -x"] | make test-postgres | make lint | make venv PYTHON=python3.12
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # Only the folders that exist (example/ and bench/ come later).
 LINT_PATHS := $(wildcard django_remote_submission tests example bench)
 
-.PHONY: venv sysdeps test lint bench demo clean
+.PHONY: venv sysdeps test test-postgres lint bench demo clean
 
 venv: $(VENV)/.installed
 
@@ -17,14 +17,16 @@ $(VENV)/.installed: $(wildcard requirements*.txt) pyproject.toml setup.py
 	$(PY) -m pip install -r requirements_test.txt
 	touch $@
 
-# Debian packages the tests need: sshd, redis-server, chromium. Installed only when root.
+# Debian packages the tests need: sshd, redis-server, chromium, PostgreSQL. Installed only
+# when root.
 sysdeps:
 	@missing=""; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -z "$$missing" ]; then \
-		echo "sysdeps: sshd, redis-server and chromium present"; \
+		echo "sysdeps: sshd, redis-server, chromium and PostgreSQL present"; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		echo "sysdeps: installing$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; \
@@ -33,8 +35,14 @@ sysdeps:
 		echo "sysdeps: missing$$missing (not root, not installing: tests needing them skip, or fail with CI=true)"; \
 	fi
 
+# The whole suite on SQLite, then the tests marked "postgres" again on a throwaway PostgreSQL
+# (only when no PYTEST_ARGS narrow the run).
 test: sysdeps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@[ -n "$(PYTEST_ARGS)" ] || $(MAKE) --no-print-directory test-postgres
+
+test-postgres: sysdeps venv
+	DRS_TEST_DATABASE=postgres $(PY) -m pytest -m postgres $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)

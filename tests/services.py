@@ -455,9 +455,16 @@ class CeleryWorker:
 
 
 def start_worker(
-    broker: str, concurrency: int = 8, timeout: float = 60, extra_env: dict[str, str] | None = None
+    broker: str,
+    concurrency: int = 8,
+    timeout: float = 60,
+    extra_env: dict[str, str] | None = None,
+    queue: str = "celery",
 ) -> CeleryWorker:
-    """Start a worker for ``tests.celery_app`` and wait until it answers a ping."""
+    """Start a worker for ``tests.celery_app`` and wait until it answers a ping.
+
+    ``queue``: the only queue it consumes (tasks sent with ``apply_async(queue=...)``).
+    """
     import sys
 
     from celery import Celery
@@ -487,6 +494,8 @@ def start_worker(
                 str(concurrency),
                 "-n",
                 node,
+                "-Q",
+                queue,
                 "-l",
                 "info",
                 "--without-gossip",
@@ -529,3 +538,89 @@ def session_alive(sid: int) -> list[int]:
         if fields[0] != "Z" and int(fields[3]) == sid:
             found.append(int(entry))
     return found
+
+
+def postgres_bin() -> str | None:
+    """Usage: ``postgres_bin()``: the bin dir of Debian's newest PostgreSQL, or None."""
+    import glob
+
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4])
+    )
+    return os.path.dirname(found[-1]) if found else None
+
+
+@dataclass
+class PostgresServer:
+    """Usage: ``pg = start_postgres(); pg.url; pg.stop()``: a throwaway cluster."""
+
+    url: str
+    port: int
+    tmp_dir: str
+    bin_dir: str
+
+    def _as_owner(self, argv: list[str]) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+    def stop(self) -> None:
+        """Usage: ``pg.stop()``: stop the server at once and remove its files."""
+        pg_ctl = os.path.join(self.bin_dir, "pg_ctl")
+        argv = self._as_owner(
+            [pg_ctl, "-D", f"{self.tmp_dir}/data", "-m", "immediate", "-w", "stop"]
+        )
+        subprocess.run(argv, capture_output=True, check=False)
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+
+def start_postgres(timeout: float = 30) -> PostgresServer:
+    """Usage: ``pg = start_postgres()``: initdb + pg_ctl start on a free 127.0.0.1 port.
+
+    As root the server runs as the ``postgres`` account (initdb refuses root); trust
+    authentication, fsync off. Raises ServiceUnavailable when PostgreSQL is not installed.
+    """
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        raise ServiceUnavailable("PostgreSQL not found: install postgresql (make sysdeps as root)")
+    tmp = tempfile.mkdtemp(prefix="drs-pg-")
+    port = free_port()
+    server = PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/drs_test", port, tmp, bin_dir)
+    if os.geteuid() == 0:
+        shutil.chown(tmp, "postgres", "postgres")
+    options = (
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp} -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    )
+    steps = [
+        [
+            f"{bin_dir}/initdb",
+            "-D",
+            f"{tmp}/data",
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        ],
+        [
+            f"{bin_dir}/pg_ctl",
+            "-D",
+            f"{tmp}/data",
+            "-l",
+            f"{tmp}/server.log",
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "-o",
+            options,
+            "start",
+        ],
+    ]
+    for argv in steps:
+        done = subprocess.run(server._as_owner(argv), capture_output=True, text=True)
+        if done.returncode:
+            server.stop()
+            raise ServiceUnavailable(f"{argv[0]} failed: {done.stdout}{done.stderr}")
+    return server

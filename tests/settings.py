@@ -11,6 +11,7 @@ workers, daphne) that import these settings share the same files.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import tempfile
@@ -96,7 +97,32 @@ DATABASES = {
     }
 }
 
-MEDIA_ROOT = os.path.join(TEST_TMP, "media")
+# DRS_TEST_DATABASE=postgres: a throwaway PostgreSQL cluster instead (started here once; its
+# URL is exported so that workers started by the tests use the same database).
+if os.environ.get("DRS_TEST_DATABASE") == "postgres":
+    if not os.environ.get("DRS_TEST_DATABASE_URL"):
+        from tests.services import start_postgres
+
+        _pg = start_postgres()
+        atexit.register(_pg.stop)
+        os.environ["DRS_TEST_DATABASE_URL"] = _pg.url
+    from urllib.parse import urlsplit
+
+    _url = urlsplit(os.environ["DRS_TEST_DATABASE_URL"])
+    _name = _url.path.lstrip("/")
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": _name,
+            "USER": _url.username or "postgres",
+            "HOST": _url.hostname,
+            "PORT": _url.port,
+            "TEST": {"NAME": _name},
+        }
+    }
+
+# DRS_TEST_MEDIA: a worker started by a test may store its results elsewhere (a small tmpfs).
+MEDIA_ROOT = os.environ.get("DRS_TEST_MEDIA") or os.path.join(TEST_TMP, "media")
 os.makedirs(MEDIA_ROOT, exist_ok=True)
 STATIC_URL = "/static/"
 USE_TZ = True
@@ -125,6 +151,10 @@ DRS = {
     # Reliability tests shorten the heartbeat so a dead worker is noticed in seconds.
     "HEARTBEAT_INTERVAL": float(os.environ.get("DRS_TEST_HEARTBEAT", "15")),
     "KILL_GRACE": 2.0,
+    # The suite's storage is a temp dir on the machine's disk: no free-space floor there.
+    "STORAGE_MIN_FREE_BYTES": 0,
+    # DRS_TEST_SETTINGS: JSON of more DRS values, for workers that tests start with limits.
+    **json.loads(os.environ.get("DRS_TEST_SETTINGS") or "{}"),
 }
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", "cache+memory://")
 CELERY_TASK_SERIALIZER = "json"

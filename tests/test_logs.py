@@ -56,6 +56,27 @@ def test_invalid_bytes_are_replaced_not_fatal(make_job, submit):
     assert output(job) == "ok \ufffd\ufffd end\n\ufffd"
 
 
+@pytest.mark.postgres
+def test_nul_bytes_become_replacement_characters_on_every_database(make_job, submit):
+    # PostgreSQL's text columns refuse NUL; every database stores U+FFFD in its place, and
+    # the byte offsets still count the program's own bytes.
+    job = make_job("import sys\nsys.stdout.buffer.write(b'a\\x00b\\n\\x00\\x00\\n')")
+    submit(job)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.success, job.error
+    assert output(job) == "a\ufffdb\n\ufffd\ufffd\n"
+    assert job.stdout_offset == 7
+
+
+@pytest.mark.postgres
+def test_nul_bytes_under_log_total(make_job, submit):
+    job = make_job("import sys\nsys.stdout.buffer.write(b'x\\x00y')")
+    submit(job, log_policy=LogPolicy.LOG_TOTAL)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.success, job.error
+    assert output(job) == "x\ufffdy"
+
+
 def test_stdout_and_stderr_are_kept_apart(make_job, submit):
     job = make_job(
         "import sys\nfor i in range(500):\n"

@@ -6,10 +6,12 @@ worker (transactional tests).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 import redis
@@ -40,9 +42,16 @@ def status(job) -> str:
 
 
 def session_pids(sshd) -> list[int]:
-    """The per-connection sshd processes (children of the listening sshd)."""
-    out = subprocess.run(["pgrep", "-P", str(sshd.proc.pid)], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
+    """The per-connection sshd processes (the listening sshd's sshd descendants: the
+    monitor and the unprivileged process of each connection), not the jobs they started."""
+    found, parents = [], [sshd.proc.pid]
+    while parents:
+        argv = ["pgrep", "-x", "-P", str(parents.pop()), "sshd"]
+        out = subprocess.run(argv, capture_output=True, text=True)
+        children = [int(p) for p in out.stdout.split()]
+        found += children
+        parents += children
+    return found
 
 
 def alive(pid: int) -> bool:
@@ -164,3 +173,49 @@ def test_password_is_nowhere_in_redis_or_the_database(make_job, sshd, worker, re
     assert secret.decode() not in worker.log()
     job.refresh_from_db()
     assert job.credential == ""
+
+
+def stored_files(settings, job) -> set[str]:
+    base = Path(settings.MEDIA_ROOT) / "results" / str(job.uuid)
+    return {str(p.relative_to(settings.MEDIA_ROOT)) for p in base.rglob("*") if p.is_file()}
+
+
+def test_cut_connection_during_a_result_copy_leaves_no_partial_file(make_job, sshd, settings):
+    job = make_job(
+        "with open('big.bin', 'wb') as f:\n"
+        "    for _ in range(150):\n        f.write(b'q' * (1 << 20))\n"
+    )
+    partial = Path(settings.MEDIA_ROOT) / "results" / str(job.uuid) / "big.bin"
+    done = threading.Thread(
+        target=runner.submit, args=(job.pk,), kwargs={"password": sshd.password}
+    )
+    done.start()
+    wait_for(partial.exists, timeout=60, interval=0.002, message="the copy began")
+    for pid in session_pids(sshd):  # the link goes down in the middle of the copy
+        os.kill(pid, signal.SIGKILL)
+    done.join(120)
+    assert status(job) == Job.STATUS.success, job.error
+    (result,) = job.results.all()
+    assert result.size == 150 << 20
+    assert result.sha256 == hashlib.sha256(b"q" * (150 << 20)).hexdigest()
+    assert stored_files(settings, job) == {result.local_file.name}
+    assert "Connection lost" in stream(job, "system")
+
+
+def test_old_results_are_deleted_only_once_the_resubmission_commits(make_job, sshd, settings):
+    from django.db import transaction
+
+    job = make_job("open('a.txt', 'w').write('first')")
+    runner.submit(job.pk, password=sshd.password)
+    (first,) = job.results.all()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        runner.lease(job.pk, "another-submission", {}, "")
+        raise RuntimeError("the transaction that replaced them fails")
+    assert stored_files(settings, job) == {first.local_file.name}
+    assert list(job.results.all()) == [first]
+    runner.submit(job.pk, password=sshd.password)  # a resubmission that commits
+    (second,) = job.results.all()
+    assert second.pk != first.pk
+    assert stored_files(settings, job) == {second.local_file.name}
+    with second.local_file.open("rb") as f:
+        assert f.read() == b"first"
