@@ -22,7 +22,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import runner
-from .forms import ServerAdminForm, SubmitForm, can_cancel, queue_cancel
+from .forms import JobAdminForm, ServerAdminForm, SubmitForm, can_cancel, queue_cancel
 from .models import FINAL_STATES, Interpreter, Job, Log, Result, Server, Status
 from .remote import AuthError, Credentials, HostKeyMismatch, HostKeyUnknown, RemoteError
 
@@ -301,6 +301,7 @@ def _status_badge(job: Job) -> str:
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
+    form = JobAdminForm
     list_display = (
         "title",
         "status_badge",
@@ -359,13 +360,18 @@ class JobAdmin(admin.ModelAdmin):
         form = _action_form(request, apply)
         if not (apply and form.is_valid()):
             return _login_page(request, self, form, list(queryset), title, title)
-        queued, skipped = 0, []
+        queued, skipped, errors = 0, [], set()
         for job in queryset.select_related("server"):
             if job.status in allowed:
-                form.submit(job)
-                queued += 1
+                error = form.submit(job).error
+                if error:
+                    errors.add(error)
+                else:
+                    queued += 1
             else:
                 skipped.append(f"{job.title} ({job.get_status_display()})")
+        for error in errors:
+            self.message_user(request, error, messages.ERROR)
         self._report(
             request,
             ngettext("Queued %(count)d job.", "Queued %(count)d jobs.", queued) % {"count": queued},
@@ -395,10 +401,14 @@ class JobAdmin(admin.ModelAdmin):
     @admin.action(description=_("Cancel"))
     def cancel_jobs(self, request, queryset):
         cancelled, skipped = 0, []
+        errors = set()
         for job in queryset:
             if can_cancel(job):
-                queue_cancel(job)
-                cancelled += 1
+                error = queue_cancel(job).error
+                if error:
+                    errors.add(error)
+                else:
+                    cancelled += 1
             else:
                 skipped.append(f"{job.title} ({job.get_status_display()})")
         self._report(
@@ -409,6 +419,8 @@ class JobAdmin(admin.ModelAdmin):
             _("Not running: %(jobs)s."),
             skipped,
         )
+        for error in errors:
+            self.message_user(request, error, messages.ERROR)
 
 
 # --- logs and results ------------------------------------------------------------------------
