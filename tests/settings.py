@@ -116,8 +116,6 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 LOGIN_URL = "drs:login"
 
-REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
-
 DRS = {
     "HOST_KEY_POLICY": "reject",
     # Reliability tests shorten the heartbeat so a dead worker is noticed in seconds.
