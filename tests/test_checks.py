@@ -29,8 +29,7 @@ def celery_state(monkeypatch):
     return use
 
 
-def test_the_test_settings_pass_every_check_but_the_in_memory_layer_warning():
-    # (the test settings keep an in-memory layer: only the browser tests need redis)
+def test_the_test_settings_pass_the_settings_apps_and_celery_checks():
     assert ids(checks.check_settings(None)) == []
     assert ids(checks.check_apps(None)) == []
     assert ids(checks.check_celery(None)) == []
