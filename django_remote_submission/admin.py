@@ -16,13 +16,14 @@ from django.contrib.admin import helpers
 from django.forms.models import BaseInlineFormSet
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import runner
-from .forms import ServerAdminForm, SubmitForm, can_cancel, queue_cancel
+from .forms import JobAdminForm, ServerAdminForm, SubmitForm, can_cancel, queue_cancel
 from .models import FINAL_STATES, Interpreter, Job, Log, Result, Server, Status
 from .remote import AuthError, Credentials, HostKeyMismatch, HostKeyUnknown, RemoteError
 
@@ -283,6 +284,10 @@ class LogInline(ReadOnlyInline):
         return format_html('<pre style="margin:0;white-space:pre-wrap">{}</pre>', obj.content)
 
 
+def _short_time(value) -> str:
+    return formats.date_format(timezone.localtime(value), "Y-m-d H:i:s") if value else "–"
+
+
 def _status_badge(job: Job) -> str:
     colours = {
         "initial": "#98a2b3",
@@ -301,15 +306,17 @@ def _status_badge(job: Job) -> str:
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
+    form = JobAdminForm
+    # Short cells, so that every column shows beside the filters on a 1280 px screen.
     list_display = (
         "title",
         "status_badge",
         "owner",
-        "server",
-        "interpreter",
-        "created",
-        "started_at",
-        "finished_at",
+        "server_title",
+        "interpreter_name",
+        "created_at",
+        "started",
+        "finished",
         "exit_code",
         "live_page",
     )
@@ -348,6 +355,26 @@ class JobAdmin(admin.ModelAdmin):
     def status_badge(self, obj: Job) -> str:
         return _status_badge(obj)
 
+    @admin.display(description=_("server"), ordering="server__title")
+    def server_title(self, obj: Job) -> str:
+        return obj.server.title
+
+    @admin.display(description=_("interpreter"), ordering="interpreter__name")
+    def interpreter_name(self, obj: Job) -> str:
+        return obj.interpreter.name
+
+    @admin.display(description=_("created"), ordering="created")
+    def created_at(self, obj: Job) -> str:
+        return _short_time(obj.created)
+
+    @admin.display(description=_("started"), ordering="started_at")
+    def started(self, obj: Job) -> str:
+        return _short_time(obj.started_at)
+
+    @admin.display(description=_("finished"), ordering="finished_at")
+    def finished(self, obj: Job) -> str:
+        return _short_time(obj.finished_at)
+
     @admin.display(description=_("live page"))
     def live_page(self, obj: Job) -> str:
         if not obj.pk:
@@ -359,13 +386,18 @@ class JobAdmin(admin.ModelAdmin):
         form = _action_form(request, apply)
         if not (apply and form.is_valid()):
             return _login_page(request, self, form, list(queryset), title, title)
-        queued, skipped = 0, []
+        queued, skipped, errors = 0, [], set()
         for job in queryset.select_related("server"):
             if job.status in allowed:
-                form.submit(job)
-                queued += 1
+                error = form.submit(job).error
+                if error:
+                    errors.add(error)
+                else:
+                    queued += 1
             else:
                 skipped.append(f"{job.title} ({job.get_status_display()})")
+        for error in errors:
+            self.message_user(request, error, messages.ERROR)
         self._report(
             request,
             ngettext("Queued %(count)d job.", "Queued %(count)d jobs.", queued) % {"count": queued},
@@ -395,10 +427,14 @@ class JobAdmin(admin.ModelAdmin):
     @admin.action(description=_("Cancel"))
     def cancel_jobs(self, request, queryset):
         cancelled, skipped = 0, []
+        errors = set()
         for job in queryset:
             if can_cancel(job):
-                queue_cancel(job)
-                cancelled += 1
+                error = queue_cancel(job).error
+                if error:
+                    errors.add(error)
+                else:
+                    cancelled += 1
             else:
                 skipped.append(f"{job.title} ({job.get_status_display()})")
         self._report(
@@ -409,6 +445,8 @@ class JobAdmin(admin.ModelAdmin):
             _("Not running: %(jobs)s."),
             skipped,
         )
+        for error in errors:
+            self.message_user(request, error, messages.ERROR)
 
 
 # --- logs and results ------------------------------------------------------------------------

@@ -8,7 +8,12 @@
     drs_settings.HOST_KEY_POLICY
 
 Only the keys a project wants to change need to be given; the rest come from
-``DEFAULTS``. Unknown keys are rejected by a system check (see ``checks.py``).
+``DEFAULTS``. Unknown keys and values of the wrong type are rejected by system checks (see
+``checks.py``).
+
+``redis_channel_layer(url)`` is the ``CHANNEL_LAYERS`` entry the live pages need:
+
+    CHANNEL_LAYERS = {"default": redis_channel_layer("redis://127.0.0.1:6379/1")}
 """
 
 from __future__ import annotations
@@ -68,6 +73,24 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a read from the host (a result file) may wait for data before it fails.
     "HOST_READ_TIMEOUT": 60.0,
 }
+
+
+# channels_redis waits up to 5 s (``RedisChannelLayer.brpop_timeout``) for a message on a
+# redis connection; a socket timeout below that (redis-py 8 defaults to 5 s) drops every idle
+# websocket. Long enough for the wait, short enough to notice a redis that stopped answering.
+REDIS_SOCKET_TIMEOUT = 30.0
+
+
+def redis_channel_layer(url: str, **config: Any) -> dict[str, Any]:
+    """A ``CHANNEL_LAYERS`` entry for ``channels_redis`` whose idle websockets stay open.
+
+    ``url`` is a redis URL; ``config`` adds keys of the layer's ``CONFIG`` (e.g. ``prefix``).
+    """
+    host = {"address": url, "socket_timeout": REDIS_SOCKET_TIMEOUT}
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [host], **config},
+    }
 
 
 class DRSSettings:

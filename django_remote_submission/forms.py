@@ -3,24 +3,36 @@
     form = JobForm(request.POST)
     if form.is_valid():
         job = form.save(owner=request.user)   # the job, queued on commit
+        form.queued.error                      # "" or why it could not be queued
     queue_submit(job, password="...")           # (re)submit an existing job
     queue_cancel(job)
 
 A password is handed to ``submit_job_to_server.delay``, which encrypts it before it reaches
-the broker; it is never stored in clear.
+the broker; it is never stored in clear. When the broker cannot be reached, a job that was
+never run fails at once with the reason, rather than waiting in ``initial`` for a run that
+will not come.
+
+Programs typed into a form arrive with the browser's CRLF line ends: they are stored with
+LF (a program that needs a CR keeps it through the Python API).
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
+from dataclasses import dataclass
 
 from django import forms
 from django.db import transaction
 from django.utils import timezone
+from django.utils.text import normalize_newlines
 from django.utils.translation import gettext_lazy as _
+from kombu.utils.url import maybe_sanitize_url
 
-from . import tasks
+from . import runner, tasks
 from .models import ACTIVE_STATES, FINAL_STATES, Interpreter, Job, Server, Status
+
+logger = logging.getLogger(__name__)
 
 AUTH_PASSWORD = "password"
 AUTH_STORED = "stored"
@@ -52,16 +64,87 @@ def submission_kwargs(job: Job, password: str | None = None, username: str | Non
     return kwargs
 
 
+@dataclass
+class Queued:
+    """What became of a submission queued on commit: ``error`` is why it was not queued."""
+
+    error: str = ""
+
+
+def _not_queued(what: str, exc: Exception) -> str:
+    connection = tasks.submit_job_to_server.app.connection_for_write()
+    broker = maybe_sanitize_url(connection.as_uri(include_password=True))  # password masked
+    logger.warning("Could not queue %s: %s: %s", what, type(exc).__name__, exc)
+    return (
+        f"Could not queue {what}: the Celery broker ({broker}) did not take it "
+        f"({type(exc).__name__}: {exc}). Start the broker and a worker, then submit it again."
+    )
+
+
+def send_submit(job: Job, **kwargs) -> str:
+    """Queue a run of the job now; return "" or why it could not be queued.
+
+    A job that was never run fails with that reason, so that no job waits in ``initial``
+    for a run that will not come.
+    """
+    try:
+        tasks.submit_job_to_server.delay(job.pk, **kwargs)
+    except Exception as exc:  # whatever the broker raised: the job must not be left waiting
+        error = _not_queued("the job", exc)
+        current = Job.objects.get(pk=job.pk)
+        if current.status == Status.initial:
+            try:
+                runner.move(current, Status.failure, error=error)
+            except runner.InvalidTransition:
+                pass  # changed meanwhile: whoever changed it reports on it
+        return error
+    return ""
+
+
+def send_cancel(job: Job) -> str:
+    """Queue a cancel of the job now; return "" or why it could not be queued."""
+    try:
+        tasks.cancel_job.delay(job.pk)
+    except Exception as exc:
+        return _not_queued("the cancel", exc)
+    return ""
+
+
 def queue_submit(
     job: Job, password: str | None = None, username: str | None = None, **options
-) -> None:
+) -> Queued:
     """Queue a run of the job once the current transaction commits."""
     kwargs = {**submission_kwargs(job, password, username), **options}
-    transaction.on_commit(lambda: tasks.submit_job_to_server.delay(job.pk, **kwargs))
+    queued = Queued()
+
+    def send() -> None:
+        queued.error = send_submit(job, **kwargs)
+
+    transaction.on_commit(send)
+    return queued
 
 
-def queue_cancel(job: Job) -> None:
-    transaction.on_commit(lambda: tasks.cancel_job.delay(job.pk))
+def queue_cancel(job: Job) -> Queued:
+    queued = Queued()
+
+    def send() -> None:
+        queued.error = send_cancel(job)
+
+    transaction.on_commit(send)
+    return queued
+
+
+class ProgramField(forms.CharField):
+    """A program typed in a browser: CRLF and lone CR line ends become LF (what a shell or an
+    interpreter on a Linux host expects; bash fails on a CR before the line end). Leading and
+    trailing blanks are kept: they may be part of the program."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("strip", False)
+        super().__init__(**kwargs)
+
+    def to_python(self, value):
+        return normalize_newlines(super().to_python(value))
 
 
 class SubmitForm(forms.Form):
@@ -90,8 +173,8 @@ class SubmitForm(forms.Form):
         if not (user is not None and user.is_staff):
             del self.fields["username"]
 
-    def submit(self, job: Job) -> None:
-        queue_submit(
+    def submit(self, job: Job) -> Queued:
+        return queue_submit(
             job,
             password=self.cleaned_data.get("password") or None,
             username=self.cleaned_data.get("username") or None,
@@ -156,6 +239,7 @@ class JobForm(forms.ModelForm):
             "remote_directory",
             "remote_filename",
         ]
+        field_classes = {"program": ProgramField}
         widgets = {
             "program": forms.Textarea(
                 attrs={"rows": 14, "spellcheck": "false", "class": "drs-code"}
@@ -193,7 +277,8 @@ class JobForm(forms.ModelForm):
         return data
 
     def save(self, owner, commit: bool = True) -> Job:
-        """Create the job for ``owner`` and queue its run (after the transaction commits)."""
+        """Create the job for ``owner`` and queue its run (after the transaction commits);
+        ``self.queued.error`` then says whether it could not be queued."""
         job = super().save(commit=False)
         job.owner = owner
         if commit:
@@ -204,8 +289,17 @@ class JobForm(forms.ModelForm):
             options = {}
             if self.cleaned_data.get("timeout"):
                 options["timeout"] = self.cleaned_data["timeout"]
-            queue_submit(job, password=password, **options)
+            self.queued = queue_submit(job, password=password, **options)
         return job
+
+
+class JobAdminForm(forms.ModelForm):
+    """The admin's job form: the program's line ends as on the pages."""
+
+    class Meta:
+        model = Job
+        fields = "__all__"
+        field_classes = {"program": ProgramField}
 
 
 class ServerAdminForm(forms.ModelForm):

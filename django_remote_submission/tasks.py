@@ -6,6 +6,11 @@
 A ``password`` never travels in clear: ``apply_async`` replaces it with an expiring Fernet
 token (see ``credentials.py``) and hides it from ``argsrepr``/``kwargsrepr``; the worker
 decrypts it just before the task body runs.
+
+In a worker, a run that leaves its job in ``failure`` ends the task with ``JobFailed`` (state
+FAILURE, its message the job's error): Celery's monitoring sees failed jobs. It is an
+expected error (``Task.throws``): logged without traceback, never retried. Called directly or
+eagerly, the tasks return their value as in 2.1.0 (``{}`` for a failed job).
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ import uuid
 
 from celery import Task, shared_task
 from celery.signals import worker_ready, worker_shutdown
+from django.utils import timezone
 
 from . import keys, runner
 from .conf import drs_settings
 from .credentials import decrypt, encrypt, is_token
 from .logs import LogPolicy
+from .models import Job, Status
 
 __all__ = [
+    "JobFailed",
     "LogPolicy",
     "submit_job_to_server",
     "copy_job_to_server",
@@ -35,6 +43,27 @@ __all__ = [
 ]
 
 SECRET_ARGUMENTS = ("password",)
+
+
+class JobFailed(Exception):
+    """A task's job ended in ``failure``; the message names the job and says why."""
+
+
+def _failed_run(task: Task, job_pk, since, submission: str | None = None) -> str | None:
+    """In a worker: the error of the job if this task's run left it failed, else None."""
+    if task.request.called_directly or task.request.is_eager:
+        return None
+    runs = Job.objects.filter(pk=job_pk, status=Status.failure, finished_at__gte=since)
+    if submission is not None:
+        runs = runs.filter(submission=submission)
+    return runs.values_list("error", flat=True).first()
+
+
+def _end(task: Task, job_pk, since, value, submission: str | None = None):
+    error = _failed_run(task, job_pk, since, submission)
+    if error is not None:
+        raise JobFailed(f"Job {job_pk} failed: {error}")
+    return value
 
 
 class SecretArgumentsTask(Task):
@@ -67,7 +96,13 @@ class SecretArgumentsTask(Task):
         return getattr(self.request, "id", None) or uuid.uuid4().hex
 
 
-@shared_task(bind=True, base=SecretArgumentsTask, acks_late=True, reject_on_worker_lost=True)
+@shared_task(
+    bind=True,
+    base=SecretArgumentsTask,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    throws=(JobFailed,),
+)
 def submit_job_to_server(
     self,
     job_pk,
@@ -89,8 +124,10 @@ def submit_job_to_server(
     :param log_policy: ``LogPolicy.LOG_NONE``, ``LOG_LIVE`` or ``LOG_TOTAL``
     :param store_results: fnmatch patterns of result files (``!pattern`` excludes)
     :param remote: False runs the job on the worker's own machine
+    :raises JobFailed: in a worker, when the run leaves the job in ``failure``
     """
-    return runner.submit(
+    since, submission = timezone.now(), self.submission_id()
+    results = runner.submit(
         job_pk,
         password=password,
         public_key_filename=public_key_filename,
@@ -99,11 +136,12 @@ def submit_job_to_server(
         log_policy=log_policy,
         store_results=store_results,
         remote=remote,
-        submission=self.submission_id(),
+        submission=submission,
     )
+    return _end(self, job_pk, since, results, submission)
 
 
-@shared_task(bind=True, base=SecretArgumentsTask)
+@shared_task(bind=True, base=SecretArgumentsTask, throws=(JobFailed,))
 def copy_job_to_server(
     self,
     job_pk,
@@ -116,14 +154,16 @@ def copy_job_to_server(
     remote=True,
 ):
     """Only write the job's program into its remote directory."""
-    return runner.copy(
+    since, submission = timezone.now(), self.submission_id()
+    value = runner.copy(
         job_pk,
         password=password,
         public_key_filename=public_key_filename,
         username=username,
         remote=remote,
-        submission=self.submission_id(),
+        submission=submission,
     )
+    return _end(self, job_pk, since, value, submission)
 
 
 @shared_task(base=SecretArgumentsTask)
@@ -148,10 +188,11 @@ def cancel_job(job_pk, password=None):
     return runner.cancel(job_pk, password=password)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
-def resume_job(job_pk):
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, throws=(JobFailed,))
+def resume_job(self, job_pk):
     """Continue a run whose worker died (its output and results are picked up where they stand)."""
-    return runner.resume(job_pk)
+    since = timezone.now()
+    return _end(self, job_pk, since, runner.resume(job_pk))
 
 
 @shared_task

@@ -33,6 +33,7 @@ from .forms import JobForm, SubmitForm, can_cancel, can_submit, queue_cancel
 from .models import Job, Log, Server
 
 LOG_QUERY_ROWS = 200
+QUEUED = "queued"  # tag of the "queued" notice, which the job page drops once the job runs
 FILE_CHUNK = 256 * 1024
 STREAMS = ("stdout", "stderr", "system")
 
@@ -91,7 +92,14 @@ def job_create(request: HttpRequest) -> HttpResponse:
         form = JobForm(request.POST)
         if form.is_valid():
             job = form.save(owner=request.user)
-            messages.success(request, _("Job “%(title)s” queued.") % {"title": job.title})
+            if form.queued.error:
+                messages.error(request, form.queued.error)
+            else:
+                messages.success(
+                    request,
+                    _("Job “%(title)s” queued.") % {"title": job.title},
+                    extra_tags=QUEUED,
+                )
             return redirect("drs:job-detail", pk=job.pk)
     else:
         initial = {}
@@ -116,8 +124,11 @@ def job_submit(request: HttpRequest, pk: int) -> HttpResponse:
             % {"status": job.get_status_display()},
         )
     elif form.is_valid():
-        form.submit(job)
-        messages.success(request, _("Job queued."))
+        error = form.submit(job).error
+        if error:
+            messages.error(request, error)
+        else:
+            messages.success(request, _("Job queued."), extra_tags=QUEUED)
     return redirect("drs:job-detail", pk=job.pk)
 
 
@@ -125,13 +136,14 @@ def job_submit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     job = _job(request, pk)
-    if can_cancel(job):
-        queue_cancel(job)
-        messages.success(request, _("Cancelling the job."))
-    else:
+    if not can_cancel(job):
         messages.error(
             request, _("The job is %(status)s already.") % {"status": job.get_status_display()}
         )
+    elif error := queue_cancel(job).error:
+        messages.error(request, error)
+    else:
+        messages.success(request, _("Cancelling the job."))
     return redirect("drs:job-detail", pk=job.pk)
 
 

@@ -126,5 +126,5 @@ class Recorder:
 
 
 def fake_tasks() -> SimpleNamespace:
-    """Usage: ``monkeypatch.setattr(api.views, "tasks", fake_tasks())``."""
+    """Usage: ``monkeypatch.setattr(forms, "tasks", fake_tasks())`` (what the API queues)."""
     return SimpleNamespace(submit_job_to_server=Recorder(), cancel_job=Recorder())

@@ -181,6 +181,21 @@ def worker(celery_app, redis_url):
 
 
 @pytest.fixture
+def broker_down(monkeypatch):
+    """Usage: ``def test_x(broker_down)``: ``.delay()`` goes to a port where no broker listens."""
+    from celery import Celery, _state
+
+    from tests.services import free_port
+
+    app = Celery("down", broker=f"redis://127.0.0.1:{free_port()}/0", set_as_current=False)
+    app.conf.broker_connection_retry = False
+    monkeypatch.setattr(_state._tls, "current_app", app)
+    monkeypatch.setattr(_state, "default_app", app)
+    yield app
+    app.close()
+
+
+@pytest.fixture
 def eager():
     """Usage: ``def test_x(eager): task.delay(...)`` runs the task inline (CELERY eager mode)."""
     from tests.celery_app import app

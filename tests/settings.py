@@ -18,6 +18,8 @@ import tempfile
 
 import django
 
+from django_remote_submission.conf import redis_channel_layer
+
 if "DRS_TEST_TMP" not in os.environ:
     os.environ["DRS_TEST_TMP"] = tempfile.mkdtemp(prefix="drs-tests-")
     atexit.register(shutil.rmtree, os.environ["DRS_TEST_TMP"], True)
@@ -39,6 +41,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "django_remote_submission",
 ]
@@ -134,17 +137,10 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "memory://")
 
 # In-memory by default; the browser test's subprocesses (daphne, worker) share a redis layer.
 if os.environ.get("DRS_CHANNEL_REDIS"):
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [os.environ["DRS_CHANNEL_REDIS"]]},
-        }
-    }
+    CHANNEL_LAYERS = {"default": redis_channel_layer(os.environ["DRS_CHANNEL_REDIS"])}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 LOGIN_URL = "drs:login"
-
-REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
 
 DRS = {
     "HOST_KEY_POLICY": "reject",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from django_remote_submission.api import views
+from django_remote_submission import forms
 from django_remote_submission.models import Job, Server
 from tests.api_world import RESULT_BYTES, ROLES, build_world, client, fake_tasks
 
@@ -24,7 +24,7 @@ def world():
 def queued(monkeypatch):
     """The Celery tasks the views queue, recorded instead of sent."""
     tasks = fake_tasks()
-    monkeypatch.setattr(views, "tasks", tasks)
+    monkeypatch.setattr(forms, "tasks", tasks)
     return tasks
 
 
@@ -290,6 +290,24 @@ def test_cancel_queues_the_task(world, queued):
     response = client(world, "owner").post(f"/api/jobs/{world.job.pk}/cancel/")
     assert response.status_code == 202
     assert queued.cancel_job.calls == [((world.job.pk,), {})]
+
+
+def test_submit_the_broker_cannot_take_answers_503_and_the_job_fails_with_the_reason(
+    world, broker_down
+):
+    response = client(world, "owner").post(f"/api/jobs/{world.job.pk}/submit/", {}, format="json")
+    assert response.status_code == 503
+    world.job.refresh_from_db()
+    assert world.job.status == Job.STATUS.failure
+    assert response.json() == {"detail": world.job.error}
+    assert world.job.error.startswith("Could not queue the job: the Celery broker (redis://")
+
+
+def test_a_program_sent_with_crlf_is_stored_with_lf(world, queued):
+    body = {**new_job(world), "program": "echo a\r\necho b\r\n"}
+    response = client(world, "owner").post("/api/jobs/", body, format="json")
+    assert response.status_code == 201
+    assert Job.objects.get(pk=response.json()["id"]).program == "echo a\necho b\n"
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from django_remote_submission.api import views
+from django_remote_submission import forms
 from tests.api_world import build_world, fake_tasks
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.api_urls")]
@@ -35,7 +35,7 @@ CHECKS = [
 
 @pytest.fixture
 def world(monkeypatch):
-    monkeypatch.setattr(views, "tasks", fake_tasks())
+    monkeypatch.setattr(forms, "tasks", fake_tasks())
     return build_world()
 
 

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import Page, expect, sync_playwright
 
 from django_remote_submission.models import FINAL_STATES, Job
@@ -183,3 +184,116 @@ def test_a_user_watches_the_job_run_live_and_downloads_its_result(
         page.locator("[data-role=result]", has_text="out.txt").click()
     assert Path(download.value.path()).read_text() == "result 42\n"
     assert download.value.suggested_filename == "out.txt"
+
+
+def log_in(page: Page, live_site: str, username: str, password: str) -> None:
+    page.goto(live_site + "login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_be_visible()
+
+
+BASH_PROGRAM = """\
+name=world
+for i in 1 2 3; do
+  echo "hello $name $i"
+done
+if [ -n "$name" ]; then
+  echo done
+fi
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bash_program_typed_into_the_form_runs(live_site, tab: Page, sshd, server):
+    page = tab
+    from django.contrib.auth import get_user_model
+
+    login = sshd.password_user or sshd.key_user
+    get_user_model().objects.create_user(login, password="web-pw")
+    if sshd.password is None:
+        server.username, server.private_key = sshd.key_user, sshd.key_text
+        server.save()
+    bash = server.interpreters.get(name="bash")
+    base = sshd.base_dir_pw or sshd.base_dir_key
+    log_in(page, live_site, login, "web-pw")
+
+    page.goto(live_site + "jobs/new/")
+    page.fill("input[name=title]", "bash job")
+    page.select_option("select[name=server]", str(server.pk))
+    page.select_option("select[name=interpreter]", str(bash.pk))
+    page.locator("textarea[name=program]").press_sequentially(BASH_PROGRAM)
+    page.fill("input[name=remote_directory]", f"{base}/{uuid.uuid4().hex[:10]}")
+    if sshd.password:
+        page.check("input[name=auth][value=password]")
+        page.fill("input[name=password]", sshd.password)
+    else:
+        page.check("input[name=auth][value=stored]")
+    page.click("#drs-job-form button[type=submit]")
+
+    badge = page.locator("#drs-job [data-role=status]").first
+    expect(badge).to_have_text("success", timeout=30_000)
+    job = Job.objects.get(title="bash job")
+    assert job.program == BASH_PROGRAM  # the browser sent CRLF; stored as typed, with LF
+    expect(page.locator("#drs-log .drs-stdout")).to_have_text(
+        ["hello world 1\nhello world 2\nhello world 3\ndone\n"]
+    )
+    # A finished job: no "live" mark, no "queued" notice left over from the submission.
+    expect(page.locator("#drs-job [data-role=connection]")).to_be_hidden()
+    expect(page.locator(".drs-message")).to_have_count(0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_api_docs_load_nothing_from_other_hosts(live_site, tab: Page):
+    page = tab
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.create_user("docs-reader", password="pw")
+    log_in(page, live_site, "docs-reader", "pw")
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(live_site + "api/docs/")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Remote submission API")
+    expect(page.locator(".opblock-tag-section").first).to_be_visible()
+    assert requested and all(url.startswith(live_site) for url in requested), requested
+    assert any("/static/drf_spectacular_sidecar/" in url for url in requested)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_job_list_and_the_admin_show_every_column_at_1280_px(
+    live_site, tab: Page, sshd, server
+):
+    page = tab
+    from django.contrib.auth import get_user_model
+
+    staff = get_user_model().objects.create_user(
+        "wide-staff", password="pw", is_staff=True, is_superuser=True
+    )
+    python3 = server.interpreters.get(name="python3")
+    now = timezone.now()
+    for i in range(3):
+        Job.objects.create(
+            title=f"A job with a rather long title, number {i}",
+            program="print(1)",
+            owner=staff,
+            server=server,
+            interpreter=python3,
+            remote_directory="d",
+            remote_filename="job.py",
+            status="cancelled",
+            started_at=now,
+            finished_at=now,
+            exit_code=-15,
+        )
+    page.set_viewport_size({"width": 1280, "height": 800})
+    log_in(page, live_site, "wide-staff", "pw")
+    for path, table in (("", "#drs-jobs"), ("admin/django_remote_submission/job/", "#result_list")):
+        page.goto(live_site + path)
+        last = page.locator(f"{table} thead th").last
+        expect(last).to_be_visible()
+        box = last.bounding_box()
+        container = page.evaluate("document.documentElement.clientWidth")
+        assert box["x"] + box["width"] <= container, (path, box, container)
+        scroll = page.evaluate("document.documentElement.scrollWidth")
+        assert scroll <= container, (path, scroll, container)

@@ -76,6 +76,20 @@ def test_drs_fetch_host_key_shows_and_saves_the_key(server, sshd):
     assert server.host_key == sshd.host_key
 
 
+def test_drs_fetch_host_key_without_save_says_nothing_was_saved(server, sshd):
+    Server.objects.filter(pk=server.pk).update(host_key="")
+    out = io.StringIO()
+    call_command("drs_fetch_host_key", server.title, stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == sshd.host_key
+    assert lines[2] == (
+        "Nothing was saved. Once you have checked the fingerprint, store the key with: "
+        "manage.py drs_fetch_host_key 'test sshd' --save"
+    )
+    server.refresh_from_db()
+    assert server.host_key == ""
+
+
 def test_drs_fetch_host_key_of_an_unknown_server():
     with pytest.raises(CommandError, match="No servers match 'nope'"):
         call_command("drs_fetch_host_key", "nope")

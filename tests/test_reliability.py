@@ -219,3 +219,42 @@ def test_old_results_are_deleted_only_once_the_resubmission_commits(make_job, ss
     assert stored_files(settings, job) == {second.local_file.name}
     with second.local_file.open("rb") as f:
         assert f.read() == b"first"
+
+
+def test_a_failed_job_fails_its_task_in_the_worker_and_leaves_no_secret_in_redis(
+    make_job, sshd, worker, redis_url
+):
+    if sshd.password is None:
+        pytest.skip("needs the password user (root)")
+    from celery.result import AsyncResult
+
+    from django_remote_submission.tasks import JobFailed
+
+    exits = make_job("import sys\nprint('before')\nsys.exit(3)")
+    wrong = "wrong-" + sshd.password
+    refused = make_job("print('never')")
+    a = submit_job_to_server.delay(exits.pk, password=sshd.password)
+    b = submit_job_to_server.delay(refused.pk, password=wrong)
+    with pytest.raises(JobFailed) as failed:
+        a.get(timeout=60)
+    assert str(failed.value) == f"Job {exits.pk} failed: The program exited with status 3."
+    b.get(timeout=60, propagate=False)
+    for result, job in ((a, exits), (b, refused)):
+        state = AsyncResult(result.id)  # as a monitor sees it, from the result backend
+        assert state.state == "FAILURE"
+        job.refresh_from_db()
+        assert job.status == Job.STATUS.failure
+        assert str(state.result) == f"Job {job.pk} failed: {job.error}"
+    assert "uthentication" in refused.error
+    assert f"raised expected: JobFailed('Job {exits.pk} failed" in worker.log()
+    r = redis.Redis.from_url(redis_url)
+    for key in r.scan_iter("*"):
+        dumped = r.dump(key) or b""
+        for secret in (sshd.password.encode(), wrong.encode()):
+            assert secret not in key and secret not in dumped, key
+
+
+def test_a_direct_call_of_a_failing_job_still_returns_a_dict(make_job, sshd, submit):
+    job = make_job("import sys\nsys.exit(3)")
+    assert submit(job) == {}
+    assert status(job) == Job.STATUS.failure

@@ -318,3 +318,113 @@ def test_only_staff_choose_the_login_name(
     with django_capture_on_commit_callbacks(execute=True):
         client.post(reverse("drs:job-submit", args=[job.pk]), {"username": "root"})
     assert "username" not in queued["submit"][0][1]
+
+
+def new_job_form(server, interpreter, **fields) -> dict:
+    return {
+        "title": "crlf",
+        "server": server.pk,
+        "interpreter": interpreter.pk,
+        "program": "print(1)",
+        "remote_directory": "d",
+        "auth": "stored",
+        **fields,
+    }
+
+
+def test_a_program_typed_in_the_form_is_stored_with_lf_line_ends(
+    client, users, local, interpreters, queued
+):
+    client_for(client, users["alice"])
+    program = 'x=1\r\nif [ "$x" = 1 ]; then\r\n  echo one\rfi\r\n'
+    client.post(reverse("drs:job-create"), new_job_form(local, interpreters[1], program=program))
+    assert Job.objects.get().program == 'x=1\nif [ "$x" = 1 ]; then\n  echo one\nfi\n'
+
+
+def test_a_program_saved_in_the_admin_is_stored_with_lf_line_ends(rf, users, make_job):
+    from django.contrib import admin
+
+    job = make_job(users["alice"])
+    request = rf.get("/")
+    request.user = users["staff"]
+    form_class = admin.site._registry[Job].get_form(request, job)
+    form = form_class(
+        {
+            "title": job.title,
+            "owner": job.owner.pk,
+            "server": job.server.pk,
+            "interpreter": job.interpreter.pk,
+            "program": "echo a\r\necho b\r\n",
+            "remote_directory": job.remote_directory,
+            "remote_filename": job.remote_filename,
+        },
+        instance=job,
+    )
+    assert form.is_valid(), form.errors
+    assert form.save().program == "echo a\necho b\n"
+
+
+def test_the_orm_keeps_a_cr_the_program_needs(make_job, users):
+    job = make_job(users["alice"])
+    Job.objects.filter(pk=job.pk).update(program="printf 'a\\rb'\r\n")
+    job.refresh_from_db()
+    assert job.program == "printf 'a\\rb'\r\n"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bash_program_typed_with_crlf_runs(client, users, local, interpreters, tmp_path):
+    from django_remote_submission.tasks import submit_job_to_server
+
+    client_for(client, users["alice"])
+    program = 'for i in 1 2; do\r\n  echo "line $i"\r\ndone\r\n'
+    fields = new_job_form(
+        local, interpreters[1], program=program, remote_directory=str(tmp_path / "job")
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tasks.submit_job_to_server, "delay", lambda *a, **kw: None)
+        client.post(reverse("drs:job-create"), fields)
+    job = Job.objects.get()
+    submit_job_to_server(job.pk, remote=False)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.success, job.error
+    assert "".join(job.logs.filter(stream="stdout").values_list("content", flat=True)) == (
+        "line 1\nline 2\n"
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_the_broker_cannot_take_fails_with_the_reason_and_the_form_says_so(
+    client, users, remote, interpreters, broker_down
+):
+    client_for(client, users["alice"])
+    response = client.post(
+        reverse("drs:job-create"),
+        new_job_form(remote, interpreters[0], auth="password", password="s3cret"),
+        follow=True,
+    )
+    assert response.status_code == 200
+    job = Job.objects.get()
+    assert job.status == Job.STATUS.failure
+    assert job.error.startswith("Could not queue the job: the Celery broker (redis://127.0.0.1:")
+    assert "Start the broker and a worker, then submit it again." in job.error
+    assert "s3cret" not in job.error
+    [message] = response.context["messages"]
+    assert message.level_tag == "error" and str(message) == job.error
+    assert "queued." not in response.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_resubmission_or_cancel_the_broker_cannot_take_leaves_the_job_as_it_was(
+    client, users, make_job, broker_down
+):
+    done = make_job(users["alice"], status="success")
+    client_for(client, users["alice"])
+    response = client.post(reverse("drs:job-submit", args=[done.pk]), follow=True)
+    [message] = response.context["messages"]
+    assert message.level_tag == "error" and "Could not queue the job" in str(message)
+    done.refresh_from_db()
+    assert done.status == Job.STATUS.success
+    Job.objects.filter(pk=done.pk).update(status="running")
+    response = client.post(reverse("drs:job-cancel", args=[done.pk]), follow=True)
+    [message] = response.context["messages"]
+    assert "Could not queue the cancel" in str(message)

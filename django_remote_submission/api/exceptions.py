@@ -1,6 +1,7 @@
 """Errors of the API beyond DRF's own.
 
     raise Conflict("The job is running; cancel it before editing it.")   # -> 409
+    raise NotQueued("Could not queue the job: ...")                      # -> 503
 
 DRF renders it like its own errors: ``{"detail": "..."}``.
 """
@@ -18,3 +19,11 @@ class Conflict(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = _("The object's current state does not allow this.")
     default_code = "conflict"
+
+
+class NotQueued(APIException):
+    """The task queue (Celery's broker) did not take the work (503); nothing was started."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = _("The task queue cannot be reached.")
+    default_code = "not_queued"

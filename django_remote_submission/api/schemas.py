@@ -5,15 +5,17 @@
 
     SchemaView.as_view()    # GET api/schema/: this app's endpoints only, with SCHEMA_SETTINGS
 
-``ApiSchema`` adds the error answers (400, 401, 403, 404, 409, 415) to every operation, so
+``ApiSchema`` adds the error answers (400, 401, 403, 404, 409, 415, 503) to every operation, so
 clients generated from the schema know them and a schema checker can hold the API to them.
 """
 
 from __future__ import annotations
 
+from django.templatetags.static import static
 from django.urls import include, path
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import ResolvedComponent
+from drf_spectacular.settings import patched_settings
 from drf_spectacular.utils import OpenApiResponse
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -71,6 +73,9 @@ class ApiSchema(AutoSchema):
         conflict = getattr(self.view, "conflicts", {}).get(getattr(self.view, "action", None))
         if conflict:
             codes["409"] = (error, conflict)
+        not_queued = getattr(self.view, "queued", {}).get(getattr(self.view, "action", None))
+        if not_queued:
+            codes["503"] = (error, f"The task queue cannot be reached. {not_queued}")
         return codes
 
     def _get_response_bodies(self, direction: str = "response") -> dict:
@@ -219,10 +224,27 @@ class SchemaView(SpectacularAPIView):
         return super().get(request, *args, **kwargs)
 
 
+# Swagger UI without the network: no online validator badge.
+DOCS_SETTINGS = {"SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None}}
+
+
 class DocsView(SpectacularSwaggerView):
-    """Swagger UI for the schema next to it."""
+    """Swagger UI for the schema next to it, from the app's own static files (the
+    ``drf_spectacular_sidecar`` app), so that it works on networks without internet access."""
 
     title = SCHEMA_SETTINGS["TITLE"]
+
+    def get(self, request, *args, **kwargs):
+        with patched_settings(DOCS_SETTINGS):
+            return super().get(request, *args, **kwargs)
+
+    @staticmethod
+    def _swagger_ui_resource(filename: str) -> str:
+        return static(f"drf_spectacular_sidecar/swagger-ui-dist/{filename}")
+
+    @staticmethod
+    def _swagger_ui_favicon() -> str:
+        return static("drf_spectacular_sidecar/swagger-ui-dist/favicon-32x32.png")
 
     def _get_schema_url(self, request) -> str:
         return _prefix(request.path, "docs/") + "schema/"

@@ -6,12 +6,14 @@
     submit_job_to_server.delay(job.pk, **s.validated_data)
 
 Secrets are write-only: a password or a server's private key is accepted, never shown.
+A job's ``program`` is stored with LF line ends (CRLF and lone CR are converted).
 """
 
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import reverse
+from django.utils.text import normalize_newlines
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -141,6 +143,11 @@ class JobSerializer(serializers.ModelSerializer):
             "results_url",
         ]
         read_only_fields = ["status", "exit_code", "error", "started_at", "finished_at"]
+        extra_kwargs = {"program": {"trim_whitespace": False}}  # blanks may be part of it
+
+    def validate_program(self, value: str) -> str:
+        """CRLF and lone CR line ends become LF, as in the forms (the ORM keeps them)."""
+        return normalize_newlines(value)
 
     def validate(self, attrs: dict) -> dict:
         """The interpreter must be offered by the server; the file name must be a plain name."""

@@ -34,9 +34,9 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 
-from .. import tasks
+from ..forms import send_cancel, send_submit
 from ..models import ACTIVE_STATES, Interpreter, Job, Log, Result, Server
-from .exceptions import Conflict
+from .exceptions import Conflict, NotQueued
 from .filters import InterpreterFilter, JobFilter, LogFilter, ResultFilter, ServerFilter
 from .pagination import AfterPagination, StandardPagination
 from .permissions import IsOwnerOrStaff, IsStaffOrReadOnly, visible_to
@@ -74,6 +74,12 @@ class ApiViewMixin:
 
             classes.insert(0, TokenAuthentication)
         return [cls() for cls in classes]
+
+
+def api_action(**kwargs):
+    """DRF's ``@action`` with the app's schema class: ``@extend_schema`` on an action builds
+    on the schema it finds there, else on the project's ``DEFAULT_SCHEMA_CLASS``."""
+    return action(schema=ApiSchema(), **kwargs)
 
 
 @csrf_exempt  # nothing is changed; a CSRF check would answer an HTML 403 instead
@@ -127,6 +133,11 @@ def _refuse_if_active(job: Job, doing: str) -> None:
         )
 
 
+def _queued(error: str) -> None:
+    if error:
+        raise NotQueued(error)
+
+
 class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
     """Programs to run on a server; a user's own jobs (staff: all jobs)."""
 
@@ -143,6 +154,12 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
         "resubmit": "The job has not finished (only success, failure or cancelled jobs can be "
         "resubmitted; use submit for a new job).",
         "cancel": "The job has already finished.",
+    }
+    # action -> what is not done when the task queue cannot be reached (503)
+    queued = {
+        "submit": "Not queued (the job, if it had never run, fails with the reason).",
+        "resubmit": "Not queued; the job is left as it was.",
+        "cancel": "The cancel was not queued; the job goes on.",
     }
 
     def get_queryset(self):
@@ -189,13 +206,13 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
         request=SubmitSerializer,
         responses={202: OpenApiResponse(JobSerializer, "Queued.")},
     )
-    @action(detail=True, methods=["post"])
+    @api_action(detail=True, methods=["post"])
     def submit(self, request, pk=None) -> Response:
         job = self.get_object()
         _refuse_if_active(job, "submitted again")
         body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
-        tasks.submit_job_to_server.delay(job.pk, **body.validated_data)
+        _queued(send_submit(job, **body.validated_data))
         return self._accepted(job)
 
     @extend_schema(
@@ -205,7 +222,7 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
         request=ResubmitSerializer,
         responses={202: OpenApiResponse(JobSerializer, "Queued.")},
     )
-    @action(detail=True, methods=["post"])
+    @api_action(detail=True, methods=["post"])
     def resubmit(self, request, pk=None) -> Response:
         job = self.get_object()
         if not job.is_final:
@@ -217,7 +234,7 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
         body.is_valid(raise_exception=True)
         previous = job.options or {}
         options = {k: previous[k] for k in RESUBMITTED_OPTIONS if previous.get(k) is not None}
-        tasks.submit_job_to_server.delay(job.pk, **options, **body.validated_data)
+        _queued(send_submit(job, **options, **body.validated_data))
         return self._accepted(job)
 
     @extend_schema(
@@ -227,12 +244,12 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
         request=None,
         responses={202: OpenApiResponse(JobSerializer, "Cancellation queued.")},
     )
-    @action(detail=True, methods=["post"])
+    @api_action(detail=True, methods=["post"])
     def cancel(self, request, pk=None) -> Response:
         job = self.get_object()
         if job.is_final:
             raise Conflict(f"The job has already finished ({job.status}).")
-        tasks.cancel_job.delay(job.pk)
+        _queued(send_cancel(job))
         return self._accepted(job)
 
 
@@ -274,7 +291,7 @@ class ResultViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
             )
         },
     )
-    @action(detail=True, methods=["get"])
+    @api_action(detail=True, methods=["get"])
     def download(self, request, pk=None) -> FileResponse:
         result = self.get_object()
         try:

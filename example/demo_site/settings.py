@@ -14,6 +14,8 @@ from urllib.parse import unquote, urlsplit
 import django
 from django.core.exceptions import ImproperlyConfigured
 
+from django_remote_submission.conf import redis_channel_layer
+
 from .env import EXAMPLE_DIR, env
 
 BASE_DIR = EXAMPLE_DIR
@@ -32,10 +34,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "channels",
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_remote_submission",
     "demo_site",
 ]
@@ -118,14 +120,8 @@ REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
-    },
-}
-
-REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
+# A socket timeout longer than channels_redis's wait for messages: idle websockets stay open.
+CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL)}
 
 DRS = {"HOST_KEY_POLICY": env("DRS_HOST_KEY_POLICY", "reject")}
 

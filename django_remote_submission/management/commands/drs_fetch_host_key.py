@@ -6,6 +6,8 @@
 ``<server>`` is a Server id, title or hostname. No login is attempted.
 """
 
+import shlex
+
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 
@@ -40,3 +42,8 @@ class Command(BaseCommand):
             obj.host_key = line
             obj.save(update_fields=["host_key", "modified"])
             self.stdout.write(f"Stored on {obj}.")
+        else:
+            self.stdout.write(
+                f"Nothing was saved. Once you have checked the fingerprint, store the key with: "
+                f"manage.py drs_fetch_host_key {shlex.quote(server)} --save"
+            )

@@ -9,12 +9,26 @@ const MAX_ROWS = 20000; // older rows leave the page (the full log stays downloa
 const root = document.getElementById("drs-job");
 const log = root.querySelector("[data-role=log]");
 const follow = root.querySelector("[data-role=follow]");
+const connection = root.querySelector("[data-role=connection]");
 let status = root.dataset.status;
 let lastId = 0;
 let following = true;
 let converters = newConverters();
 
 formatTimes(root);
+showState();
+
+// A finished job has nothing more to stream: no "live" mark. Once the job runs or has ended,
+// the "queued" notice of the submission that led here is out of date.
+function showState() {
+  connection.hidden = FINAL.has(status);
+  if (status !== "running" && !FINAL.has(status)) return;
+  for (const notice of document.querySelectorAll('.drs-message[data-tags~="queued"]')) {
+    const list = notice.parentElement;
+    notice.remove();
+    if (!list.children.length) list.remove();
+  }
+}
 
 function newConverters() {
   // One converter per stream: a colour set on stdout must not leak into stderr.
@@ -77,10 +91,11 @@ function onStatus(job) {
     refreshResults();
   }
   if (FINAL.has(status) && !FINAL.has(previous)) refreshResults();
+  showState();
 }
 
 connect(root.dataset.ws, {
-  status: root.querySelector("[data-role=connection]"),
+  status: connection,
   query: () => `?after=${lastId}`,
   onMessage(message) {
     if (message.type === "logs") append(message.logs);
