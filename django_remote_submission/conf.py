@@ -30,6 +30,9 @@ DEFAULTS: dict[str, Any] = {
     # Fernet key (urlsafe base64, 32 bytes) for secrets in the broker and the database.
     # Empty: derived from Django's SECRET_KEY.
     "SECRET_KEY": "",
+    # Older Fernet keys that still decrypt (after a rotation; see drs_rotate_secrets). Keys
+    # derived from Django's SECRET_KEY_FALLBACKS are tried too.
+    "SECRET_KEY_FALLBACKS": [],
     # Lifetime of an encrypted password travelling through the broker, in seconds: a task
     # waiting longer in the queue fails with a clear error. (The copy a running job keeps
     # to resume after a crash lives as long as the run and is dropped at its end.)
@@ -118,7 +121,7 @@ drs_settings = DRSSettings()
 
 
 def _reload(*, setting: str, **kwargs: Any) -> None:
-    if setting in ("DRS", "SECRET_KEY"):
+    if setting in ("DRS", "SECRET_KEY", "SECRET_KEY_FALLBACKS"):
         drs_settings.reload()
 
 

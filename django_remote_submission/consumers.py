@@ -50,8 +50,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.db.models.functions import Length
 from django.urls import NoReverseMatch, reverse
 
-from . import events
-from .models import FINAL_STATES, Job, Log
+from . import events, policy
+from .models import FINAL_STATES, Log
 
 logger = logging.getLogger(__name__)
 
@@ -74,22 +74,23 @@ def _job_message(payload: dict) -> dict:
     return {"type": "status", "job": {**payload, "url": job_url(payload["id"])}}
 
 
+@database_sync_to_async
 def _groups_of(user) -> list[str]:
     # Staff watch every job; ``events.staff_group`` is where every status change goes.
-    if user.is_staff and hasattr(events, "staff_group"):
+    if policy.sees_every_job(user):
         return [events.staff_group()]
     return [events.user_group(user.pk)]
 
 
 @database_sync_to_async
 def _latest_jobs(user) -> list[dict]:
-    jobs = Job.objects.visible_to(user).order_by("-created")[:LATEST_JOBS]
+    jobs = policy.visible_jobs(user).order_by("-created")[:LATEST_JOBS]
     return [_job_message(events.job_payload(job))["job"] for job in jobs]
 
 
 @database_sync_to_async
 def _visible_job(user, pk: int) -> dict | None:
-    job = Job.objects.visible_to(user).filter(pk=pk).first()
+    job = policy.visible_jobs(user).filter(pk=pk).first()
     return events.job_payload(job) if job else None
 
 
@@ -149,7 +150,7 @@ class JobUserConsumer(_AuthorisedConsumer):
             await self.refuse(CLOSE_UNAUTHENTICATED)
             return
         # Join before reading, so that no change falls between the list and the live feed.
-        await self.join(_groups_of(user))
+        await self.join(await _groups_of(user))
         await self.accept()
         await self.send_json({"type": "jobs", "jobs": await _latest_jobs(user)})
 

@@ -1,137 +1,32 @@
-"""Forms of the pages and the admin, and the two things they queue: a run and a cancel.
+"""Forms of the pages and the admin. What they ask for is handed to ``services``.
 
-    form = JobForm(request.POST)
+    form = JobForm(request.POST, user=request.user)
     if form.is_valid():
-        job = form.save(owner=request.user)   # the job, queued on commit
-        form.queued.error                      # "" or why it could not be queued
-    queue_submit(job, password="...")           # (re)submit an existing job
-    queue_cancel(job)
+        job, queued = form.save(request=request)   # created, queued on commit
+        queued.error                                # "" or why it could not be queued
+    SubmitForm(request.POST, user=request.user)     # the login of a (re)submission
 
-A password is handed to ``submit_job_to_server.delay``, which encrypts it before it reaches
-the broker; it is never stored in clear. When the broker cannot be reached, a job that was
-never run fails at once with the reason, rather than waiting in ``initial`` for a run that
-will not come.
-
-Programs typed into a form arrive with the browser's CRLF line ends: they are stored with
-LF (a program that needs a CR keeps it through the Python API).
+Only the servers a user may use are offered (``policy.usable_servers``); the login name field
+is shown only to users who may choose it. Programs typed into a form arrive with the
+browser's CRLF line ends: they are stored with LF (a program that needs a CR keeps it
+through the Python API).
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
-from dataclasses import dataclass
 
 from django import forms
-from django.db import transaction
 from django.utils import timezone
 from django.utils.text import normalize_newlines
 from django.utils.translation import gettext_lazy as _
-from kombu.utils.url import maybe_sanitize_url
 
-from . import runner, tasks
-from .models import ACTIVE_STATES, FINAL_STATES, Interpreter, Job, Server, Status
-
-logger = logging.getLogger(__name__)
+from . import policy, services
+from .credentials import UNREADABLE, is_unreadable
+from .models import Interpreter, Job, Server, ServerAccount
 
 AUTH_PASSWORD = "password"
 AUTH_STORED = "stored"
-
-
-def can_submit(job: Job) -> bool:
-    """A job is (re)submitted from its initial or a final state, never while it runs."""
-    return job.status == Status.initial or job.status in FINAL_STATES
-
-
-def can_cancel(job: Job) -> bool:
-    return job.status == Status.initial or job.status in ACTIVE_STATES
-
-
-def submission_kwargs(job: Job, password: str | None = None, username: str | None = None) -> dict:
-    """Arguments of ``submit_job_to_server``: the job's last options, a password, a login."""
-    options = job.options or {}
-    kwargs: dict = {"remote": not job.server.local}
-    for name in ("timeout", "log_policy", "store_results"):
-        if options.get(name) is not None:
-            kwargs[name] = options[name]
-    if options.get("key_filename"):
-        kwargs["public_key_filename"] = options["key_filename"]
-    username = username or options.get("username")
-    if username:
-        kwargs["username"] = username
-    if password:
-        kwargs["password"] = password
-    return kwargs
-
-
-@dataclass
-class Queued:
-    """What became of a submission queued on commit: ``error`` is why it was not queued."""
-
-    error: str = ""
-
-
-def _not_queued(what: str, exc: Exception) -> str:
-    connection = tasks.submit_job_to_server.app.connection_for_write()
-    broker = maybe_sanitize_url(connection.as_uri(include_password=True))  # password masked
-    logger.warning("Could not queue %s: %s: %s", what, type(exc).__name__, exc)
-    return (
-        f"Could not queue {what}: the Celery broker ({broker}) did not take it "
-        f"({type(exc).__name__}: {exc}). Start the broker and a worker, then submit it again."
-    )
-
-
-def send_submit(job: Job, **kwargs) -> str:
-    """Queue a run of the job now; return "" or why it could not be queued.
-
-    A job that was never run fails with that reason, so that no job waits in ``initial``
-    for a run that will not come.
-    """
-    try:
-        tasks.submit_job_to_server.delay(job.pk, **kwargs)
-    except Exception as exc:  # whatever the broker raised: the job must not be left waiting
-        error = _not_queued("the job", exc)
-        current = Job.objects.get(pk=job.pk)
-        if current.status == Status.initial:
-            try:
-                runner.move(current, Status.failure, error=error)
-            except runner.InvalidTransition:
-                pass  # changed meanwhile: whoever changed it reports on it
-        return error
-    return ""
-
-
-def send_cancel(job: Job) -> str:
-    """Queue a cancel of the job now; return "" or why it could not be queued."""
-    try:
-        tasks.cancel_job.delay(job.pk)
-    except Exception as exc:
-        return _not_queued("the cancel", exc)
-    return ""
-
-
-def queue_submit(
-    job: Job, password: str | None = None, username: str | None = None, **options
-) -> Queued:
-    """Queue a run of the job once the current transaction commits."""
-    kwargs = {**submission_kwargs(job, password, username), **options}
-    queued = Queued()
-
-    def send() -> None:
-        queued.error = send_submit(job, **kwargs)
-
-    transaction.on_commit(send)
-    return queued
-
-
-def queue_cancel(job: Job) -> Queued:
-    queued = Queued()
-
-    def send() -> None:
-        queued.error = send_cancel(job)
-
-    transaction.on_commit(send)
-    return queued
 
 
 class ProgramField(forms.CharField):
@@ -148,47 +43,55 @@ class ProgramField(forms.CharField):
 
 
 class SubmitForm(forms.Form):
-    """Login for a (re)submission; both blank: the server's stored key or the worker's keys.
+    """Login for a (re)submission. No password: the key made for the user's own account on
+    the server, else the server's shared login where the policy allows it.
 
-    Only staff may choose the login name: everyone else logs in as the server's login name
-    or their own username, so a blank password can never open another account with a key
+    Only users with the permission ``choose_login`` see the login name field: everyone else
+    logs in as themselves, so a blank password can never open another account with a key
     the worker holds.
     """
 
     username = forms.CharField(
         label=_("Login name"),
         required=False,
-        help_text=_("Blank: the server's login name, else your username."),
+        help_text=_("Blank: your own login on the server."),
     )
     password = forms.CharField(
         label=_("Password"),
         required=False,
         strip=False,
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
-        help_text=_("Blank: log in with the server's stored key or the worker's keys."),
+        help_text=_("Blank: your SSH key for this server (see “My SSH keys”)."),
     )
 
     def __init__(self, *args, user=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if not (user is not None and user.is_staff):
+        self.user = user
+        if user is None or not policy.may_choose_login(user):
             del self.fields["username"]
 
-    def submit(self, job: Job) -> Queued:
-        return queue_submit(
-            job,
-            password=self.cleaned_data.get("password") or None,
-            username=self.cleaned_data.get("username") or None,
-        )
+    def login(self) -> dict:
+        """The ``services.submit`` keywords of what was entered."""
+        return {
+            "password": self.cleaned_data.get("password") or None,
+            "username": self.cleaned_data.get("username") or None,
+        }
 
 
 class InterpreterSelect(forms.Select):
-    """Options carry the ids of the servers that offer them (``data-servers="1 3"``)."""
+    """Options carry the ids of the servers that offer them (``data-servers="1 3"``), among
+    ``offered_on`` (the servers the form offers)."""
+
+    offered_on: set[int] | None = None
 
     def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
         option = super().create_option(name, value, label, selected, index, subindex, attrs)
         instance = getattr(value, "instance", None)
         if instance is not None:
-            option["attrs"]["data-servers"] = " ".join(str(s.pk) for s in instance.servers.all())
+            ids = [s.pk for s in instance.servers.all()]
+            if self.offered_on is not None:
+                ids = [pk for pk in ids if pk in self.offered_on]
+            option["attrs"]["data-servers"] = " ".join(map(str, ids))
         return option
 
 
@@ -204,13 +107,13 @@ class ServerSelect(forms.Select):
 
 
 class JobForm(forms.ModelForm):
-    """A new job: what to run, where, and how to log in."""
+    """A new job of ``user``: what to run, where, and how to log in."""
 
     auth = forms.ChoiceField(
         label=_("Log in with"),
         choices=[
-            (AUTH_PASSWORD, _("a password")),
-            (AUTH_STORED, _("the stored credential (server key or the worker's keys)")),
+            (AUTH_PASSWORD, _("my password")),
+            (AUTH_STORED, _("my SSH key for this server (or its shared login, where allowed)")),
         ],
         initial=AUTH_PASSWORD,
         widget=forms.RadioSelect,
@@ -248,15 +151,20 @@ class JobForm(forms.ModelForm):
             "interpreter": InterpreterSelect,
         }
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, user, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["server"].queryset = Server.objects.order_by("title")
-        self.fields["interpreter"].queryset = Interpreter.objects.prefetch_related("servers")
+        self.user = user
+        servers = policy.usable_servers(user).order_by("title")
+        self.fields["server"].queryset = servers
+        self.fields["interpreter"].queryset = (
+            Interpreter.objects.filter(servers__in=servers).distinct().prefetch_related("servers")
+        )
+        self.fields["interpreter"].widget.offered_on = set(servers.values_list("pk", flat=True))
         self.fields["remote_filename"].required = False
         self.fields["remote_filename"].help_text = _("Blank: job.py, job.sh or job.")
         if not self.is_bound:
             self.initial.setdefault("title", timezone.localtime().strftime("Job %Y-%m-%d %H:%M"))
-            self.initial.setdefault("server", self.fields["server"].queryset.first())
+            self.initial.setdefault("server", servers.first())
             self.initial.setdefault("remote_directory", f"drs-jobs/{uuid.uuid4().hex[:8]}")
 
     def clean(self) -> dict:
@@ -267,30 +175,35 @@ class JobForm(forms.ModelForm):
             data["remote_filename"] = (
                 "job.py" if "python" in words else "job.sh" if "sh" in words else "job"
             )
-        if (
-            server
-            and not server.local
-            and data.get("auth") == AUTH_PASSWORD
-            and not data.get("password")
-        ):
-            self.add_error("password", _("Enter the password, or use the stored credential."))
+        if server is None:
+            return data
+        password = self._password(data)
+        if data.get("auth") == AUTH_PASSWORD and not password and not server.local:
+            self.add_error("password", _("Enter your password, or log in with your SSH key."))
+        if self.errors:
+            return data
+        try:
+            policy.decide(self.user, server, password=bool(password))
+        except policy.Refused as exc:
+            self.add_error(None, str(exc))
         return data
 
-    def save(self, owner, commit: bool = True) -> Job:
-        """Create the job for ``owner`` and queue its run (after the transaction commits);
-        ``self.queued.error`` then says whether it could not be queued."""
-        job = super().save(commit=False)
-        job.owner = owner
-        if commit:
-            job.save()
-            password = None
-            if self.cleaned_data.get("auth") == AUTH_PASSWORD:
-                password = self.cleaned_data.get("password") or None
-            options = {}
-            if self.cleaned_data.get("timeout"):
-                options["timeout"] = self.cleaned_data["timeout"]
-            self.queued = queue_submit(job, password=password, **options)
-        return job
+    @staticmethod
+    def _password(data: dict) -> str | None:
+        return data.get("password") or None if data.get("auth") == AUTH_PASSWORD else None
+
+    def save(self, request=None) -> tuple[Job, services.Queued]:
+        """Create the job and queue its run (after the transaction commits)."""
+        fields = {name: self.cleaned_data[name] for name in self.Meta.fields}
+        job = services.create(self.user, request=request, **fields)
+        queued = services.submit(
+            job,
+            self.user,
+            password=self._password(self.cleaned_data),
+            timeout=self.cleaned_data.get("timeout"),
+            request=request,
+        )
+        return job, queued
 
 
 class JobAdminForm(forms.ModelForm):
@@ -334,7 +247,10 @@ class ServerAdminForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.initial.pop("private_key", None)
         self.initial.pop("private_key_passphrase", None)
-        if self.instance.pk and self.instance.private_key:
+        stored = self.instance.private_key if self.instance.pk else ""
+        if is_unreadable(stored):
+            self.fields["private_key"].widget.attrs["placeholder"] = f"({UNREADABLE})"
+        elif stored:
             self.fields["private_key"].widget.attrs["placeholder"] = _(
                 "(a key is stored: leave blank to keep it)"
             )
@@ -348,3 +264,22 @@ class ServerAdminForm(forms.ModelForm):
             elif not data.get(name) and stored is not None:
                 data[name] = getattr(stored, name)
         return data
+
+
+class AccountForm(forms.ModelForm):
+    """A user's login name on one server (the key is made and installed by the keys page)."""
+
+    class Meta:
+        model = ServerAccount
+        fields = ["username"]
+
+
+class InstallKeyForm(forms.Form):
+    """The password that installs a key on the host, once."""
+
+    password = forms.CharField(
+        label=_("Password"),
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        help_text=_("Used once to add the key to ~/.ssh/authorized_keys; never stored."),
+    )

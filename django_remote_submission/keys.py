@@ -1,18 +1,28 @@
-"""Add or remove this worker's public key in a host's ``~/.ssh/authorized_keys``.
+"""SSH keys in a host's ``~/.ssh/authorized_keys``: the worker's, and each user's own.
 
-    keys.deploy("ada", "password", "hpc.example.org")   # later jobs log in with the key
+    keys.deploy("ada", "password", "hpc.example.org")   # the worker's key (2.1.0's API)
     keys.remove("ada", None, "hpc.example.org")
 
+    keys.generate(account)                # a key pair for a user's ServerAccount
+    keys.install(account, "password")     # its public part on the host, with the password
+    keys.uninstall(account)               # off the host (logging in with the key itself)
+
 The file is edited in place: other keys, its owner and its mode are kept; ``~/.ssh`` and the
-file are created 0700 / 0600 when missing. A key already present is not added twice.
+file are created 0700 / 0600 when missing. A key already present is not added twice. A
+user's private key is made here (ed25519), stored encrypted and never shown.
 """
 
 from __future__ import annotations
 
 import os
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.utils import timezone
+
+from .connections import connect
 from .launchers.direct import sh
-from .models import Server
+from .models import Server, ServerAccount
 from .remote import Credentials, RemoteError, Target, open_transport
 
 ADD = r"""
@@ -54,8 +64,6 @@ def public_key(filename: str | None = None) -> tuple[str, str]:
 
 
 def _transport(username, password, hostname, port, remote, key_filename=None):
-    from .runner import connect
-
     server = Server.objects.filter(hostname=hostname, port=port).first()
     # Without a password, log in with the key itself (it must be deployed already).
     creds = Credentials(
@@ -114,3 +122,60 @@ def remove(
         remote,
         login_key=public_key_filename,
     )
+
+
+# --- a user's own key ---------------------------------------------------------------------
+
+
+def generate(account: ServerAccount) -> str:
+    """Make a new key pair for ``account`` (replacing any); return its public line."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    comment = f"django-remote-submission:{account.user.get_username()}@{account.server.title}"
+    account.private_key = private
+    account.public_key = f"{public} {'-'.join(comment.split())}"
+    account.installed = None
+    account.save(update_fields=["private_key", "public_key", "installed", "modified"])
+    return account.public_key
+
+
+def _account_edit(account: ServerAccount, script: str, verb: str, creds: Credentials) -> None:
+    words = account.public_key.split()
+    server = account.server
+    with connect(server, creds, remote=not server.local) as t:
+        res = t.run(sh(script, account.public_key, words[1]), timeout=60)
+    if res.exit_code:
+        raise RemoteError(f"Could not {verb} the key on {server.title}: {res.error_text}")
+
+
+def install(account: ServerAccount, password: str) -> None:
+    """Add the account's public key on its server, logging in once with ``password``."""
+    if not account.public_key:
+        raise RemoteError("Make a key first.")
+    _account_edit(account, ADD, "add", Credentials(account.login, password=password))
+    account.installed = timezone.now()
+    account.save(update_fields=["installed", "modified"])
+
+
+def uninstall(account: ServerAccount, password: str | None = None) -> None:
+    """Remove the account's public key from its server (logging in with ``password``, else
+    with the key itself) and forget the key pair."""
+    if account.public_key:
+        creds = (
+            Credentials(account.login, password=password)
+            if password
+            else Credentials(account.login, key_text=account.private_key)
+        )
+        _account_edit(account, REMOVE, "remove", creds)
+    account.private_key = account.public_key = ""
+    account.installed = None
+    account.save(update_fields=["private_key", "public_key", "installed", "modified"])

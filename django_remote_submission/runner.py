@@ -26,11 +26,13 @@ from django.utils import timezone
 from . import credentials as secrets
 from . import events
 from .conf import drs_settings
+from .connections import connect, credentials_for
 from .launchers.direct import DirectLauncher, RunDirChanged, Stopped
 from .limits import human_size
 from .logs import LogPolicy, LogWriter, write_notice
-from .models import ACTIVE_STATES, FINAL_STATES, TRANSITIONS, Job, Log, Result, Server, Status
-from .remote import ConnectionLost, Credentials, RemoteError, Target, open_transport
+from .models import ACTIVE_STATES, FINAL_STATES, TRANSITIONS, Event, Job, Log, Result, Status
+from .policy import LOGIN_WITH
+from .remote import ConnectionLost, Credentials, RemoteError
 from .results import collect, delete_files_on_commit, parse_records
 
 logger = logging.getLogger(__name__)
@@ -42,19 +44,34 @@ class InvalidTransition(Exception):
     pass
 
 
-def move(job: Job, to: str, **fields) -> None:
-    """Change the job's state (a conditional update, so a concurrent change is detected)."""
+def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> None:
+    """Change the job's state (a conditional update, so a concurrent change is detected) and
+    record it in the audit trail (``login``: the login the run used; ``actor``: who asked,
+    None for a worker)."""
     if to not in TRANSITIONS[job.status]:
         raise InvalidTransition(f"A job cannot go from {job.status} to {to}.")
     now = timezone.now()
     if to in FINAL_STATES:
         fields.setdefault("finished_at", now)
         fields.setdefault("credential", "")
-    updated = Job.objects.filter(pk=job.pk, status=job.status).update(
-        status=to, modified=now, **fields
-    )
-    if not updated:
-        raise InvalidTransition(f"Job {job.pk} changed state under us (was {job.status}).")
+    with transaction.atomic():
+        updated = Job.objects.filter(pk=job.pk, status=job.status).update(
+            status=to, modified=now, **fields
+        )
+        if not updated:
+            raise InvalidTransition(f"Job {job.pk} changed state under us (was {job.status}).")
+        Event.objects.create(
+            time=now,
+            action=Event.Action.state,
+            job_id=job.pk,
+            job_title=job.title[:250],
+            server_id=job.server_id,
+            actor=actor,
+            from_state=job.status,
+            to_state=to,
+            login=login[:150],
+            reason=fields.get("error", ""),
+        )
     job.status, job.modified = to, now
     for name, value in fields.items():
         setattr(job, name, value)
@@ -166,31 +183,6 @@ def _lease(job_pk: int, submission: str, options: dict, credential: str) -> tupl
         return job, True
 
 
-def credentials_for(
-    job: Job, password: str | None, key_filename: str | None, username: str | None
-) -> Credentials:
-    server = job.server
-    login = username or server.username or job.owner.get_username()
-    return Credentials(
-        login,
-        password=password or None,
-        key_filename=key_filename or None,
-        key_text=server.private_key or None,
-        passphrase=server.private_key_passphrase or None,
-        use_agent=server.use_agent,
-    )
-
-
-def connect(server: Server, creds: Credentials, remote: bool = True):
-    """A transport to the server; a host key trusted on first use is stored on it."""
-    t = open_transport(Target(server.hostname, server.port, server.host_key), creds, remote)
-    new_key = t.pop_new_host_key()
-    if new_key and not server.host_key:
-        Server.objects.filter(pk=server.pk, host_key="").update(host_key=new_key)
-        server.host_key = new_key
-    return t
-
-
 class JobRun:
     """One run of one job, from wherever it stands to a final state."""
 
@@ -248,6 +240,7 @@ class JobRun:
         move(
             job,
             Status.running,
+            login="" if not self.remote else self.creds.username,
             pid=launched.pid,
             run_dir=launched.run_dir,
             started_at=now,
@@ -490,7 +483,11 @@ def _stopped_text(stopped: Stopped | None) -> str:
     return "its processes were stopped"
 
 
-def _options(timeout, log_policy, store_results, remote, username, key_filename) -> dict:
+def _options(
+    timeout, log_policy, store_results, remote, username, key_filename, login_with=None
+) -> dict:
+    if login_with is not None and login_with not in LOGIN_WITH:
+        raise ValueError(f"Unknown login_with {login_with!r}: use one of {', '.join(LOGIN_WITH)}.")
     return {
         "timeout": _seconds(timeout),
         "log_policy": LogPolicy.validate(log_policy),
@@ -498,6 +495,7 @@ def _options(timeout, log_policy, store_results, remote, username, key_filename)
         "remote": bool(remote),
         "username": username,
         "key_filename": key_filename,
+        "login_with": login_with,
     }
 
 
@@ -511,12 +509,17 @@ def submit(
     store_results: list[str] | None = None,
     remote: bool = True,
     submission: str | None = None,
+    login_with: str | None = None,
 ) -> dict[str, int]:
-    """Run the job to its end; return ``{remote_filename: result pk}``."""
+    """Run the job to its end; return ``{remote_filename: result pk}``.
+
+    ``login_with`` (see ``policy.LOGIN_WITH``) is how the policy decided the run logs in;
+    None logs in as 2.1.0 did (see ``connections.credentials_for``).
+    """
     submission = submission or uuid.uuid4().hex
     try:
         options = _options(
-            timeout, log_policy, store_results, remote, username, public_key_filename
+            timeout, log_policy, store_results, remote, username, public_key_filename, login_with
         )
     except (TypeError, ValueError) as exc:
         job = Job.objects.get(pk=job_pk)
@@ -532,7 +535,15 @@ def submit(
         return {}
     if not run_it:
         return {r.remote_filename: r.pk for r in job.results.all()}
-    creds = credentials_for(job, password, public_key_filename, username)
+    return _run(job, password)
+
+
+def _run(job: Job, password: str | None) -> dict[str, int]:
+    try:
+        creds = credentials_for(job, password)
+    except RemoteError as exc:
+        JobRun(job, None)._fail(str(exc))
+        return {}
     return JobRun(job, creds).run()
 
 
@@ -543,14 +554,18 @@ def copy(
     username: str | None = None,
     remote: bool = True,
     submission: str | None = None,
+    login_with: str | None = None,
 ) -> dict:
     """Only write the program into the job's remote directory (status success)."""
-    options = _options(None, LogPolicy.LOG_LIVE, None, remote, username, public_key_filename)
+    options = _options(
+        None, LogPolicy.LOG_LIVE, None, remote, username, public_key_filename, login_with
+    )
     job, run_it = lease(job_pk, submission or uuid.uuid4().hex, options, "")
     if not run_it:
         return {}
-    run = JobRun(job, credentials_for(job, password, public_key_filename, username))
+    run = JobRun(job, None)
     try:
+        run.creds = credentials_for(job, password)
         with connect(job.server, run.creds, run.remote) as t:
             where = DirectLauncher(t).stage(
                 _directory(job.remote_directory), job.remote_filename, job.program.encode()
@@ -589,8 +604,7 @@ def resume(job_pk: int) -> dict[str, int]:
     job, run_it = lease(job_pk, job.submission, opts, job.credential)
     if not run_it:
         return {}
-    creds = credentials_for(job, password, opts.get("key_filename"), opts.get("username"))
-    return JobRun(job, creds).run()
+    return _run(job, password)
 
 
 def cancel(job_pk: int, password: str | None = None) -> None:
@@ -604,9 +618,7 @@ def cancel(job_pk: int, password: str | None = None) -> None:
         return
     if not job.run_dir:
         return
-    opts = job.options or {}
     if password is None and job.credential:
         password = secrets.decrypt(job.credential)
-    creds = credentials_for(job, password, opts.get("key_filename"), opts.get("username"))
-    with connect(job.server, creds, _is_remote(job)) as t:
+    with connect(job.server, credentials_for(job, password), _is_remote(job)) as t:
         DirectLauncher(t).kill(job.run_dir, float(drs_settings.KILL_GRACE), job.pid)

@@ -113,6 +113,8 @@ def submit_job_to_server(
     log_policy=LogPolicy.LOG_LIVE,
     store_results=None,
     remote=True,
+    *,
+    login_with=None,
 ):
     """Run the job on its server; return ``{remote_filename: result pk}``.
 
@@ -124,6 +126,8 @@ def submit_job_to_server(
     :param log_policy: ``LogPolicy.LOG_NONE``, ``LOG_LIVE`` or ``LOG_TOTAL``
     :param store_results: fnmatch patterns of result files (``!pattern`` excludes)
     :param remote: False runs the job on the worker's own machine
+    :param login_with: how the access policy decided the run logs in (``policy.LOGIN_WITH``;
+        set by ``services``); None logs in as 2.1.0 did
     :raises JobFailed: in a worker, when the run leaves the job in ``failure``
     """
     since, submission = timezone.now(), self.submission_id()
@@ -137,6 +141,7 @@ def submit_job_to_server(
         store_results=store_results,
         remote=remote,
         submission=submission,
+        login_with=login_with,
     )
     return _end(self, job_pk, since, results, submission)
 
@@ -152,6 +157,8 @@ def copy_job_to_server(
     log_policy=LogPolicy.LOG_LIVE,
     store_results=None,
     remote=True,
+    *,
+    login_with=None,
 ):
     """Only write the job's program into its remote directory."""
     since, submission = timezone.now(), self.submission_id()
@@ -162,6 +169,7 @@ def copy_job_to_server(
         username=username,
         remote=remote,
         submission=submission,
+        login_with=login_with,
     )
     return _end(self, job_pk, since, value, submission)
 

@@ -26,6 +26,11 @@ urlpatterns = [
     path("jobs/<int:pk>/submit/", views.job_submit, name="job-submit"),
     path("jobs/<int:pk>/cancel/", views.job_cancel, name="job-cancel"),
     path("jobs/<int:pk>/results/<int:result_pk>/", views.result_download, name="result-download"),
+    path("keys/", views.key_list, name="key-list"),
+    path("keys/<int:server_pk>/account/", views.account_edit, name="account-edit"),
+    path("keys/<int:server_pk>/create/", views.key_create, name="key-create"),
+    path("keys/<int:server_pk>/install/", views.key_install, name="key-install"),
+    path("keys/<int:server_pk>/remove/", views.key_remove, name="key-remove"),
     path(
         "login/",
         auth_views.LoginView.as_view(

@@ -2,9 +2,11 @@
 
 Usage: ``w = build_world(); client(w, "owner").get(f"/api/jobs/{w.job.pk}/")``.
 
-Roles: ``anonymous``, ``owner`` (alice: ``job``, ``done``, ``log``, ``result``), ``other``
-(bob: ``bob_job``, ``bob_log``, ``bob_result``) and ``staff``. The server is not reachable
-(port 9 of 127.0.0.1): nothing here logs in anywhere.
+Roles: ``anonymous``, ``owner`` (alice: ``job``, ``done``, ``log``, ``result``, ``local_job``),
+``other`` (bob: ``bob_job``, ``bob_log``, ``bob_result``), ``staff`` (``is_staff`` and no
+permission: a plain user here), ``superuser`` and ``member`` (carol, in the group that
+``group_server`` is for). ``local_server`` runs jobs on the worker's machine. No server is
+reachable (port 9 of 127.0.0.1): nothing here logs in anywhere.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.files.base import ContentFile
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from django_remote_submission.models import Interpreter, Job, Log, Result, Server
 
-ROLES = ("anonymous", "owner", "other", "staff")
+ROLES = ("anonymous", "owner", "other", "staff", "superuser")
 RESULT_BYTES = b"\x00\x01 result bytes\n\xff"
 
 
@@ -33,7 +36,11 @@ class World:
     spare_interpreter: Interpreter
     server: Server
     spare_server: Server
+    group_server: Server
+    local_server: Server
+    group: Group
     job: Job
+    local_job: Job
     done: Job
     bob_job: Job
     log: Log
@@ -69,7 +76,11 @@ def build_world() -> World:
         "owner": User.objects.create_user("alice"),
         "other": User.objects.create_user("bob"),
         "staff": User.objects.create_user("admin", is_staff=True),
+        "superuser": User.objects.create_superuser("root-user"),
+        "member": User.objects.create_user("carol"),
     }
+    group = Group.objects.create(name="hpc-team")
+    users["member"].groups.add(group)
     tokens = {role: Token.objects.create(user=user).key for role, user in users.items()}
     python3 = Interpreter.objects.create(name="python3", path="/usr/bin/python3", arguments=["-u"])
     bash = Interpreter.objects.create(name="bash", path="/bin/bash")
@@ -77,6 +88,11 @@ def build_world() -> World:
     server = Server.objects.create(title="nowhere", hostname="127.0.0.1", port=9)
     server.interpreters.set([python3])
     spare_server = Server.objects.create(title="spare", hostname="127.0.0.1", port=9)
+    group_server = Server.objects.create(title="group only", hostname="127.0.0.1", port=9)
+    group_server.interpreters.set([python3])
+    group_server.allowed_groups.set([group])
+    local_server = Server.objects.create(title="worker", hostname="localhost", local=True)
+    local_server.interpreters.set([python3])
     alice, bob = users["owner"], users["other"]
     job = _job(alice, server, python3)
     done = _job(
@@ -97,7 +113,11 @@ def build_world() -> World:
         spare_interpreter=spare_interpreter,
         server=server,
         spare_server=spare_server,
+        group_server=group_server,
+        local_server=local_server,
+        group=group,
         job=job,
+        local_job=_job(alice, local_server, python3, title="local"),
         done=done,
         bob_job=bob_job,
         log=Log.objects.create(job=done, content="alice's line\n"),
@@ -126,5 +146,5 @@ class Recorder:
 
 
 def fake_tasks() -> SimpleNamespace:
-    """Usage: ``monkeypatch.setattr(forms, "tasks", fake_tasks())`` (what the API queues)."""
+    """Usage: ``monkeypatch.setattr(services, "tasks", fake_tasks())`` (what is queued)."""
     return SimpleNamespace(submit_job_to_server=Recorder(), cancel_job=Recorder())

@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 from django.contrib.admin import helpers
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
 from django.contrib.messages import get_messages
 from django.core.files.base import ContentFile
 from django.urls import reverse
 
 from django_remote_submission import tasks
-from django_remote_submission.models import Interpreter, Job, Log, Result, Server
+from django_remote_submission.models import Event, Interpreter, Job, Log, Result, Server
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +37,7 @@ def queued(monkeypatch):
 def jobs():
     owner = get_user_model().objects.create_user("ada")
     python3 = Interpreter.objects.create(name="python3", path="/usr/bin/python3", arguments=["-u"])
-    server = Server.objects.create(title="here", hostname="localhost", local=True)
+    server = Server.objects.create(title="hpc", hostname="hpc.example.org")
     server.interpreters.add(python3)
     return {
         status: Job.objects.create(
@@ -68,7 +69,7 @@ def action(client, name: str, objects, **data):
 
 
 def test_every_changelist_and_the_job_filters_load(admin_client, jobs):
-    for model in ("server", "interpreter", "job", "log", "result"):
+    for model in ("server", "interpreter", "job", "log", "result", "event", "serveraccount"):
         url = reverse(f"admin:django_remote_submission_{model}_changelist")
         assert admin_client.get(url).status_code == 200, model
     url = reverse("admin:django_remote_submission_job_changelist")
@@ -104,7 +105,10 @@ def test_submit_asks_for_a_password_then_queues_the_initial_jobs(
             admin_client, "submit_jobs", selected, apply="1", username="ada", password="pw"
         )
     assert queued["submit"] == [
-        ((jobs["initial"].pk,), {"remote": False, "username": "ada", "password": "pw"})
+        (
+            (jobs["initial"].pk,),
+            {"username": "ada", "login_with": "password", "remote": True, "password": "pw"},
+        )
     ]
     assert "Queued 1 job." in messages_of(done)
     assert any("running job" in m for m in messages_of(done))  # skipped, and said so
@@ -117,8 +121,74 @@ def test_resubmit_and_cancel_act_on_the_right_states(
     with django_capture_on_commit_callbacks(execute=True):
         action(admin_client, "resubmit_jobs", everything, apply="1", password="")
         action(admin_client, "cancel_jobs", everything)
-    assert queued["submit"] == [((jobs["success"].pk,), {"remote": False})]
+    # A superuser may use the shared login: a blank password does.
+    assert queued["submit"] == [
+        ((jobs["success"].pk,), {"username": "root", "login_with": "shared", "remote": True})
+    ]
     assert sorted(queued["cancel"]) == sorted([(jobs["initial"].pk,), (jobs["running"].pk,)])
+    actions = Event.objects.filter(actor__username="root").values_list("action", flat=True)
+    assert sorted(actions) == ["cancel", "cancel", "resubmit"]
+
+
+def test_staff_without_permissions_see_no_job_actions(client, jobs, queued):
+    staff = get_user_model().objects.create_user("staffer", password="x", is_staff=True)
+    client.force_login(staff)
+    url = reverse("admin:django_remote_submission_job_changelist")
+    assert client.get(url).status_code == 403
+    staff.user_permissions.add(Permission.objects.get(codename="view_job"))
+    page = client.get(url).content.decode()
+    assert "running job" in page and "submit_jobs" not in page and "cancel_jobs" not in page
+    action(client, "cancel_jobs", [jobs["running"]])
+    assert queued["cancel"] == []
+
+
+def test_server_access_and_credential_changes_are_audited(admin_client):
+    group = Group.objects.create(name="hpc-team")
+    server = Server.objects.create(title="hpc", hostname="hpc.example.org")
+    url = reverse("admin:django_remote_submission_server_change", args=[server.pk])
+    data = {
+        "title": "hpc",
+        "hostname": "hpc.example.org",
+        "port": 22,
+        "username": "svc",
+        "private_key": "",
+        "private_key_passphrase": "",
+        "host_key": "",
+        "allowed_groups": [group.pk],
+    }
+    assert admin_client.post(url, data).status_code == 302
+    events = list(Event.objects.filter(server=server).values_list("action", "reason"))
+    assert events == [
+        ("access", "allowed groups: hpc-team; runs on the worker's machine: False"),
+        ("credentials", "username"),
+    ]
+
+
+def test_a_host_key_that_is_not_a_known_hosts_line_is_refused(admin_client):
+    server = Server.objects.create(title="hpc", hostname="hpc.example.org")
+    url = reverse("admin:django_remote_submission_server_change", args=[server.pk])
+    fingerprint = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"
+    data = {"title": "hpc", "hostname": "hpc.example.org", "port": 22, "host_key": fingerprint}
+    response = admin_client.post(url, {**data, "username": "", "private_key": ""})
+    assert response.status_code == 200
+    assert "Not a known_hosts line" in response.content.decode()
+    server.refresh_from_db()
+    assert server.host_key == ""
+
+
+def test_the_audit_trail_and_server_accounts_are_listed_read_only(admin_client, jobs):
+    from django_remote_submission import audit
+
+    audit.record(Event.Action.submit, job=jobs["initial"], login="ada")
+    url = reverse("admin:django_remote_submission_event_changelist")
+    page = admin_client.get(url).content.decode()
+    assert "initial job" in page and "ada" in page
+    event = Event.objects.get()
+    change = reverse("admin:django_remote_submission_event_change", args=[event.pk])
+    assert 'name="reason"' not in admin_client.get(change).content.decode()
+    assert admin_client.post(change, {"reason": "edited"}).status_code == 403
+    url = reverse("admin:django_remote_submission_serveraccount_changelist")
+    assert admin_client.get(url).status_code == 200
 
 
 def test_stored_private_key_is_write_only(admin_client):

@@ -1,18 +1,21 @@
 """The REST API (django_remote_submission/api/): who may do what, bad input, a job end to end.
 
-The permission matrix runs every endpoint and action as anonymous, owner, other user and
-staff; the end-to-end tests submit through the API to the real sshd with Celery eager.
+The permission matrix runs every endpoint and action as anonymous, owner, other user, staff
+without permissions and superuser, and the access policy's cases (servers of a group, local
+servers, login names, credentials) as those and a member of the group; the end-to-end tests
+submit through the API to the real sshd with Celery eager.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from django_remote_submission import forms
-from django_remote_submission.models import Job, Server
+from django_remote_submission import services
+from django_remote_submission.models import Event, Job, Server
 from tests.api_world import RESULT_BYTES, ROLES, build_world, client, fake_tasks
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.api_urls")]
+# Transactions as in production: what the views queue on commit is queued when they return.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls("tests.api_urls")]
 
 
 @pytest.fixture
@@ -24,7 +27,7 @@ def world():
 def queued(monkeypatch):
     """The Celery tasks the views queue, recorded instead of sent."""
     tasks = fake_tasks()
-    monkeypatch.setattr(forms, "tasks", tasks)
+    monkeypatch.setattr(services, "tasks", tasks)
     return tasks
 
 
@@ -40,60 +43,83 @@ def new_job(w) -> dict:
 
 
 # --- permission matrix ----------------------------------------------------------------------
-# (name, method, path, body, expected status for anonymous, owner, other user, staff).
-# "owner" owns w.job, w.done, w.log, w.result; "other" owns only their own objects.
+# (name, method, path, body, expected status for anonymous, owner, other, staff, superuser).
+# "owner" owns w.job, w.done, w.local_job, w.log, w.result; "other" owns only their own
+# objects; "staff" has is_staff and no permission: it is a user like "other" here.
 # fmt: off
 MATRIX = [
-    ("servers list", "get", lambda w: "/api/servers/", None, (401, 200, 200, 200)),
-    ("server detail", "get", lambda w: f"/api/servers/{w.server.pk}/", None, (401, 200, 200, 200)),
+    ("servers list", "get", lambda w: "/api/servers/", None, (401, 200, 200, 200, 200)),
+    ("server detail", "get", lambda w: f"/api/servers/{w.server.pk}/", None,
+     (401, 200, 200, 200, 200)),
+    ("server of a group", "get", lambda w: f"/api/servers/{w.group_server.pk}/", None,
+     (401, 404, 404, 404, 200)),
+    ("local server", "get", lambda w: f"/api/servers/{w.local_server.pk}/", None,
+     (401, 404, 404, 404, 200)),
     ("server create", "post", lambda w: "/api/servers/",
-     lambda w: {"title": "new", "hostname": "h.example.org"}, (401, 403, 403, 201)),
+     lambda w: {"title": "new", "hostname": "h.example.org"}, (401, 403, 403, 403, 201)),
     ("server put", "put", lambda w: f"/api/servers/{w.server.pk}/",
      lambda w: {"title": "x", "hostname": "h.example.org", "interpreters": [w.python3.pk]},
-     (401, 403, 403, 200)),
+     (401, 403, 403, 403, 200)),
     ("server patch", "patch", lambda w: f"/api/servers/{w.server.pk}/",
-     lambda w: {"title": "renamed"}, (401, 403, 403, 200)),
+     lambda w: {"title": "renamed"}, (401, 403, 403, 403, 200)),
     ("server delete", "delete", lambda w: f"/api/servers/{w.spare_server.pk}/", None,
-     (401, 403, 403, 204)),
+     (401, 403, 403, 403, 204)),
     ("server delete in use", "delete", lambda w: f"/api/servers/{w.server.pk}/", None,
-     (401, 403, 403, 409)),
-    ("interpreters list", "get", lambda w: "/api/interpreters/", None, (401, 200, 200, 200)),
+     (401, 403, 403, 403, 409)),
+    ("interpreters list", "get", lambda w: "/api/interpreters/", None, (401, 200, 200, 200, 200)),
     ("interpreter detail", "get", lambda w: f"/api/interpreters/{w.python3.pk}/", None,
-     (401, 200, 200, 200)),
+     (401, 200, 200, 200, 200)),
     ("interpreter create", "post", lambda w: "/api/interpreters/",
-     lambda w: {"name": "ruby", "path": "/usr/bin/ruby"}, (401, 403, 403, 201)),
+     lambda w: {"name": "ruby", "path": "/usr/bin/ruby"}, (401, 403, 403, 403, 201)),
     ("interpreter put", "put", lambda w: f"/api/interpreters/{w.bash.pk}/",
-     lambda w: {"name": "bash", "path": "/bin/bash", "arguments": ["-e"]}, (401, 403, 403, 200)),
+     lambda w: {"name": "bash", "path": "/bin/bash", "arguments": ["-e"]},
+     (401, 403, 403, 403, 200)),
     ("interpreter patch", "patch", lambda w: f"/api/interpreters/{w.bash.pk}/",
-     lambda w: {"arguments": ["-x"]}, (401, 403, 403, 200)),
+     lambda w: {"arguments": ["-x"]}, (401, 403, 403, 403, 200)),
     ("interpreter delete", "delete", lambda w: f"/api/interpreters/{w.spare_interpreter.pk}/",
-     None, (401, 403, 403, 204)),
+     None, (401, 403, 403, 403, 204)),
     ("interpreter delete in use", "delete", lambda w: f"/api/interpreters/{w.python3.pk}/", None,
-     (401, 403, 403, 409)),
-    ("jobs list", "get", lambda w: "/api/jobs/", None, (401, 200, 200, 200)),
-    ("job detail", "get", lambda w: f"/api/jobs/{w.job.pk}/", None, (401, 200, 404, 200)),
-    ("job create", "post", lambda w: "/api/jobs/", new_job, (401, 201, 201, 201)),
-    ("job put", "put", lambda w: f"/api/jobs/{w.job.pk}/", new_job, (401, 200, 404, 200)),
+     (401, 403, 403, 403, 409)),
+    ("jobs list", "get", lambda w: "/api/jobs/", None, (401, 200, 200, 200, 200)),
+    ("job detail", "get", lambda w: f"/api/jobs/{w.job.pk}/", None, (401, 200, 404, 404, 200)),
+    ("job create", "post", lambda w: "/api/jobs/", new_job, (401, 201, 201, 201, 201)),
+    ("job create on a group's server", "post", lambda w: "/api/jobs/",
+     lambda w: {**new_job(w), "server": w.group_server.pk}, (401, 400, 400, 400, 201)),
+    ("job create on a local server", "post", lambda w: "/api/jobs/",
+     lambda w: {**new_job(w), "server": w.local_server.pk}, (401, 400, 400, 400, 201)),
+    ("job put", "put", lambda w: f"/api/jobs/{w.job.pk}/", new_job, (401, 200, 404, 404, 200)),
     ("job patch", "patch", lambda w: f"/api/jobs/{w.job.pk}/", lambda w: {"title": "t2"},
-     (401, 200, 404, 200)),
-    ("job delete", "delete", lambda w: f"/api/jobs/{w.done.pk}/", None, (401, 204, 404, 204)),
+     (401, 200, 404, 404, 200)),
+    ("job moved to a local server", "patch", lambda w: f"/api/jobs/{w.job.pk}/",
+     lambda w: {"server": w.local_server.pk}, (401, 400, 404, 404, 200)),
+    ("job delete", "delete", lambda w: f"/api/jobs/{w.done.pk}/", None,
+     (401, 204, 404, 404, 204)),
     ("job submit", "post", lambda w: f"/api/jobs/{w.job.pk}/submit/",
-     lambda w: {"password": "pw"}, (401, 202, 404, 202)),
-    ("job cancel", "post", lambda w: f"/api/jobs/{w.job.pk}/cancel/", None, (401, 202, 404, 202)),
+     lambda w: {"password": "pw"}, (401, 202, 404, 404, 202)),
+    ("job submit without a credential", "post", lambda w: f"/api/jobs/{w.job.pk}/submit/",
+     lambda w: {}, (401, 403, 404, 404, 202)),
+    ("job submit under another login", "post", lambda w: f"/api/jobs/{w.job.pk}/submit/",
+     lambda w: {"password": "pw", "username": "root"}, (401, 403, 404, 404, 202)),
+    ("local job submit", "post", lambda w: f"/api/jobs/{w.local_job.pk}/submit/",
+     lambda w: {}, (401, 403, 404, 404, 202)),
+    ("job cancel", "post", lambda w: f"/api/jobs/{w.job.pk}/cancel/", None,
+     (401, 202, 404, 404, 202)),
     ("job resubmit", "post", lambda w: f"/api/jobs/{w.done.pk}/resubmit/",
-     lambda w: {"password": "pw"}, (401, 202, 404, 202)),
-    ("logs list", "get", lambda w: "/api/logs/", None, (401, 200, 200, 200)),
-    ("log detail", "get", lambda w: f"/api/logs/{w.log.pk}/", None, (401, 200, 404, 200)),
+     lambda w: {"password": "pw"}, (401, 202, 404, 404, 202)),
+    ("logs list", "get", lambda w: "/api/logs/", None, (401, 200, 200, 200, 200)),
+    ("log detail", "get", lambda w: f"/api/logs/{w.log.pk}/", None, (401, 200, 404, 404, 200)),
     ("log create", "post", lambda w: "/api/logs/", lambda w: {"content": "x"},
-     (401, 405, 405, 405)),
-    ("log delete", "delete", lambda w: f"/api/logs/{w.log.pk}/", None, (401, 405, 405, 405)),
-    ("results list", "get", lambda w: "/api/results/", None, (401, 200, 200, 200)),
+     (401, 405, 405, 405, 405)),
+    ("log delete", "delete", lambda w: f"/api/logs/{w.log.pk}/", None,
+     (401, 405, 405, 405, 405)),
+    ("results list", "get", lambda w: "/api/results/", None, (401, 200, 200, 200, 200)),
     ("result detail", "get", lambda w: f"/api/results/{w.result.pk}/", None,
-     (401, 200, 404, 200)),
+     (401, 200, 404, 404, 200)),
     ("result download", "get", lambda w: f"/api/results/{w.result.pk}/download/", None,
-     (401, 200, 404, 200)),
+     (401, 200, 404, 404, 200)),
     ("result delete", "delete", lambda w: f"/api/results/{w.result.pk}/", None,
-     (401, 405, 405, 405)),
+     (401, 405, 405, 405, 405)),
+    ("events list", "get", lambda w: "/api/events/", None, (401, 200, 200, 200, 200)),
 ]
 # fmt: on
 
@@ -113,20 +139,100 @@ def test_permission_matrix(world, queued, role, method, path, body, expected):
 @pytest.mark.parametrize(
     ("path", "mine"),
     [
-        ("/api/jobs/", lambda w: {"owner": {w.job.pk, w.done.pk}, "other": {w.bob_job.pk}}),
+        (
+            "/api/jobs/",
+            lambda w: {"owner": {w.job.pk, w.done.pk, w.local_job.pk}, "other": {w.bob_job.pk}},
+        ),
         ("/api/logs/", lambda w: {"owner": {w.log.pk}, "other": {w.bob_log.pk}}),
         ("/api/results/", lambda w: {"owner": {w.result.pk}, "other": {w.bob_result.pk}}),
     ],
 )
-def test_users_list_only_their_own_and_staff_lists_all(world, path, mine):
+def test_users_list_only_their_own_and_superusers_list_all(world, path, mine):
     seen = {
         role: {row["id"] for row in client(world, role).get(path).json()["results"]}
-        for role in ("owner", "other", "staff")
+        for role in ("owner", "other", "staff", "superuser")
     }
     expected = mine(world)
     assert seen["owner"] == expected["owner"]
     assert seen["other"] == expected["other"]
-    assert seen["staff"] == expected["owner"] | expected["other"]
+    assert seen["staff"] == set()
+    assert seen["superuser"] == expected["owner"] | expected["other"]
+
+
+def test_view_job_permission_shows_every_job_but_allows_no_change(world, queued):
+    from django.contrib.auth.models import Permission
+
+    viewer = world.users["staff"]
+    viewer.user_permissions.add(Permission.objects.get(codename="view_job"))
+    api = client(world, "staff")
+    assert api.get(f"/api/jobs/{world.bob_job.pk}/").status_code == 200
+    assert api.get(f"/api/logs/{world.bob_log.pk}/").status_code == 200
+    assert api.post(f"/api/jobs/{world.bob_job.pk}/cancel/").status_code == 403
+    assert (
+        api.patch(f"/api/jobs/{world.bob_job.pk}/", {"title": "x"}, format="json").status_code
+        == 403
+    )
+    assert queued.cancel_job.calls == []
+
+
+def test_a_member_of_the_group_uses_its_server(world, queued):
+    carol = client(world, "member")
+    servers = {row["id"] for row in carol.get("/api/servers/").json()["results"]}
+    assert servers == {world.server.pk, world.spare_server.pk, world.group_server.pk}
+    response = carol.post(
+        "/api/jobs/", {**new_job(world), "server": world.group_server.pk}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    job = response.json()["id"]
+    assert (
+        carol.post(f"/api/jobs/{job}/submit/", {"password": "pw"}, format="json").status_code == 202
+    )
+    assert queued.submit_job_to_server.calls == [
+        ((job,), {"username": "carol", "login_with": "password", "remote": True, "password": "pw"})
+    ]
+
+
+def test_refusals_say_why_and_queue_nothing(world, queued):
+    alice = client(world, "owner")
+    response = alice.post(f"/api/jobs/{world.job.pk}/submit/", {}, format="json")
+    assert response.json() == {
+        "detail": "Enter the password of alice on nowhere, or make a key for this server on "
+        "the “My SSH keys” page."
+    }
+    response = alice.post(f"/api/jobs/{world.local_job.pk}/submit/", {}, format="json")
+    assert response.json() == {
+        "detail": "Running jobs on the worker's own machine (worker) needs the permission "
+        "“run_locally”."
+    }
+    response = alice.post(
+        f"/api/jobs/{world.job.pk}/submit/", {"password": "pw", "username": "root"}, format="json"
+    )
+    assert response.json() == {
+        "detail": "Only users with the permission “choose_login” may choose the login name "
+        "or a key file."
+    }
+    assert queued.submit_job_to_server.calls == []
+    refusals = Event.objects.filter(action=Event.Action.submit)
+    assert not refusals.exists()
+
+
+def test_granted_permissions_open_shared_credentials_local_runs_and_login_names(world, queued):
+    from django.contrib.auth.models import Permission
+
+    alice = world.users["owner"]
+    for codename in ("use_shared_credentials", "run_locally", "choose_login"):
+        alice.user_permissions.add(Permission.objects.get(codename=codename))
+    api = client(world, "owner")
+    assert api.post(f"/api/jobs/{world.job.pk}/submit/", {}, format="json").status_code == 202
+    Job.objects.filter(pk=world.job.pk).update(status="success")
+    body = {"password": "pw", "username": "svc"}
+    assert api.post(f"/api/jobs/{world.job.pk}/resubmit/", body, format="json").status_code == 202
+    assert api.post(f"/api/jobs/{world.local_job.pk}/submit/", {}, format="json").status_code == 202
+    assert [kwargs for _args, kwargs in queued.submit_job_to_server.calls] == [
+        {"username": "alice", "login_with": "shared", "remote": True},
+        {"username": "svc", "login_with": "password", "remote": True, "password": "pw"},
+        {"username": "alice", "login_with": "local", "remote": False},
+    ]
 
 
 def test_filters_cannot_reach_foreign_objects(world):
@@ -169,7 +275,7 @@ def test_schema_and_docs_are_served(world):
 
 
 def test_create_job_belongs_to_the_requester(world):
-    data = {**new_job(world), "owner": world.users["staff"].pk, "status": "success"}
+    data = {**new_job(world), "owner": world.users["superuser"].pk, "status": "success"}
     response = client(world, "other").post("/api/jobs/", data, format="json")
     assert response.status_code == 201
     job = Job.objects.get(pk=response.json()["id"])
@@ -236,7 +342,7 @@ def test_finished_job_cannot_be_cancelled_and_initial_job_not_resubmitted(world,
     assert response.json() == {"detail": "The job has already finished (success)."}
     response = api.post(f"/api/jobs/{world.job.pk}/resubmit/", {"password": "pw"}, format="json")
     assert response.status_code == 409
-    assert "(use submit)" in response.json()["detail"]
+    assert "(submit it instead)" in response.json()["detail"]
     assert queued.cancel_job.calls == queued.submit_job_to_server.calls == []
 
 
@@ -254,6 +360,9 @@ def test_submit_queues_the_task_with_the_options(world, queued):
         (
             (world.job.pk,),
             {
+                "username": "alice",
+                "login_with": "password",
+                "remote": True,
                 "password": "hunter2 ",
                 "timeout": 2.5,
                 "log_policy": 2,
@@ -263,17 +372,28 @@ def test_submit_queues_the_task_with_the_options(world, queued):
     ]
 
 
-def test_submit_without_password_uses_stored_or_worker_keys(world, queued):
+def test_submit_without_password_uses_the_user_s_own_key(world, queued):
+    from django_remote_submission import keys
+    from django_remote_submission.models import ServerAccount
+
+    account = ServerAccount.objects.create(
+        user=world.users["owner"], server=world.server, username="alice42"
+    )
+    keys.generate(account)
     api = client(world, "owner")
     assert api.post(f"/api/jobs/{world.job.pk}/submit/").status_code == 202
     assert (
         api.post(f"/api/jobs/{world.job.pk}/submit/", {"password": ""}, format="json").status_code
         == 202
     )
-    assert queued.submit_job_to_server.calls == [((world.job.pk,), {})] * 2
+    expected = {"username": "alice42", "login_with": "account", "remote": True}
+    assert queued.submit_job_to_server.calls == [((world.job.pk,), expected)] * 2
 
 
-def test_resubmit_reuses_the_previous_options(world, queued):
+def test_resubmit_reuses_the_previous_options_but_not_the_login(world, queued):
+    Job.objects.filter(pk=world.done.pk).update(
+        options={**world.done.options, "username": "root", "login_with": "shared"}
+    )
     response = client(world, "owner").post(
         f"/api/jobs/{world.done.pk}/resubmit/", {"password": "pw"}, format="json"
     )
@@ -281,7 +401,15 @@ def test_resubmit_reuses_the_previous_options(world, queued):
     assert queued.submit_job_to_server.calls == [
         (
             (world.done.pk,),
-            {"timeout": 30.0, "log_policy": 2, "store_results": ["*.bin"], "password": "pw"},
+            {
+                "username": "alice",
+                "login_with": "password",
+                "remote": True,
+                "password": "pw",
+                "timeout": 30.0,
+                "log_policy": 2,
+                "store_results": ["*.bin"],
+            },
         )
     ]
 
@@ -295,7 +423,9 @@ def test_cancel_queues_the_task(world, queued):
 def test_submit_the_broker_cannot_take_answers_503_and_the_job_fails_with_the_reason(
     world, broker_down
 ):
-    response = client(world, "owner").post(f"/api/jobs/{world.job.pk}/submit/", {}, format="json")
+    response = client(world, "owner").post(
+        f"/api/jobs/{world.job.pk}/submit/", {"password": "pw"}, format="json"
+    )
     assert response.status_code == 503
     world.job.refresh_from_db()
     assert world.job.status == Job.STATUS.failure
@@ -346,7 +476,7 @@ def test_malformed_bodies_are_400(world, queued, body):
 
 def test_passwords_and_keys_are_never_echoed(world, queued):
     secret, key = "pa55-never-shown", "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n"
-    staff = client(world, "staff")
+    staff = client(world, "superuser")
     responses = [
         client(world, "owner").post(
             f"/api/jobs/{world.job.pk}/submit/", {"password": secret}, format="json"
@@ -376,7 +506,7 @@ def test_passwords_and_keys_are_never_echoed(world, queued):
 
 
 def test_server_port_and_interpreter_arguments_are_validated(world):
-    staff = client(world, "staff")
+    staff = client(world, "superuser")
     response = staff.patch(f"/api/servers/{world.server.pk}/", {"port": 70000}, format="json")
     assert response.status_code == 400 and list(response.json()) == ["port"]
     response = staff.patch(
@@ -390,7 +520,7 @@ def test_server_port_and_interpreter_arguments_are_validated(world):
 
 def test_job_filters(world):
     Job.objects.filter(pk=world.bob_job.pk).update(status="running")
-    staff = client(world, "staff")
+    staff = client(world, "superuser")
 
     def ids(query):
         response = staff.get(f"/api/jobs/?{query}")
@@ -399,7 +529,11 @@ def test_job_filters(world):
 
     assert ids("status=running") == {world.bob_job.pk}
     assert ids("status=running&status=success") == {world.bob_job.pk, world.done.pk}
-    assert ids(f"owner={world.users['owner'].pk}") == {world.job.pk, world.done.pk}
+    assert ids(f"owner={world.users['owner'].pk}") == {
+        world.job.pk,
+        world.done.pk,
+        world.local_job.pk,
+    }
     assert ids(f"server={world.server.pk}") == {world.job.pk, world.done.pk, world.bob_job.pk}
     assert ids("created_before=2000-01-01T00:00:00Z") == set()
     assert ids("created_after=2000-01-01T00:00:00Z") == ids("")
@@ -409,9 +543,9 @@ def test_job_filters(world):
 
 
 def test_job_ordering_and_page_size(world):
-    staff = client(world, "staff")
+    staff = client(world, "superuser")
     rows = staff.get("/api/jobs/?ordering=id&page_size=2").json()
-    assert rows["count"] == 3
+    assert rows["count"] == 4
     assert [r["id"] for r in rows["results"]] == [world.job.pk, world.done.pk]
     assert "page=2" in rows["next"]
     assert staff.get("/api/jobs/?page=9").status_code == 404
@@ -519,7 +653,10 @@ def test_new_user_submits_follows_logs_and_downloads_results(
     assert "/api/jobs/{id}/submit/" in schema["paths"]
     secrets = {"password": sshd.password}
     if sshd.password is None:  # not root: the key user, with the key stored on the server
+        from django.contrib.auth.models import Permission
+
         Server.objects.filter(pk=server.pk).update(private_key=sshd.key_text)
+        owner.user_permissions.add(Permission.objects.get(codename="use_shared_credentials"))
         secrets = {}
     base = sshd.base_dir_pw or sshd.base_dir_key
     job = api.post(

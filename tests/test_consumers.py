@@ -45,7 +45,7 @@ def socket(path: str, user) -> WebsocketCommunicator:
 def users():
     User = get_user_model()
     return {
-        name: User.objects.create_user(name, is_staff=name == "staff")
+        name: (User.objects.create_superuser if name == "staff" else User.objects.create_user)(name)
         for name in ("alice", "bob", "staff")
     }
 

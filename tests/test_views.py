@@ -47,20 +47,29 @@ def remote(interpreters):
 
 @pytest.fixture
 def users():
+    """alice and bob; staff: ``is_staff`` and no permission; root: a superuser."""
     User = get_user_model()
-    return {
+    found = {
         name: User.objects.create_user(name, password="pw", is_staff=name == "staff")
         for name in ("alice", "bob", "staff")
     }
+    found["root"] = User.objects.create_superuser("root", password="pw")
+    return found
+
+
+def grant(user, *codenames: str) -> None:
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
 
 
 @pytest.fixture
-def make_job(local, interpreters):
+def make_job(remote, interpreters):
     def make(owner, **fields):
         fields.setdefault("title", f"job of {owner}")
+        fields.setdefault("server", remote)
         return Job.objects.create(
             owner=owner,
-            server=local,
             interpreter=interpreters[0],
             program="print(1)",
             remote_directory="drs-jobs/x",
@@ -89,12 +98,15 @@ def test_pages_need_a_login(client, users, make_job):
         assert response["Location"].startswith(reverse("drs:login"))
 
 
-def test_list_shows_own_jobs_only_and_staff_sees_all(client, users, make_job):
+def test_list_shows_own_jobs_only_and_view_job_shows_all(client, users, make_job):
     make_job(users["alice"], title="alice's")
     make_job(users["bob"], title="bob's")
     page = client_for(client, users["alice"]).get(reverse("drs:job-list")).content.decode()
     assert "alice&#x27;s" in page and "bob&#x27;s" not in page
     assert 'data-ws="/ws/job-user/"' in page
+    page = client_for(client, users["staff"]).get(reverse("drs:job-list")).content.decode()
+    assert "alice&#x27;s" not in page and "bob&#x27;s" not in page  # is_staff alone: nothing
+    grant(users["staff"], "view_job")
     page = client_for(client, users["staff"]).get(reverse("drs:job-list")).content.decode()
     assert "alice&#x27;s" in page and "bob&#x27;s" in page
 
@@ -115,6 +127,8 @@ def test_foreign_job_pages_and_downloads_answer_404(client, users, make_job):
     assert client.post(reverse("drs:job-cancel", args=[job.pk])).status_code == 404
     assert client.post(reverse("drs:job-submit", args=[job.pk])).status_code == 404
     client_for(client, users["staff"])
+    assert client.get(reverse("drs:job-detail", args=[job.pk])).status_code == 404
+    client_for(client, users["root"])
     assert client.get(reverse("drs:job-detail", args=[job.pk])).status_code == 200
     assert client.get(reverse("drs:result-download", args=[job.pk, result.pk])).status_code == 200
 
@@ -193,7 +207,19 @@ def test_submit_form_creates_the_job_and_queues_it_with_the_password(
     assert response.status_code == 302
     assert response["Location"] == reverse("drs:job-detail", args=[job.pk])
     assert job.owner == users["alice"] and job.remote_filename == "job.py"
-    assert queued["submit"] == [((job.pk,), {"remote": True, "password": "s3cret", "timeout": 60})]
+    assert queued["submit"] == [
+        (
+            (job.pk,),
+            {
+                "username": "alice",
+                "login_with": "password",
+                "remote": True,
+                "password": "s3cret",
+                "timeout": 60,
+            },
+        )
+    ]
+    assert [e.action for e in job.events.all()] == ["create", "submit"]
 
 
 def test_submit_form_refuses_an_interpreter_the_server_lacks_and_a_missing_password(
@@ -221,6 +247,11 @@ def test_submit_form_refuses_an_interpreter_the_server_lacks_and_a_missing_passw
 def test_local_server_runs_without_ssh_and_stored_credential_needs_no_password(
     client, users, local, remote, interpreters, queued, django_capture_on_commit_callbacks
 ):
+    from django_remote_submission import keys
+    from django_remote_submission.models import ServerAccount
+
+    grant(users["alice"], "run_locally")
+    keys.generate(ServerAccount.objects.create(user=users["alice"], server=remote))
     client_for(client, users["alice"])
     with django_capture_on_commit_callbacks(execute=True):
         client.post(
@@ -248,7 +279,30 @@ def test_local_server_runs_without_ssh_and_stored_credential_needs_no_password(
         )
     here, there = Job.objects.get(title="here"), Job.objects.get(title="there")
     assert here.remote_filename == "job.sh"
-    assert queued["submit"] == [((here.pk,), {"remote": False}), ((there.pk,), {"remote": True})]
+    assert queued["submit"] == [
+        ((here.pk,), {"username": "alice", "login_with": "local", "remote": False}),
+        ((there.pk,), {"username": "alice", "login_with": "account", "remote": True}),
+    ]
+
+
+def test_a_plain_user_is_offered_neither_local_servers_nor_the_shared_login(
+    client, users, local, remote, interpreters, queued
+):
+    client_for(client, users["alice"])
+    form = client.get(reverse("drs:job-create")).context["form"]
+    assert list(form.fields["server"].queryset) == [remote]
+    assert f'data-servers="{remote.pk}"' in str(form["interpreter"])
+    response = client.post(
+        reverse("drs:job-create"),
+        new_job_form(local, interpreters[1], auth="password", password="pw"),
+    )
+    assert "server" in response.context["form"].errors
+    response = client.post(reverse("drs:job-create"), new_job_form(remote, interpreters[0]))
+    assert response.context["form"].non_field_errors() == [
+        "Enter the password of alice on hpc, or make a key for this server on the “My SSH "
+        "keys” page."
+    ]
+    assert not Job.objects.exists() and queued["submit"] == []
 
 
 def test_resubmit_reuses_the_options_and_cancel_queues_a_cancel(
@@ -261,7 +315,7 @@ def test_resubmit_reuses_the_options_and_cancel_queues_a_cancel(
             "timeout": 30.0,
             "log_policy": 1,
             "store_results": ["*.txt"],
-            "remote": False,
+            "remote": True,
             "username": "ada",
             "key_filename": None,
         },
@@ -274,12 +328,13 @@ def test_resubmit_reuses_the_options_and_cancel_queues_a_cancel(
         (
             (job.pk,),
             {
-                "remote": False,
+                "username": "alice",
+                "login_with": "password",
+                "remote": True,
+                "password": "pw",
                 "timeout": 30.0,
                 "log_policy": 1,
                 "store_results": ["*.txt"],
-                "username": "ada",
-                "password": "pw",
             },
         )
     ]
@@ -289,9 +344,10 @@ def test_resubmit_reuses_the_options_and_cancel_queues_a_cancel(
     Job.objects.filter(pk=job.pk).update(status="running")
     with django_capture_on_commit_callbacks(execute=True):
         client.post(reverse("drs:job-cancel", args=[job.pk]))
-        client.post(reverse("drs:job-submit", args=[job.pk]))
+        client.post(reverse("drs:job-submit", args=[job.pk]), {"password": "pw"})
     assert queued["cancel"] == [(job.pk,)]
     assert len(queued["submit"]) == 1  # a running job is not resubmitted
+    assert [e.action for e in job.events.all()] == ["resubmit", "cancel"]
 
 
 def test_login_page_logs_in_and_goes_to_the_list(client, users):
@@ -308,7 +364,7 @@ def test_the_rest_api_is_mounted_under_the_app_urls(client, django_user_model):
     assert client.get("/api/jobs/").json()["results"] == []
 
 
-def test_only_staff_choose_the_login_name(
+def test_only_users_with_choose_login_choose_the_login_name(
     client, users, make_job, queued, django_capture_on_commit_callbacks
 ):
     job = make_job(users["alice"])
@@ -316,8 +372,19 @@ def test_only_staff_choose_the_login_name(
     page = client.get(reverse("drs:job-detail", args=[job.pk])).content.decode()
     assert 'name="username"' not in page
     with django_capture_on_commit_callbacks(execute=True):
-        client.post(reverse("drs:job-submit", args=[job.pk]), {"username": "root"})
-    assert "username" not in queued["submit"][0][1]
+        client.post(reverse("drs:job-submit", args=[job.pk]), {"username": "root", "password": "p"})
+    assert queued["submit"][0][1]["username"] == "alice"
+    for staff in (users["staff"], users["alice"]):  # is_staff alone is not enough
+        page = client_for(client, staff).get(reverse("drs:job-detail", args=[job.pk]))
+        assert 'name="username"' not in page.content.decode()
+    grant(users["alice"], "choose_login")
+    client_for(client, users["alice"])
+    page = client.get(reverse("drs:job-detail", args=[job.pk])).content.decode()
+    assert 'name="username"' in page
+    Job.objects.filter(pk=job.pk).update(status="failure")
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("drs:job-submit", args=[job.pk]), {"username": "svc", "password": "p"})
+    assert queued["submit"][1][1]["username"] == "svc"
 
 
 def new_job_form(server, interpreter, **fields) -> dict:
@@ -332,12 +399,16 @@ def new_job_form(server, interpreter, **fields) -> dict:
     }
 
 
+def password_form(server, interpreter, **fields) -> dict:
+    return new_job_form(server, interpreter, auth="password", password="pw", **fields)
+
+
 def test_a_program_typed_in_the_form_is_stored_with_lf_line_ends(
-    client, users, local, interpreters, queued
+    client, users, remote, interpreters, queued
 ):
     client_for(client, users["alice"])
     program = 'x=1\r\nif [ "$x" = 1 ]; then\r\n  echo one\rfi\r\n'
-    client.post(reverse("drs:job-create"), new_job_form(local, interpreters[1], program=program))
+    client.post(reverse("drs:job-create"), password_form(remote, interpreters[0], program=program))
     assert Job.objects.get().program == 'x=1\nif [ "$x" = 1 ]; then\n  echo one\nfi\n'
 
 
@@ -375,6 +446,7 @@ def test_the_orm_keeps_a_cr_the_program_needs(make_job, users):
 def test_a_bash_program_typed_with_crlf_runs(client, users, local, interpreters, tmp_path):
     from django_remote_submission.tasks import submit_job_to_server
 
+    grant(users["alice"], "run_locally")
     client_for(client, users["alice"])
     program = 'for i in 1 2; do\r\n  echo "line $i"\r\ndone\r\n'
     fields = new_job_form(
@@ -419,7 +491,9 @@ def test_a_resubmission_or_cancel_the_broker_cannot_take_leaves_the_job_as_it_wa
 ):
     done = make_job(users["alice"], status="success")
     client_for(client, users["alice"])
-    response = client.post(reverse("drs:job-submit", args=[done.pk]), follow=True)
+    response = client.post(
+        reverse("drs:job-submit", args=[done.pk]), {"password": "pw"}, follow=True
+    )
     [message] = response.context["messages"]
     assert message.level_tag == "error" and "Could not queue the job" in str(message)
     done.refresh_from_db()

@@ -11,11 +11,14 @@ same way as a missing one.
 
 from __future__ import annotations
 
+from datetime import timezone as dt_timezone
+
 from django import forms
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeRangeField
 
-from ..models import Interpreter, Job, Log, Result, Server, Status
-from .permissions import visible_to
+from .. import policy
+from ..models import Event, Interpreter, Job, Log, Result, Server, Status
 
 # Ids are 64-bit; larger numbers are refused as input errors, never passed to the database.
 MAX_ID = 2**63 - 1
@@ -32,8 +35,26 @@ class IdFilter(filters.NumberFilter):
         super().__init__(*args, **kwargs)
 
 
+class SafeIsoDateTimeRangeField(IsoDateTimeRangeField):
+    """ISO 8601 bounds that the database can compare (no year 9999 at UTC+14)."""
+
+    def clean(self, value):
+        bounds = super().clean(value)
+        for bound in (bounds.start, bounds.stop) if bounds else ():
+            try:
+                if bound is not None:
+                    bound.astimezone(dt_timezone.utc).replace(tzinfo=None)
+            except (OverflowError, ValueError):
+                raise forms.ValidationError("Date out of range.", code="invalid") from None
+        return bounds
+
+
+class SafeIsoDateTimeFromToRangeFilter(filters.IsoDateTimeFromToRangeFilter):
+    field_class = SafeIsoDateTimeRangeField
+
+
 def visible_jobs(request):
-    return visible_to(Job.objects.all(), request.user) if request else Job.objects.none()
+    return policy.visible_jobs(request.user) if request else Job.objects.none()
 
 
 class ServerFilter(filters.FilterSet):
@@ -68,7 +89,7 @@ class JobFilter(filters.FilterSet):
     )
     server = filters.ModelChoiceFilter(queryset=Server.objects.all(), help_text="Server id.")
     owner = IdFilter(field_name="owner", help_text="Owner's user id (useful to staff).")
-    created = filters.IsoDateTimeFromToRangeFilter(
+    created = SafeIsoDateTimeFromToRangeFilter(
         help_text="Created in this range: `created_after` and/or `created_before` (ISO 8601)."
     )
     uuid = filters.UUIDFilter(help_text="The job's UUID.")
@@ -98,3 +119,14 @@ class ResultFilter(filters.FilterSet):
     class Meta:
         model = Result
         fields = ["job"]
+
+
+class EventFilter(filters.FilterSet):
+    job = filters.ModelChoiceFilter(queryset=visible_jobs, help_text="Job id.")
+    action = filters.MultipleChoiceFilter(
+        choices=Event.Action.choices, help_text="One or more actions (repeat the parameter)."
+    )
+
+    class Meta:
+        model = Event
+        fields = ["job", "action"]

@@ -52,8 +52,10 @@ class ApiSchema(AutoSchema):
             "401": (error, "Not authenticated: send `Authorization: Token <key>` or a session."),
             "403": (
                 error,
-                "Not allowed: only staff change servers and interpreters; session "
-                "requests that change data need a CSRF token.",
+                "Not allowed: the access policy refused (a server, login name or credential "
+                "you may not use), or the model permission to change servers and "
+                "interpreters is missing; session requests that change data need a CSRF "
+                "token.",
             ),
         }
         if "{" in self.path:
@@ -161,14 +163,19 @@ files it wrote.
 `rest_framework.authtoken`) or use a Django session (then send the CSRF token with writes).
 
 **Who sees what.** Users see and change their own jobs, logs and results; a job of someone
-else answers 404, like a missing one. Servers and interpreters are readable by every user and
-writable by staff. Staff see everything.
+else answers 404, like a missing one. Users see the servers they may use (every server with
+the permission `view_server`); servers and interpreters are changed with the model
+permissions. The permission `view_job` shows every job, `change_job` allows acting on it.
+Jobs log in as their user, with a password or the key made for the server on "My SSH keys";
+the shared login, local runs and other login names need the permissions
+`use_shared_credentials`, `run_locally` and `choose_login` (else 403 with the reason).
+`events/` is the audit trail of the user's jobs and keys.
 
 **A job's life.**
 1. `POST jobs/` with `title`, `program`, `server`, `interpreter` (one the server offers),
    `remote_directory` and `remote_filename`.
-2. `POST jobs/{id}/submit/` with the login `password` (leave it out to log in with the
-   server's stored key, else the worker's own keys), optionally `timeout` (seconds),
+2. `POST jobs/{id}/submit/` with the login `password` (leave it out to log in with your
+   key for the server), optionally `timeout` (seconds),
    `log_policy` and `store_results`. Answers 202: the job is queued and goes `submitted`,
    `running`, then `success`, `failure` or `cancelled`. `POST jobs/{id}/cancel/` stops it;
    `POST jobs/{id}/resubmit/` runs a finished job again with the same options.

@@ -11,6 +11,7 @@ A job's ``program`` is stored with LF line ends (CRLF and lone CR are converted)
 
 from __future__ import annotations
 
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import reverse
 from django.utils.text import normalize_newlines
@@ -18,8 +19,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from .. import policy
+from ..credentials import UNREADABLE, is_unreadable
 from ..logs import LogPolicy
-from ..models import Interpreter, Job, Log, Result, Server
+from ..models import Event, Interpreter, Job, Log, Result, Server
 
 # Longest accepted timeout (ten years): the deadline must stay a representable datetime.
 MAX_TIMEOUT = 10 * 366 * 24 * 3600.0
@@ -72,7 +75,16 @@ class ServerSerializer(serializers.ModelSerializer):
         help_text="Passphrase of the private key; never shown.",
     )
     has_private_key = serializers.SerializerMethodField(
-        help_text="Whether a private key is stored (jobs may then be submitted without password)."
+        help_text="Whether a private key is stored for the shared login."
+    )
+    credential_problem = serializers.SerializerMethodField(
+        help_text=f'"" or "{UNREADABLE}" when a stored secret can no longer be decrypted.'
+    )
+    allowed_groups = serializers.PrimaryKeyRelatedField(
+        many=True,
+        queryset=Group.objects.all(),
+        required=False,
+        help_text="Ids of the groups whose members may run jobs here (empty: every user).",
     )
 
     class Meta:
@@ -90,13 +102,20 @@ class ServerSerializer(serializers.ModelSerializer):
             "private_key",
             "private_key_passphrase",
             "has_private_key",
+            "credential_problem",
+            "allowed_groups",
             "created",
             "modified",
         ]
 
     @extend_schema_field(OpenApiTypes.BOOL)
     def get_has_private_key(self, server: Server) -> bool:
-        return bool(server.private_key)
+        return bool(server.private_key) or is_unreadable(server.private_key)
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_credential_problem(self, server: Server) -> str:
+        secrets = (server.private_key, server.private_key_passphrase)
+        return UNREADABLE if any(is_unreadable(v) for v in secrets) else ""
 
 
 class SubmissionOptionsSerializer(serializers.Serializer):
@@ -166,13 +185,13 @@ class JobSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(exc.message_dict) from None
         return attrs
 
-    def update(self, instance: Job, validated_data: dict) -> Job:
-        # Only the edited columns: the runner owns the others (status, offsets, heartbeat).
-        for name, value in validated_data.items():
-            setattr(instance, name, value)
-        instance.save(update_fields=[*validated_data, "modified"])
-        instance.refresh_from_db()
-        return instance
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        request = self.context.get("request")
+        if request is not None and "server" in fields:
+            # A server the user may not use is refused like a missing one.
+            fields["server"].queryset = policy.usable_servers(request.user)
+        return fields
 
     @extend_schema_field(SubmissionOptionsSerializer)
     def get_options(self, job: Job) -> dict:
@@ -278,14 +297,22 @@ class ResubmitSerializer(serializers.Serializer):
         trim_whitespace=False,
         max_length=4096,
         style={"input_type": "password"},
-        help_text="Login password. Left out (or blank): the server's stored key, else the "
-        "worker's own keys. Sent to the worker encrypted, never stored in clear, never "
-        "shown.",
+        help_text="Login password. Left out (or blank): the key you made for this server, else "
+        "the server's shared login where you may use it. Sent to the worker encrypted, never "
+        "stored in clear, never shown.",
+    )
+    username = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=150,
+        help_text="Another login name on the server (needs the permission choose_login; "
+        "default: your own login there).",
     )
 
     def validate(self, attrs: dict) -> dict:
-        if not attrs.get("password"):
-            attrs.pop("password", None)
+        for name in ("password", "username"):
+            if not attrs.get(name):
+                attrs.pop(name, None)
         return attrs
 
 
@@ -305,3 +332,28 @@ class SubmitSerializer(ResubmitSerializer):
         help_text='Which new or modified files to keep: fnmatch patterns, "!pattern" excludes '
         "(default: all of them; [] keeps none).",
     )
+
+
+class EventSerializer(serializers.ModelSerializer):
+    actor = serializers.SerializerMethodField(help_text="Who did it (username); null: a worker.")
+
+    class Meta:
+        model = Event
+        fields = [
+            "id",
+            "time",
+            "action",
+            "job",
+            "job_title",
+            "server",
+            "actor",
+            "from_state",
+            "to_state",
+            "login",
+            "reason",
+            "client",
+        ]
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_actor(self, event: Event) -> str | None:
+        return event.actor.get_username() if event.actor is not None else None

@@ -15,6 +15,7 @@ from rest_framework.routers import DefaultRouter
 
 from .schemas import DocsView, SchemaView
 from .views import (
+    EventViewSet,
     InterpreterViewSet,
     JobViewSet,
     LogViewSet,
@@ -32,6 +33,7 @@ router.register("interpreters", InterpreterViewSet, basename="interpreter")
 router.register("jobs", JobViewSet, basename="job")
 router.register("logs", LogViewSet, basename="log")
 router.register("results", ResultViewSet, basename="result")
+router.register("events", EventViewSet, basename="event")
 
 urlpatterns = [
     path("schema/", SchemaView.as_view(), name="schema"),

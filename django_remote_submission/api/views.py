@@ -17,8 +17,7 @@ from __future__ import annotations
 import posixpath
 
 from django.apps import apps
-from django.db import transaction
-from django.db.models import ProtectedError
+from django.db.models import ProtectedError, Q
 from django.http import FileResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django_filters.rest_framework import DjangoFilterBackend
@@ -27,21 +26,29 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.filters import OrderingFilter
 from rest_framework.parsers import JSONParser
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import DjangoModelPermissions, IsAuthenticated
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 
-from ..forms import send_cancel, send_submit
-from ..models import ACTIVE_STATES, Interpreter, Job, Log, Result, Server
+from .. import policy, services
+from ..models import Event, Interpreter, Job, Log, Result, Server
 from .exceptions import Conflict, NotQueued
-from .filters import InterpreterFilter, JobFilter, LogFilter, ResultFilter, ServerFilter
+from .filters import (
+    EventFilter,
+    InterpreterFilter,
+    JobFilter,
+    LogFilter,
+    ResultFilter,
+    ServerFilter,
+)
 from .pagination import AfterPagination, StandardPagination
-from .permissions import IsOwnerOrStaff, IsStaffOrReadOnly, visible_to
+from .permissions import CanActOnJob
 from .schemas import ApiSchema
 from .serializers import (
+    EventSerializer,
     InterpreterSerializer,
     JobSerializer,
     LogSerializer,
@@ -50,8 +57,6 @@ from .serializers import (
     ServerSerializer,
     SubmitSerializer,
 )
-
-RESUBMITTED_OPTIONS = ("timeout", "log_policy", "store_results")
 
 
 class ApiViewMixin:
@@ -96,26 +101,30 @@ def _delete_protected(instance, message: str) -> None:
 
 
 class ServerViewSet(ApiViewMixin, viewsets.ModelViewSet):
-    """Hosts that run jobs, and how to log in to them. Readable by users, writable by staff."""
+    """Hosts that run jobs, and how to log in to them: the servers a user may use (all with
+    ``view_server``); changed by users with the model permissions."""
 
-    queryset = Server.objects.prefetch_related("interpreters")
+    queryset = Server.objects.prefetch_related("interpreters", "allowed_groups")
     serializer_class = ServerSerializer
-    permission_classes = [IsAuthenticated, IsStaffOrReadOnly]
+    permission_classes = [IsAuthenticated, DjangoModelPermissions]
     filterset_class = ServerFilter
     ordering_fields = ["id", "title", "hostname", "created", "modified"]
     ordering = ["title", "id"]
     conflicts = {"destroy": "Jobs use this server; delete them first."}
+
+    def get_queryset(self):
+        return policy.visible_servers(self.request.user, super().get_queryset())
 
     def perform_destroy(self, instance: Server) -> None:
         _delete_protected(instance, self.conflicts["destroy"])
 
 
 class InterpreterViewSet(ApiViewMixin, viewsets.ModelViewSet):
-    """Executables that run a job's program. Readable by users, writable by staff."""
+    """Executables that run a job's program; changed by users with the model permissions."""
 
     queryset = Interpreter.objects.all()
     serializer_class = InterpreterSerializer
-    permission_classes = [IsAuthenticated, IsStaffOrReadOnly]
+    permission_classes = [IsAuthenticated, DjangoModelPermissions]
     filterset_class = InterpreterFilter
     ordering_fields = ["id", "name", "created", "modified"]
     ordering = ["name", "id"]
@@ -125,24 +134,24 @@ class InterpreterViewSet(ApiViewMixin, viewsets.ModelViewSet):
         _delete_protected(instance, self.conflicts["destroy"])
 
 
-def _refuse_if_active(job: Job, doing: str) -> None:
-    if job.status in ACTIVE_STATES:
-        raise Conflict(
-            f"The job is {job.status}: it cannot be {doing}. Cancel it first, or "
-            "wait until it has finished."
-        )
-
-
-def _queued(error: str) -> None:
-    if error:
-        raise NotQueued(error)
+def _service(call, *args, **kwargs):
+    """Call a ``services`` function; its refusals become API errors (403, 409, 503)."""
+    try:
+        done = call(*args, **kwargs)
+    except policy.Refused as exc:
+        raise PermissionDenied(str(exc)) from None
+    except services.JobBusy as exc:
+        raise Conflict(str(exc)) from None
+    if isinstance(done, services.Queued) and done.error:
+        raise NotQueued(done.error)
+    return done
 
 
 class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
-    """Programs to run on a server; a user's own jobs (staff: all jobs)."""
+    """Programs to run on a server: a user's own jobs (all jobs with ``view_job``)."""
 
     serializer_class = JobSerializer
-    permission_classes = [IsAuthenticated, IsOwnerOrStaff]
+    permission_classes = [IsAuthenticated, CanActOnJob]
     filterset_class = JobFilter
     ordering_fields = ["id", "title", "status", "created", "modified", "started_at", "finished_at"]
     ordering = ["-created", "-id"]
@@ -163,7 +172,7 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
     }
 
     def get_queryset(self):
-        return visible_to(Job.objects.all(), self.request.user)
+        return policy.visible_jobs(self.request.user).select_related("server", "owner")
 
     def get_serializer_class(self):
         # The bodies of the actions (also what the browsable API and OPTIONS show for them).
@@ -172,31 +181,28 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
         )
 
     def perform_create(self, serializer: JobSerializer) -> None:
-        serializer.save(owner=self.request.user)
-
-    def update(self, request, *args, **kwargs) -> Response:
-        _refuse_if_active(self.get_object(), "edited")
-        return super().update(request, *args, **kwargs)
+        request = self.request
+        job = _service(services.create, request.user, request=request, **serializer.validated_data)
+        serializer.instance = job
 
     def perform_update(self, serializer: JobSerializer) -> None:
-        with transaction.atomic():  # the lock orders this edit and a submission's lease
-            job = Job.objects.select_for_update().get(pk=serializer.instance.pk)
-            _refuse_if_active(job, "edited")
-            serializer.save()
+        job = serializer.instance
+        request = self.request
+        _service(services.edit, job, request.user, serializer.validated_data, request=request)
+        job.refresh_from_db()
 
     def perform_destroy(self, instance: Job) -> None:
-        with transaction.atomic():
-            job = Job.objects.select_for_update().get(pk=instance.pk)
-            _refuse_if_active(job, "deleted")
-            files = [r.local_file for r in job.results.all() if r.local_file]
-            job.delete()
-        for file in files:
-            file.storage.delete(file.name)
+        _service(services.delete, instance, self.request.user, request=self.request)
 
     def _accepted(self, job: Job) -> Response:
         job.refresh_from_db()
         data = JobSerializer(job, context=self.get_serializer_context()).data
         return Response(data, status=status.HTTP_202_ACCEPTED)
+
+    def _body(self) -> dict:
+        body = self.get_serializer(data=self.request.data)
+        body.is_valid(raise_exception=True)
+        return body.validated_data
 
     @extend_schema(
         summary="Submit the job",
@@ -209,32 +215,21 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
     @api_action(detail=True, methods=["post"])
     def submit(self, request, pk=None) -> Response:
         job = self.get_object()
-        _refuse_if_active(job, "submitted again")
-        body = self.get_serializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        _queued(send_submit(job, **body.validated_data))
+        _service(services.submit, job, request.user, request=request, **self._body())
         return self._accepted(job)
 
     @extend_schema(
         summary="Run a finished job again",
         description="Queue the job again with the options of its latest submission (`timeout`, "
-        "`log_policy`, `store_results`). Answers 202 with the job.",
+        "`log_policy`, `store_results`); the login is decided again for whoever resubmits. "
+        "Answers 202 with the job.",
         request=ResubmitSerializer,
         responses={202: OpenApiResponse(JobSerializer, "Queued.")},
     )
     @api_action(detail=True, methods=["post"])
     def resubmit(self, request, pk=None) -> Response:
         job = self.get_object()
-        if not job.is_final:
-            raise Conflict(
-                f"The job is {job.status}: only a finished job can be resubmitted"
-                + (" (use submit)." if job.status == Job.STATUS.initial else ".")
-            )
-        body = self.get_serializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        previous = job.options or {}
-        options = {k: previous[k] for k in RESUBMITTED_OPTIONS if previous.get(k) is not None}
-        _queued(send_submit(job, **options, **body.validated_data))
+        _service(services.resubmit, job, request.user, request=request, **self._body())
         return self._accepted(job)
 
     @extend_schema(
@@ -247,9 +242,7 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
     @api_action(detail=True, methods=["post"])
     def cancel(self, request, pk=None) -> Response:
         job = self.get_object()
-        if job.is_final:
-            raise Conflict(f"The job has already finished ({job.status}).")
-        _queued(send_cancel(job))
+        _service(services.cancel, job, request.user, request=request)
         return self._accepted(job)
 
 
@@ -257,27 +250,28 @@ class LogViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     """Output of the user's jobs, oldest first. Follow a job with ``?job={id}&after={after}``."""
 
     serializer_class = LogSerializer
-    permission_classes = [IsAuthenticated, IsOwnerOrStaff]
+    permission_classes = [IsAuthenticated]
     pagination_class = AfterPagination
     # Always in id order: that order is what makes ``after`` a cursor.
     filter_backends = [DjangoFilterBackend]
     filterset_class = LogFilter
 
     def get_queryset(self):
-        return visible_to(Log.objects.all(), self.request.user, "job__owner").order_by("id")
+        logs = policy.visible_jobs(self.request.user, Log.objects.all(), "job__owner")
+        return logs.order_by("id")
 
 
 class ResultViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     """Files the user's jobs wrote, copied from the hosts."""
 
     serializer_class = ResultSerializer
-    permission_classes = [IsAuthenticated, IsOwnerOrStaff]
+    permission_classes = [IsAuthenticated]
     filterset_class = ResultFilter
     ordering_fields = ["id", "remote_filename", "size", "created"]
     ordering = ["job", "remote_filename", "id"]
 
     def get_queryset(self):
-        return visible_to(Result.objects.all(), self.request.user, "job__owner")
+        return policy.visible_jobs(self.request.user, Result.objects.all(), "job__owner")
 
     def perform_content_negotiation(self, request, force=False):
         # A download is sent as it is, whatever the Accept header; only its errors are rendered.
@@ -304,3 +298,22 @@ class ResultViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
             content_type="application/octet-stream",
             filename=posixpath.basename(result.remote_filename) or "result",
         )
+
+
+class EventViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
+    """The audit trail: what happened to the user's jobs and keys, oldest first (every event
+    with ``view_event``). Filter with ``?job={id}``."""
+
+    serializer_class = EventSerializer
+    permission_classes = [IsAuthenticated]
+    filterset_class = EventFilter
+    ordering_fields = ["id", "time"]
+    ordering = ["time", "id"]
+
+    def get_queryset(self):
+        user = self.request.user
+        events = Event.objects.select_related("actor")
+        if user.has_perm("django_remote_submission.view_event"):
+            return events
+        jobs = policy.visible_jobs(user).values("pk")
+        return events.filter(Q(job__in=jobs) | Q(actor=user, job__isnull=True))

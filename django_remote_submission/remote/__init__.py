@@ -13,6 +13,7 @@ from .base import (  # noqa: F401
     ConnectError,
     ConnectionLost,
     Credentials,
+    HostKeyInvalid,
     HostKeyMismatch,
     HostKeyUnknown,
     Process,

@@ -48,6 +48,10 @@ class HostKeyMismatch(RemoteError):
     """The host presented a key other than the one on record."""
 
 
+class HostKeyInvalid(RemoteError):
+    """The host key on record cannot be read: no key is trusted, whatever the policy."""
+
+
 class ConnectionLost(RemoteError):
     """An established connection broke; the caller may reconnect and resume."""
 

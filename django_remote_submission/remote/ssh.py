@@ -34,6 +34,7 @@ from .base import (
     ConnectError,
     ConnectionLost,
     Credentials,
+    HostKeyInvalid,
     HostKeyMismatch,
     HostKeyUnknown,
     Process,
@@ -169,6 +170,13 @@ class Connection:
     def _open(self) -> paramiko.SSHClient:
         t, c = self.target, self.credentials
         where = f"{t.hostname}:{t.port}"
+        name = host_key_name(t.hostname, t.port)
+        known = parse_host_key(t.host_key) if t.host_key.strip() else None
+        if t.host_key.strip() and known is None:
+            raise HostKeyInvalid(
+                f"The host key on record for {name} is not a known_hosts line; nothing was "
+                "sent. Replace it with the server's key (manage.py drs_fetch_host_key)."
+            )
         timeout = float(drs_settings.CONNECT_TIMEOUT)
         try:
             sock = socket.create_connection((t.hostname, t.port), timeout=timeout)
@@ -186,8 +194,6 @@ class Connection:
         client = paramiko.SSHClient()
         policy = _Policy(drs_settings.HOST_KEY_POLICY)
         client.set_missing_host_key_policy(policy)
-        name = host_key_name(t.hostname, t.port)
-        known = parse_host_key(t.host_key) if t.host_key else None
         if known is not None:
             client.get_host_keys().add(name, known.get_name(), known)
         kwargs = dict(

@@ -1,8 +1,5 @@
-"""Where jobs run (Server, Interpreter), what runs (Job), what came back (Log, Result).
+"""What runs (Job) and what came back (Log, Result).
 
-    python3 = Interpreter.objects.create(name="python3", path="/usr/bin/python3", arguments=["-u"])
-    server = Server.objects.create(title="HPC", hostname="hpc.example.org")
-    server.interpreters.add(python3)
     job = Job.objects.create(title="hello", program='print("hi")', remote_directory="/tmp/hello",
                              remote_filename="hello.py", owner=user, server=server,
                              interpreter=python3)
@@ -22,96 +19,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .conf import drs_settings
-from .credentials import EncryptedTextField
-
-
-class TimeStampedModel(models.Model):
-    created = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
-    modified = models.DateTimeField(_("modified"), auto_now=True)
-
-    class Meta:
-        abstract = True
-
-
-class Interpreter(TimeStampedModel):
-    """An executable that runs a job's program, e.g. ``/usr/bin/python3 -u``."""
-
-    name = models.CharField(_("name"), max_length=100)
-    path = models.CharField(
-        _("command path"),
-        max_length=256,
-        help_text=_(
-            "Absolute path or command name. Extra words are split shell-style, never run "
-            'through a shell ("/usr/bin/python3 -u" works).'
-        ),
-    )
-    arguments = models.JSONField(
-        _("arguments"),
-        default=list,
-        blank=True,
-        help_text=_('Arguments before the program file, e.g. ["-u"].'),
-    )
-
-    class Meta:
-        verbose_name = _("interpreter")
-        verbose_name_plural = _("interpreters")
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.path})"
-
-    def clean(self) -> None:
-        if not isinstance(self.arguments, list) or not all(
-            isinstance(a, str) for a in self.arguments
-        ):
-            raise ValidationError({"arguments": _("Arguments must be a list of strings.")})
-
-
-class Server(TimeStampedModel):
-    """A host reachable over SSH, and how to log in to it."""
-
-    title = models.CharField(_("name"), max_length=100)
-    hostname = models.CharField(_("hostname"), max_length=255)
-    port = models.PositiveIntegerField(_("port"), default=22)
-    interpreters = models.ManyToManyField(
-        Interpreter, related_name="servers", blank=True, verbose_name=_("interpreters")
-    )
-    username = models.CharField(
-        _("login name"),
-        max_length=150,
-        blank=True,
-        help_text=_("Blank: the job owner's username."),
-    )
-    private_key = EncryptedTextField(
-        _("private key"),
-        blank=True,
-        help_text=_("OpenSSH private key text used to log in (stored encrypted)."),
-    )
-    private_key_passphrase = EncryptedTextField(_("private key passphrase"), blank=True)
-    use_agent = models.BooleanField(
-        _("use ssh-agent"),
-        default=False,
-        help_text=_("Offer the keys of the worker's ssh-agent (SSH_AUTH_SOCK)."),
-    )
-    local = models.BooleanField(
-        _("run locally"),
-        default=False,
-        help_text=_("Run jobs on the worker's own machine instead of over SSH (remote=False)."),
-    )
-    host_key = models.TextField(
-        _("host key"),
-        blank=True,
-        help_text=_("known_hosts-style line of the server's public key. Blank until known."),
-    )
-
-    class Meta:
-        verbose_name = _("server")
-        verbose_name_plural = _("servers")
-        ordering = ["title"]
-
-    def __str__(self) -> str:
-        return f"{self.title} <{self.hostname}:{self.port}>"
+from ..conf import drs_settings
+from .servers import Interpreter, Server, TimeStampedModel
 
 
 class Status(models.TextChoices):
@@ -140,11 +49,6 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 class JobQuerySet(models.QuerySet):
     def active(self) -> JobQuerySet:
         return self.filter(status__in=ACTIVE_STATES)
-
-    def visible_to(self, user) -> JobQuerySet:
-        if user.is_staff:
-            return self
-        return self.filter(owner=user) if user.is_authenticated else self.none()
 
 
 class Job(TimeStampedModel):
@@ -241,6 +145,19 @@ class Job(TimeStampedModel):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATES
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATES
+
+    @property
+    def can_submit(self) -> bool:
+        """A new run may start: from ``initial`` or a final state (not while one runs)."""
+        return not self.is_active and Status.submitted in TRANSITIONS[self.status]
+
+    @property
+    def can_cancel(self) -> bool:
+        return Status.cancelled in TRANSITIONS[self.status]
 
 
 class Log(models.Model):

@@ -1,0 +1,211 @@
+"""The one door from the web to the workers: create, submit, resubmit, cancel, edit, delete.
+
+    job = services.create(request.user, request=request, title=..., program=..., server=...,
+                          interpreter=..., remote_directory=..., remote_filename=...)
+    queued = services.submit(job, request.user, password="...", timeout=60, request=request)
+    queued.error        # after the commit: "" or why the broker did not take the task
+    services.resubmit(job, request.user, request=request)
+    services.cancel(job, request.user, request=request)
+
+Pages, admin actions and the API call these and nothing else: each checks the access policy
+(``policy``; ``policy.Refused`` when it says no), the job's state (``JobBusy``), uses the
+same options wherever it is called from, records an audit event and queues the Celery task
+once the transaction commits. A password is handed to ``submit_job_to_server.delay``, which
+encrypts it before it reaches the broker.
+
+A resubmission keeps the previous run's ``timeout``, ``log_policy`` and ``store_results``;
+the login is decided again for whoever resubmits (a login name or key file that someone with
+``choose_login`` picked is never reused by the job's owner). When the broker cannot be
+reached, a job that never ran fails at once with the reason instead of waiting in
+``initial`` for a run that will not come.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.db import transaction
+from kombu.utils.url import maybe_sanitize_url
+
+from . import audit, policy, runner, tasks
+from .models import Event, Job, Status
+from .policy import Refused
+from .results import delete_files_on_commit
+
+logger = logging.getLogger(__name__)
+
+RESUBMITTED_OPTIONS = ("timeout", "log_policy", "store_results")
+__all__ = ["JobBusy", "Queued", "Refused", "cancel", "create", "resubmit", "submit"]
+
+
+class JobBusy(Exception):
+    """The job's state does not allow what was asked (it runs, or it has finished)."""
+
+
+@dataclass
+class Queued:
+    """What became of a task queued on commit: ``error`` is why it was not queued."""
+
+    error: str = ""
+
+
+def _refuse_unless_may_act(user, job: Job, doing: str) -> None:
+    if not policy.may_act_on(user, job):
+        raise Refused(f"You may not {doing} this job.")
+
+
+def create(user, *, request=None, **fields) -> Job:
+    """A new job of ``user`` on a server they may use (not queued: see ``submit``)."""
+    server = fields["server"]
+    if not policy.may_use_server(user, server):
+        raise Refused(f"You may not run jobs on {server.title}.")
+    job = Job.objects.create(owner=user, **fields)
+    audit.record(Event.Action.create, job=job, actor=user, request=request)
+    return job
+
+
+def submit(
+    job: Job,
+    user,
+    *,
+    password: str | None = None,
+    username: str | None = None,
+    key_filename: str | None = None,
+    timeout: float | None = None,
+    log_policy: int | None = None,
+    store_results: list[str] | None = None,
+    request=None,
+    action: str = Event.Action.submit,
+) -> Queued:
+    """Queue a run of ``job`` for ``user`` once the transaction commits."""
+    _refuse_unless_may_act(user, job, "submit")
+    if not job.can_submit:
+        raise JobBusy(f"The job is {job.status}: cancel it or wait until it has finished.")
+    login = policy.decide(
+        user,
+        job.server,
+        password=bool(password),
+        username=username or None,
+        key_filename=key_filename or None,
+    )
+    kwargs: dict = {
+        "username": login.username,
+        "login_with": login.login_with,
+        "remote": not job.server.local,
+    }
+    if password and login.login_with == policy.PASSWORD:
+        kwargs["password"] = password
+    if login.key_filename:
+        kwargs["public_key_filename"] = login.key_filename
+    for name, value in (
+        ("timeout", timeout),
+        ("log_policy", log_policy),
+        ("store_results", store_results),
+    ):
+        if value is not None:
+            kwargs[name] = value
+    audit.record(action, job=job, actor=user, login=login.username, request=request)
+    return _on_commit(lambda: send_submit(job, **kwargs))
+
+
+def resubmit(job: Job, user, *, request=None, **options) -> Queued:
+    """Run a finished job again with the options of its latest run (``options`` override)."""
+    if not job.is_final:
+        raise JobBusy(
+            f"The job is {job.status}: only a finished job can be resubmitted"
+            + (" (submit it instead)." if job.status == Status.initial else ".")
+        )
+    previous = job.options or {}
+    kept = {k: previous[k] for k in RESUBMITTED_OPTIONS if previous.get(k) is not None}
+    return submit(job, user, request=request, action=Event.Action.resubmit, **{**kept, **options})
+
+
+def cancel(job: Job, user, *, request=None) -> Queued:
+    """Queue the stop of ``job``; it turns ``cancelled`` once the host confirms."""
+    _refuse_unless_may_act(user, job, "cancel")
+    if not job.can_cancel:
+        raise JobBusy(f"The job has already finished ({job.status}).")
+    audit.record(Event.Action.cancel, job=job, actor=user, request=request)
+    return _on_commit(lambda: send_cancel(job))
+
+
+def edit(job: Job, user, changes: dict, *, request=None) -> Job:
+    """Change fields of a job that is not running (the row is locked against a lease)."""
+    _refuse_unless_may_act(user, job, "edit")
+    if "server" in changes and not policy.may_use_server(user, changes["server"]):
+        raise Refused(f"You may not run jobs on {changes['server'].title}.")
+    with transaction.atomic():
+        current = Job.objects.select_for_update().get(pk=job.pk)
+        if current.is_active:
+            raise JobBusy(f"The job is {current.status}: it cannot be edited now.")
+        for name, value in changes.items():
+            setattr(job, name, value)
+        job.save(update_fields=[*changes, "modified"])
+        what = ", ".join(sorted(changes))
+        audit.record(Event.Action.edit, job=job, actor=user, reason=what, request=request)
+    return job
+
+
+def delete(job: Job, user, *, request=None) -> None:
+    """Delete a job that is not running, with its logs and result files."""
+    _refuse_unless_may_act(user, job, "delete")
+    with transaction.atomic():
+        current = Job.objects.select_for_update().get(pk=job.pk)
+        if current.is_active:
+            raise JobBusy(f"The job is {current.status}: it cannot be deleted now.")
+        results = list(current.results.all())
+        audit.record(Event.Action.delete, job=current, actor=user, request=request)
+        current.delete()
+        if results:
+            files = [r.local_file.name for r in results if r.local_file]
+            delete_files_on_commit(files, results[0].local_file.storage)
+
+
+def _on_commit(send) -> Queued:
+    queued = Queued()
+
+    def go() -> None:
+        queued.error = send()
+
+    transaction.on_commit(go)
+    return queued
+
+
+def _not_queued(what: str, exc: Exception) -> str:
+    connection = tasks.submit_job_to_server.app.connection_for_write()
+    broker = maybe_sanitize_url(connection.as_uri(include_password=True))  # password masked
+    logger.warning("Could not queue %s: %s: %s", what, type(exc).__name__, exc)
+    return (
+        f"Could not queue {what}: the Celery broker ({broker}) did not take it "
+        f"({type(exc).__name__}: {exc}). Start the broker and a worker, then submit it again."
+    )
+
+
+def send_submit(job: Job, **kwargs) -> str:
+    """Queue a run of the job now; return "" or why it could not be queued.
+
+    A job that was never run fails with that reason, so that no job waits in ``initial``
+    for a run that will not come.
+    """
+    try:
+        tasks.submit_job_to_server.delay(job.pk, **kwargs)
+    except Exception as exc:  # whatever the broker raised: the job must not be left waiting
+        error = _not_queued("the job", exc)
+        current = Job.objects.get(pk=job.pk)
+        if current.status == Status.initial:
+            try:
+                runner.move(current, Status.failure, error=error)
+            except runner.InvalidTransition:
+                pass  # changed meanwhile: whoever changed it reports on it
+        return error
+    return ""
+
+
+def send_cancel(job: Job) -> str:
+    """Queue a cancel of the job now; return "" or why it could not be queued."""
+    try:
+        tasks.cancel_job.delay(job.pk)
+    except Exception as exc:
+        return _not_queued("the cancel", exc)
+    return ""

@@ -1,0 +1,37 @@
+"""Pages: jobs (``jobs``), downloads (``files``) and each user's SSH keys (``keys``).
+
+# urls.py of a project
+path("", include("django_remote_submission.urls"))    # namespace "drs"
+LOGIN_URL = "drs:login"                                # or the project's own login page
+"""
+
+from .files import job_log, result_download
+from .jobs import (
+    job_cancel,
+    job_create,
+    job_detail,
+    job_list,
+    job_results,
+    job_row,
+    job_submit,
+    visible_jobs,
+)
+from .keys import account_edit, key_create, key_install, key_list, key_remove
+
+__all__ = [
+    "account_edit",
+    "job_cancel",
+    "job_create",
+    "job_detail",
+    "job_list",
+    "job_log",
+    "job_results",
+    "job_row",
+    "job_submit",
+    "key_create",
+    "key_install",
+    "key_list",
+    "key_remove",
+    "result_download",
+    "visible_jobs",
+]

@@ -1,0 +1,99 @@
+"""Downloads: a job's log as text and its result files, streamed.
+
+Under ASGI each chunk is read in a worker thread through an async iterator, so that a large
+log or result file is never read whole into memory.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import posixpath
+from collections.abc import Iterator
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.decorators import login_required
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from django.utils.http import content_disposition_header
+
+from ..models import Log
+from .jobs import job_or_404
+
+LOG_QUERY_ROWS = 200
+FILE_CHUNK = 256 * 1024
+STREAMS = ("stdout", "stderr", "system")
+
+
+def _streamed(
+    request: HttpRequest,
+    chunks: Iterator[bytes],
+    content_type: str,
+    filename: str,
+    length: int | None = None,
+) -> StreamingHttpResponse:
+    """A download from a sync iterator; under ASGI each chunk is read in a worker thread."""
+    if isinstance(request, ASGIRequest):
+
+        async def read():
+            while (chunk := await sync_to_async(next)(chunks, None)) is not None:
+                yield chunk
+
+        content = read()
+    else:
+        content = chunks
+    response = StreamingHttpResponse(content, content_type=content_type)
+    response["Content-Disposition"] = content_disposition_header(True, filename)
+    if length is not None:
+        response["Content-Length"] = str(length)
+    return response
+
+
+def _log_chunks(job_pk: int, streams: tuple[str, ...], mark_system: bool) -> Iterator[bytes]:
+    last = 0
+    while True:
+        rows = list(
+            Log.objects.filter(job_id=job_pk, id__gt=last, stream__in=streams)
+            .order_by("id")
+            .values_list("id", "stream", "content")[:LOG_QUERY_ROWS]
+        )
+        if not rows:
+            return
+        last = rows[-1][0]
+        yield "".join(
+            f"[{stream}] {content}" if mark_system and stream == "system" else content
+            for _pk, stream, content in rows
+        ).encode()
+
+
+@login_required
+def job_log(request: HttpRequest, pk: int) -> HttpResponse:
+    """The full log as text: all streams in arrival order, or one (``?stream=stderr``)."""
+    job = job_or_404(request, pk)
+    stream = request.GET.get("stream")
+    streams = (stream,) if stream in STREAMS else STREAMS
+    suffix = f"-{stream}" if stream in STREAMS else ""
+    return _streamed(
+        request,
+        _log_chunks(job.pk, streams, mark_system=len(streams) > 1),
+        "text/plain; charset=utf-8",
+        f"job-{job.pk}{suffix}.log",
+    )
+
+
+def _file_chunks(f) -> Iterator[bytes]:
+    try:
+        while chunk := f.read(FILE_CHUNK):
+            yield chunk
+    finally:
+        f.close()
+
+
+@login_required
+def result_download(request: HttpRequest, pk: int, result_pk: int) -> HttpResponse:
+    job = job_or_404(request, pk)
+    result = get_object_or_404(job.results, pk=result_pk)
+    name = posixpath.basename(result.remote_filename) or f"result-{result.pk}"
+    f = result.local_file.open("rb")
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return _streamed(request, _file_chunks(f), content_type, name, length=result.local_file.size)

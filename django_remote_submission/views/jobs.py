@@ -1,0 +1,141 @@
+"""Pages of jobs: the list, a job's live page with its timeline, the new-job form, submit and
+cancel.
+
+Every page needs a logged-in user and shows only the jobs the user may see (their own; all
+with the permission ``view_job``): another job answers 404, like a missing one. The live
+parts (status badges, log lines) come over the websockets of ``routing.py``; these views
+render the first state. Submit, resubmit and cancel go through ``services``.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from .. import policy, services
+from ..forms import JobForm, SubmitForm
+from ..models import Job
+
+QUEUED = "queued"  # tag of the "queued" notice, which the job page drops once the job runs
+
+
+def visible_jobs(request: HttpRequest):
+    jobs = policy.visible_jobs(request.user)
+    return jobs.select_related("server", "interpreter", "owner")
+
+
+def job_or_404(request: HttpRequest, pk: int) -> Job:
+    return get_object_or_404(visible_jobs(request), pk=pk)
+
+
+@login_required
+def job_list(request: HttpRequest) -> HttpResponse:
+    page = Paginator(visible_jobs(request).order_by("-created"), 50).get_page(
+        request.GET.get("page")
+    )
+    return render(
+        request, "django_remote_submission/job_list.html", {"page": page, "jobs": page.object_list}
+    )
+
+
+@login_required
+def job_row(request: HttpRequest, pk: int) -> HttpResponse:
+    """One ``<tr>`` of the list, for a job the live list has not shown yet."""
+    return render(
+        request, "django_remote_submission/_job_row.html", {"job": job_or_404(request, pk)}
+    )
+
+
+def _detail_context(request: HttpRequest, job: Job) -> dict:
+    may_act = policy.may_act_on(request.user, job)
+    return {
+        "job": job,
+        "results": job.results.all(),
+        "can_submit": may_act and job.can_submit,
+        "can_cancel": may_act and job.can_cancel,
+        "may_act": may_act,
+    }
+
+
+@login_required
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = job_or_404(request, pk)
+    context = _detail_context(request, job)
+    context["submit_form"] = SubmitForm(user=request.user)
+    context["events"] = job.events.select_related("actor").order_by("time", "id")
+    return render(request, "django_remote_submission/job_detail.html", context)
+
+
+@login_required
+def job_results(request: HttpRequest, pk: int) -> HttpResponse:
+    """The result list of a job page, fetched again when the job ends."""
+    job = job_or_404(request, pk)
+    return render(request, "django_remote_submission/_results.html", _detail_context(request, job))
+
+
+@login_required
+def job_create(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        form = JobForm(request.POST, user=request.user)
+        if form.is_valid():
+            try:
+                job, queued = form.save(request=request)
+            except policy.Refused as exc:
+                form.add_error(None, str(exc))
+            else:
+                _report(request, queued, _("Job “%(title)s” queued.") % {"title": job.title})
+                return redirect("drs:job-detail", pk=job.pk)
+    else:
+        initial = {}
+        server_pk = request.GET.get("server", "")
+        if server_pk.isdigit():
+            server = policy.usable_servers(request.user).filter(pk=server_pk).first()
+            if server is not None:
+                initial["server"] = server
+        form = JobForm(initial=initial, user=request.user)
+    return render(request, "django_remote_submission/job_form.html", {"form": form})
+
+
+def _report(request: HttpRequest, queued: services.Queued, done: str) -> None:
+    if queued.error:
+        messages.error(request, queued.error)
+    else:
+        messages.success(request, done, extra_tags=QUEUED)
+
+
+@login_required
+@require_POST
+def job_submit(request: HttpRequest, pk: int) -> HttpResponse:
+    """Submit a job in its initial state, or resubmit a finished one."""
+    job = job_or_404(request, pk)
+    form = SubmitForm(request.POST, user=request.user)
+    if form.is_valid():
+        again = services.resubmit if job.is_final else services.submit
+        try:
+            queued = again(job, request.user, request=request, **form.login())
+        except (policy.Refused, services.JobBusy) as exc:
+            messages.error(request, str(exc))
+        else:
+            _report(request, queued, _("Job queued."))
+    return redirect("drs:job-detail", pk=job.pk)
+
+
+@login_required
+@require_POST
+def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    job = job_or_404(request, pk)
+    try:
+        queued = services.cancel(job, request.user, request=request)
+    except (policy.Refused, services.JobBusy) as exc:
+        messages.error(request, str(exc))
+    else:
+        if queued.error:
+            messages.error(request, queued.error)
+        else:
+            messages.success(request, _("Cancelling the job."))
+    return redirect("drs:job-detail", pk=job.pk)
