@@ -2,13 +2,22 @@
 
 Each test runs one async scenario (``run``) against the consumers through
 ``channels.testing.WebsocketCommunicator`` and the in-memory channel layer; broadcasts come
-from ``events`` exactly as the runner sends them.
+from ``events`` exactly as the runner sends them. The last test runs daphne and redis, with a
+client that never reads while a job prints a million lines.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket as net
+import struct
+import subprocess
+import sys
+import tempfile
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -18,10 +27,16 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
+from django.test import Client
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from django_remote_submission import consumers, events
+from django_remote_submission.conf import redis_channel_layer
+from django_remote_submission.logs import LogPolicy, LogWriter
 from django_remote_submission.models import Interpreter, Job, Log, Server
 from django_remote_submission.routing import websocket_urlpatterns
+from tests.services import free_port, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -609,3 +624,134 @@ def test_malformed_client_messages_are_ignored(users, make_job, flow):
             await communicator.disconnect()
 
     run(scenario)
+
+
+# --- a real server: daphne and a client that never reads --------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+ACK_TIMEOUT = 2.0
+LINES = 1_000_000
+MB = 1_000_000
+TCP_ESTABLISHED = 1
+
+
+@dataclass
+class Daphne:
+    port: int
+    layer: str  # redis URL of its channel layer
+    proc: subprocess.Popen
+    log_file: str
+
+    def log(self) -> str:
+        return Path(self.log_file).read_text(errors="replace")
+
+    def url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/{path}"
+
+    def memory(self, field: str = "VmRSS") -> int:
+        """Bytes of ``field`` (VmRSS, VmHWM, ...) in /proc/<pid>/status."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+        raise LookupError(field)
+
+
+@pytest.fixture
+def daphne(redis_url, django_db_setup):
+    """Usage: ``daphne.url("ws/job-user/")``: daphne serving tests.asgi on a free port."""
+    layer = redis_url.rsplit("/", 1)[0] + "/3"
+    env = {
+        **os.environ,
+        "DRS_CHANNEL_REDIS": layer,
+        "DRS_TEST_SETTINGS": json.dumps({"WS_ACK_TIMEOUT": ACK_TIMEOUT}),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+    }
+    port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="drs-daphne-", suffix=".log", delete=False)
+    argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    proc = subprocess.Popen(
+        [*argv, "tests.asgi:application"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"daphne exited: {Path(log.name).read_text()}")
+        try:
+            net.create_connection(("127.0.0.1", port), 0.5).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(listening, timeout=30, interval=0.05, message="daphne listens")
+        yield Daphne(port, layer, proc, log.name)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        os.unlink(log.name)
+
+
+def tcp_info(sock: net.socket) -> tuple[int, int]:
+    """(state, bytes received) of a TCP socket, from Linux's struct tcp_info."""
+    info = sock.getsockopt(net.IPPROTO_TCP, net.TCP_INFO, 256)
+    return info[0], struct.unpack_from("Q", info, 128)[0]
+
+
+def test_a_client_that_never_reads_is_dropped_and_the_server_stays_small(
+    users, make_job, daphne, settings
+):
+    settings.CHANNEL_LAYERS = {"default": redis_channel_layer(daphne.layer)}  # reach daphne
+    settings.DRS = {**settings.DRS, "LOG_MAX_BYTES": 1 << 30}  # keep all 128 MB
+    job = make_job(users["alice"], status="running")
+    browser = Client()
+    browser.force_login(users["alice"])
+    cookie = {"Cookie": f"sessionid={browser.cookies['sessionid'].value}"}
+    url = daphne.url(f"ws/job-log/{job.pk}/")
+    with connect(url, additional_headers=cookie, open_timeout=10) as first:  # warms daphne up
+        assert json.loads(first.recv(timeout=10))["type"] == "status"
+    before = daphne.memory()
+
+    raw = net.socket()
+    raw.setsockopt(net.SOL_SOCKET, net.SO_RCVBUF, 4096)  # a small window, soon full
+    raw.connect(("127.0.0.1", daphne.port))
+    line = b"%07d " + (b"the quick brown fox jumps over the lazy dog " * 3)[:119] + b"\n"
+    # The client never calls recv(): with max_queue=1 it stops reading the socket at once.
+    with connect(url, sock=raw, additional_headers=cookie, max_queue=1, open_timeout=10) as slow:
+        started = time.monotonic()
+        writer = LogWriter(job, LogPolicy.LOG_LIVE)
+        for start in range(0, LINES, 2000):  # 256 KB reads, as from a job's output
+            writer.feed("stdout", b"".join(line % i for i in range(start, start + 2000)))
+            writer.flush_if_due()
+        writer.close()
+        stored = time.monotonic() - started
+        assert tcp_info(raw)[1] < MB  # the client really does not read: its kernel took little
+        wait_for(
+            lambda: tcp_info(raw)[0] != TCP_ESTABLISHED,
+            timeout=ACK_TIMEOUT + 20,
+            message="daphne closes the connection of the client that does not read",
+        )
+        after, peak = daphne.memory(), daphne.memory("VmHWM")
+        received = tcp_info(raw)[1]
+        frames = []  # what reached the client before the server dropped it
+        with pytest.raises(ConnectionClosed):
+            while True:
+                frames.append(slow.recv(timeout=10))
+    assert job.stdout_offset == len(line % 0) * LINES
+    numbers = (
+        f"{LINES} lines ({job.stdout_offset // MB} MB) stored in {stored:.1f} s; daphne RSS "
+        f"{before // MB} -> {after // MB} MB, peak {peak // MB} MB; the client's kernel got "
+        f"{received} bytes, {len(frames)} messages ({sum(map(len, frames))} bytes) readable"
+    )
+    assert after - before < 100 * MB, numbers
+    assert peak - before < 100 * MB, numbers
+    assert "Exception inside application" not in daphne.log()  # dropped, not crashed
+    seqs = [json.loads(frame)["seq"] for frame in frames]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+    # The server goes on: another client gets the end of the log.
+    last = Log.objects.filter(job=job).order_by("-id").values_list("id", flat=True)[:2]
+    with connect(f"{url}?after={last[1]}", additional_headers=cookie, open_timeout=10) as other:
+        assert json.loads(other.recv(timeout=10))["type"] == "status"
+        logs = json.loads(other.recv(timeout=10))
+        assert [row["id"] for row in logs["logs"]] == [last[0]]
+    assert daphne.proc.poll() is None
