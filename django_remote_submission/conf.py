@@ -75,6 +75,13 @@ DEFAULTS: dict[str, Any] = {
     "STORAGE_MIN_FREE_BYTES": 1 << 30,
     # Seconds a read from the host (a result file) may wait for data before it fails.
     "HOST_READ_TIMEOUT": 60.0,
+    # Websockets: a client acknowledges what it has read ({"type": "ack", "seq": n}). While
+    # more than this many bytes it was sent are unacknowledged, the server sends it nothing
+    # more (the rows wait in the database) ...
+    "WS_MAX_UNACKED_BYTES": 4 << 20,
+    # ... and after this many seconds without an ack that brings it back under, closes it
+    # with code 4408 (the browser reconnects and resumes after its last row).
+    "WS_ACK_TIMEOUT": 30.0,
 }
 
 

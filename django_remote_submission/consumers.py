@@ -12,7 +12,7 @@
 
 ``ws/job-user/`` (``JobUserConsumer``) sends, as JSON text frames:
 
-``{"type": "jobs", "jobs": [<job>, ...]}``  once, on connect: the latest jobs the user may see
+``{"type": "jobs", "jobs": [<job>, ...]}``  on connect: the latest jobs the user may see
                                            (newest first, at most ``LATEST_JOBS``).
 ``{"type": "status", "job": <job>}``        each time one of those jobs changes state.
 
@@ -22,27 +22,44 @@
 ``{"type": "logs", "job": <pk>, "history": <bool>, "logs": [<log>, ...]}``
                                            the log rows with an id above ``after`` (0 when
                                            not given), oldest first: first the stored ones
-                                           (``history`` true, in batches of at most
+                                           (``history`` true, in pages of at most
                                            ``HISTORY_ROWS`` rows / ``HISTORY_CHARS``
-                                           characters), then new ones as they are stored.
+                                           characters), then new ones as they are stored
+                                           (``history`` true again for rows read from the
+                                           database after a stop, see below).
 
 ``<job>`` is ``events.job_payload`` plus ``"url"`` (the job's page); ``<log>`` is
 ``events.log_payload``: ``{"id", "time", "stream", "content", "offset"}`` where ``stream`` is
 "stdout", "stderr" or "system" (a notice of the app itself). A client that reconnects passes
 the largest log id it has and receives each row exactly once, without a gap.
 
+Flow control. Every message also carries ``"seq"``: 1, 2, 3, ... on each connection. The
+client acknowledges what it has processed with ``{"type": "ack", "seq": <the last seq
+processed>}`` (after every message, or at most every 100 ms and after each history page);
+anything else it sends is ignored. While more than ``DRS["WS_MAX_UNACKED_BYTES"]`` (4 MiB)
+of messages are unacknowledged, the server sends nothing more: the log consumer stops where
+it is and, once acks bring the backlog under the bound, sends the rows it skipped from the
+database, page by page, then goes live again; of the statuses it skipped only the latest is
+sent (per job; when more than ``LATEST_JOBS`` jobs changed, a fresh ``"jobs"`` list instead).
+A socket whose backlog stays over the bound for ``DRS["WS_ACK_TIMEOUT"]`` seconds (30) is
+closed with code 4408: the client is too slow, and reconnects with ``?after=<last id>``.
+So a server holds at most the bound plus one message for each socket, whatever the job prints.
+
 Anonymous users are closed with code 4401; a job the user may not see (someone else's, unless
 staff, or missing) with 4403. History goes to the connecting socket only. Live rows that the
 socket already has are dropped. A message the channel layer dropped (a socket that fell
 behind its channel's capacity) is recovered from the database: before a live batch whose
 first id does not follow the last one sent, and when the job reaches a final state, the
-consumer sends the stored rows it has not sent yet.
+consumer sends the stored rows it has not sent yet. A final status is sent after every row
+stored before it; a new run's ``submitted`` before every row of that run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections import deque
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -51,7 +68,8 @@ from django.db.models.functions import Length
 from django.urls import NoReverseMatch, reverse
 
 from . import events, policy
-from .models import FINAL_STATES, Log
+from .conf import drs_settings
+from .models import FINAL_STATES, Log, Status
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +79,7 @@ HISTORY_CHARS = 256 * 1024
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_SLOW = 4408  # the client did not ack in time: reconnect with ?after=<last id>
 
 
 def job_url(pk: int) -> str | None:
@@ -120,8 +139,37 @@ def _after(scope) -> int:
         return 0
 
 
+def _ack(text_data: str | None) -> int | None:
+    """The seq of an ack frame; None for anything else (ignored, never an error)."""
+    try:
+        content = json.loads(text_data) if text_data else None
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(content, dict) or content.get("type") != "ack":
+        return None
+    seq = content.get("seq")
+    return seq if type(seq) is int else None
+
+
 class _AuthorisedConsumer(AsyncJsonWebsocketConsumer):
+    """Joins the socket to its groups, and sends with flow control (see the module doc)."""
+
     groups_joined: list[str]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seq = 0
+        self.unacked: deque[tuple[int, int]] = deque()  # (seq, bytes) of each message
+        self.unacked_bytes = 0
+        self.acked = asyncio.Event()  # set by each ack that leaves the backlog under the bound
+        self.stalled: asyncio.Task | None = None  # closes the socket unless acks come
+        self.closing = False
+
+    @property
+    def behind(self) -> bool:
+        """The client has more than the bound to acknowledge (or is being closed): send it
+        nothing."""
+        return self.closing or self.unacked_bytes > drs_settings.WS_MAX_UNACKED_BYTES
 
     async def refuse(self, code: int) -> None:
         # Accept first so that the browser sees the code (a refused handshake is only 1006).
@@ -134,15 +182,65 @@ class _AuthorisedConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
 
     async def disconnect(self, code) -> None:
+        if self.stalled is not None:
+            self.stalled.cancel()
         for group in getattr(self, "groups_joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
 
-    async def receive_json(self, content, **kwargs) -> None:
-        pass  # the client only listens
+    async def send_json(self, content: dict, close: bool = False) -> None:
+        if self.closing:
+            return
+        self.seq += 1
+        # ASCII (json.dumps escapes the rest): its length is its size in bytes.
+        text = await self.encode_json({**content, "seq": self.seq})
+        await self.send(text_data=text, close=close)
+        self.unacked.append((self.seq, len(text)))
+        self.unacked_bytes += len(text)
+        if self.behind and self.stalled is None:
+            self.stalled = asyncio.ensure_future(self._close_when_stalled())
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        seq = _ack(text_data)
+        if seq is None or not 1 <= seq <= self.seq:
+            return  # not an ack, or of a message never sent
+        while self.unacked and self.unacked[0][0] <= seq:
+            self.unacked_bytes -= self.unacked.popleft()[1]
+        if not self.behind:
+            if self.stalled is not None:
+                self.stalled.cancel()
+                self.stalled = None
+            self.acked.set()
+            await self.caught_up()
+
+    async def caught_up(self) -> None:
+        """An ack left the backlog under the bound: send what waits."""
+
+    async def until_acked(self) -> None:
+        """Return once the backlog is under the bound."""
+        while self.behind:
+            self.acked.clear()
+            await self.acked.wait()
+
+    async def _close_when_stalled(self) -> None:
+        await asyncio.sleep(drs_settings.WS_ACK_TIMEOUT)
+        self.stalled = None
+        logger.info(
+            "Closing a websocket of %s: %d bytes unacknowledged for %ss",
+            self.scope.get("path"),
+            self.unacked_bytes,
+            drs_settings.WS_ACK_TIMEOUT,
+        )
+        self.closing = True
+        await self.close(code=CLOSE_TOO_SLOW)
 
 
 class JobUserConsumer(_AuthorisedConsumer):
     """``ws/job-user/``: the latest jobs on connect, then every status change."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting: dict[int, dict] = {}  # job pk -> its latest status not sent yet
+        self.stale_list = False  # too many jobs waited: a fresh list replaces them
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -155,14 +253,36 @@ class JobUserConsumer(_AuthorisedConsumer):
         await self.send_json({"type": "jobs", "jobs": await _latest_jobs(user)})
 
     async def drs_status(self, event: dict) -> None:
-        await self.send_json(_job_message(event["job"]))
+        job = event["job"]
+        self.waiting.pop(job["id"], None)
+        self.waiting[job["id"]] = job  # the latest last
+        if len(self.waiting) > LATEST_JOBS:
+            self.waiting.clear()
+            self.stale_list = True
+        await self.caught_up()
+
+    async def caught_up(self) -> None:
+        if self.stale_list and not self.behind:
+            self.stale_list = False
+            jobs = await _latest_jobs(self.scope["user"])
+            for job in jobs:  # read after each of their changes: the list is newer
+                self.waiting.pop(job["id"], None)
+            await self.send_json({"type": "jobs", "jobs": jobs})
+        while self.waiting and not self.behind:
+            await self.send_json(_job_message(self.waiting.pop(next(iter(self.waiting)))))
 
     async def drs_logs(self, event: dict) -> None:
         pass  # not sent to user groups; ignore should a layer deliver one
 
 
 class JobLogConsumer(_AuthorisedConsumer):
-    """``ws/job-log/<job_pk>/?after=<id>``: the job's log so far, then new rows, and its status."""
+    """``ws/job-log/<job_pk>/?after=<id>``: the job's log so far, then new rows, and its status.
+
+    Live batches are forwarded while the socket keeps up. Otherwise (history, a client over
+    the bound, a missed message, a final status) ``_pump`` sends the rows from the database,
+    page by page within the bound, then goes live again: what arrives meanwhile only marks
+    the database as read too early (``stale``), and statuses wait in two slots.
+    """
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -176,65 +296,90 @@ class JobLogConsumer(_AuthorisedConsumer):
             return
         self.last_id = _after(self.scope)
         self.live = False
-        self.pending: list[dict] = []
-        # Join first: rows stored from now on arrive as messages and wait in ``pending``
-        # while the history is read, so nothing falls in between.
+        self.stale = False  # a message arrived while the database was read: read it again
+        self.new_run: dict | None = None  # a "submitted" not sent: before any further row
+        self.status: dict | None = None  # the latest other status not sent: after the rows
+        self.pumping: asyncio.Task | None = None
+        # Join first: rows stored from now on arrive as messages, and mark the history read
+        # so far as stale, so nothing falls in between.
         await self.join([events.job_group(self.job_pk)])
         await self.accept()
         await self.send_json(_job_message(job))
-        self.history = asyncio.ensure_future(self._send_history())
+        self._from_database()
 
     async def disconnect(self, code) -> None:
-        history = getattr(self, "history", None)
-        if history is not None and not history.done():
-            history.cancel()
+        pumping = getattr(self, "pumping", None)
+        if pumping is not None:
+            pumping.cancel()
         await super().disconnect(code)
 
-    async def _send_history(self) -> None:
+    async def caught_up(self) -> None:
+        pass  # ``_pump`` waits for ``acked``
+
+    def _from_database(self) -> None:
+        """Stop forwarding live messages: ``_pump`` sends from the database what they held."""
+        self.live = False
+        self.stale = True
+        if self.pumping is None or self.pumping.done():
+            self.pumping = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
         try:
-            await self._catch_up()
-            while self.pending:  # what arrived meanwhile, minus what the history had
-                await self._handle(self.pending.pop(0))
-            self.live = True  # no await since the check: nothing can slip in between
+            while True:
+                await self.until_acked()
+                if self.new_run is not None:  # the rows stored before it are deleted
+                    job, self.new_run = self.new_run, None
+                    await self.send_json(_job_message(job))
+                    continue
+                self.stale = False
+                rows = await _rows_after(self.job_pk, self.last_id)
+                if self.new_run is not None:
+                    continue  # these rows may be of either run: read again after its status
+                if rows:
+                    await self._send_rows(rows, history=True)
+                elif self.stale:
+                    continue
+                elif self.status is not None:
+                    # Read after the status arrived: every row stored before it is sent.
+                    job, self.status = self.status, None
+                    await self.send_json(_job_message(job))
+                else:
+                    break
+            self.live = True  # no await since the last read: nothing can slip in between
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("Could not send the log of job %s", self.job_pk)
             await self.close(code=1011)
 
-    async def _catch_up(self, before: int | None = None) -> None:
-        """Send every stored row above ``last_id`` (and below ``before``), in batches."""
-        while True:
-            rows = await _rows_after(self.job_pk, self.last_id, before)
-            if not rows:
-                return
-            await self._send_rows(rows, history=True)
-
     async def _send_rows(self, rows: list[dict], history: bool) -> None:
-        rows = [row for row in rows if row["id"] > self.last_id]
-        if not rows:
-            return
-        if not history and rows[0]["id"] > self.last_id + 1:
-            # Ids in between belong to other jobs, or to messages this socket missed (a full
-            # channel drops them): those rows are in the database.
-            await self._catch_up(before=rows[0]["id"])
         self.last_id = rows[-1]["id"]
         await self.send_json({"type": "logs", "job": self.job_pk, "history": history, "logs": rows})
 
-    async def _handle(self, event: dict) -> None:
-        if event["type"] == "drs.logs":
-            await self._send_rows(event["logs"], history=False)
-        else:
-            if event["job"]["status"] in FINAL_STATES:
-                # All output is stored before a job's final state: whatever the socket missed
-                # (a message dropped by a full channel) is in the database now.
-                await self._catch_up()
-            await self.send_json(_job_message(event["job"]))
-
     async def drs_logs(self, event: dict) -> None:
-        if self.live:
-            await self._handle(event)
+        rows = [row for row in event["logs"] if row["id"] > self.last_id]
+        if not rows:
+            return
+        if not self.live or self.behind:
+            self._from_database()  # the rows are stored: no need to keep them here
+        elif rows[0]["id"] > self.last_id + 1 and await _rows_after(
+            self.job_pk, self.last_id, before=rows[0]["id"]
+        ):
+            # Messages this socket missed (a full channel drops them): those rows are in the
+            # database. (Ids in between may also belong to other jobs: nothing is missing.)
+            self._from_database()
         else:
-            self.pending.append(event)
+            await self._send_rows(rows, history=False)
 
-    drs_status = drs_logs
+    async def drs_status(self, event: dict) -> None:
+        job = event["job"]
+        if self.live and not self.behind and job["status"] not in FINAL_STATES:
+            await self.send_json(_job_message(job))
+            return
+        # A final status follows every row stored before it: read them first. A new run
+        # clears the rows of the last one: its status goes before any row of the new run.
+        if job["status"] == Status.submitted:
+            self.new_run, self.status = job, None
+        else:
+            self.status = job
+        self._from_database()

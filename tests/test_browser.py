@@ -11,6 +11,7 @@ the consumers run in daphne).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -82,6 +83,8 @@ def live_site(redis_url, django_db_setup):
         "CELERY_RESULT_BACKEND": broker,
         "DRS_CHANNEL_REDIS": layer,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
+        # A bound of a few messages: the pages show every line only if they ack.
+        "DRS_TEST_SETTINGS": json.dumps({"WS_MAX_UNACKED_BYTES": 1000}),
     }
     try:
         worker = start_worker(broker, concurrency=4, extra_env=env)

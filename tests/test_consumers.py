@@ -1,11 +1,23 @@
-"""The websockets: who may connect, history then live, resuming with ``after=``, statuses.
+"""The websockets: who may connect, history then live, resuming with ``after=``, statuses, acks.
 
 Each test runs one async scenario (``run``) against the consumers through
 ``channels.testing.WebsocketCommunicator`` and the in-memory channel layer; broadcasts come
-from ``events`` exactly as the runner sends them.
+from ``events`` exactly as the runner sends them. The last test runs daphne and redis, with a
+client that never reads while a job prints a million lines.
 """
 
 from __future__ import annotations
+
+import json
+import os
+import socket as net
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -15,10 +27,16 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
+from django.test import Client
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from django_remote_submission import consumers, events
+from django_remote_submission.conf import redis_channel_layer
+from django_remote_submission.logs import LogPolicy, LogWriter
 from django_remote_submission.models import Interpreter, Job, Log, Server
 from django_remote_submission.routing import websocket_urlpatterns
+from tests.services import free_port, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -103,6 +121,30 @@ async def receive_logs(communicator, count: int) -> list[dict]:
         assert message["type"] == "logs", message
         rows += message["logs"]
     return rows
+
+
+@pytest.fixture
+def flow(settings):
+    """Usage: ``flow(bound=1000, timeout=1)``: the DRS flow-control settings of this test."""
+
+    def set_flow(bound: int, timeout: float = 30) -> None:
+        settings.DRS = {**settings.DRS, "WS_MAX_UNACKED_BYTES": bound, "WS_ACK_TIMEOUT": timeout}
+
+    return set_flow
+
+
+async def ack(communicator, seq: int) -> None:
+    await communicator.send_json_to({"type": "ack", "seq": seq})
+
+
+async def frames_until_close(communicator, timeout: float = 10) -> tuple[list[str], int]:
+    """The text frames the server sends before it closes, and the close code."""
+    frames = []
+    while True:
+        output = await communicator.receive_output(timeout=timeout)
+        if output["type"] == "websocket.close":
+            return frames, output["code"]
+        frames.append(output["text"])
 
 
 def test_anonymous_users_are_refused(users, make_job):
@@ -323,3 +365,393 @@ def test_staff_follow_status_changes_of_everyones_jobs(users, make_job):
         await communicator.disconnect()
 
     run(scenario)
+
+
+# --- flow control: seq, ack, the bound and 4408 ------------------------------------------------
+
+
+def test_messages_carry_the_next_seq_and_an_acking_client_gets_every_row_once(
+    users, make_job, flow
+):
+    flow(bound=64 * 1024)  # about one history page: the server waits for acks all along
+    job = make_job(users["alice"], status="running")
+    history = [f"history {i}\n" for i in range(20000)]
+    store(job, *history, broadcast=False)
+    live = [f"live {i}\n" for i in range(300)]
+
+    async def scenario():
+        communicator = socket(f"/ws/job-log/{job.pk}/", users["alice"])
+        assert (await communicator.connect())[0]
+        messages, rows = [], []
+
+        async def receive() -> dict:
+            message = await communicator.receive_json_from(timeout=5)
+            messages.append(message)
+            rows.extend(message.get("logs", []))
+            await ack(communicator, message["seq"])
+            return message
+
+        while len(rows) < 1500:
+            await receive()
+        # Stored while the history is being sent: in the database, and announced.
+        await database_sync_to_async(
+            lambda: [store(job, *live[i : i + 10]) for i in range(0, len(live), 10)]
+        )()
+        while len(rows) < len(history) + len(live):
+            await receive()
+        await database_sync_to_async(store)(job, "after\n")
+        await receive()
+        await database_sync_to_async(set_status)(job, "success", exit_code=0)
+        final = await receive()
+
+        assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+        assert [r["content"] for r in rows] == history + live + ["after\n"]
+        assert messages[0]["type"] == "status" and final["type"] == "status"
+        assert final["job"]["status"] == "success"
+        assert sum(m["type"] == "logs" for m in messages) >= len(history) // consumers.HISTORY_ROWS
+        assert await communicator.receive_nothing()
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_a_client_that_does_not_ack_gets_the_bound_then_is_closed_with_4408(users, make_job, flow):
+    bound = 100_000
+    flow(bound=bound, timeout=1)
+    job = make_job(users["alice"], status="running")
+    store(job, *[f"line {i}\n" for i in range(20000)], broadcast=False)  # about 2 MB
+
+    async def scenario():
+        started = time.monotonic()
+        communicator = socket(f"/ws/job-log/{job.pk}/", users["alice"])
+        assert (await communicator.connect())[0]
+        # Live rows while it does not read: not sent either.
+        await database_sync_to_async(lambda: [store(job, f"live {i}\n") for i in range(50)])()
+        frames, code = await frames_until_close(communicator)
+        assert code == consumers.CLOSE_TOO_SLOW == 4408
+        assert time.monotonic() - started >= 1
+        sizes = [len(frame.encode()) for frame in frames]
+        # It stopped with the first message over the bound, one history page.
+        assert sum(sizes[:-1]) <= bound < sum(sizes)
+        messages = [json.loads(frame) for frame in frames]
+        assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+        assert messages[-1]["type"] == "logs"
+        assert len(messages[-1]["logs"]) <= consumers.HISTORY_ROWS
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_a_client_that_falls_behind_then_acks_gets_the_rest_from_the_database(
+    users, make_job, flow
+):
+    bound = 20_000
+    flow(bound=bound)
+    job = make_job(users["alice"], status="running")
+    batches = [[f"{i}.{j}\n" for j in range(20)] for i in range(50)]  # about 2 KB each
+
+    async def scenario():
+        communicator = socket(f"/ws/job-log/{job.pk}/", users["alice"])
+        assert (await communicator.connect())[0]
+
+        def output():
+            for batch in batches:
+                store(job, *batch)
+            store(job, "lost\n", broadcast=False)  # a message the channel dropped
+            set_status(job, "success", exit_code=0)
+
+        await database_sync_to_async(output)()
+        before = []  # what the server sends while the client reads without acking
+        while sum(len(f) for f in before) <= bound:
+            before.append((await communicator.receive_output(timeout=5))["text"])
+        assert await communicator.receive_nothing()  # it stopped at the first over the bound
+        before = [json.loads(frame) for frame in before]
+        assert all(m["type"] != "status" for m in before[1:])  # the final one waits
+
+        after = []
+        await ack(communicator, before[-1]["seq"])
+        while not after or after[-1]["type"] != "status":
+            after.append(await communicator.receive_json_from(timeout=5))
+            await ack(communicator, after[-1]["seq"])
+        messages = before + after
+        assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+        rows = [r["content"] for m in messages for r in m.get("logs", [])]
+        assert rows == [line for batch in batches for line in batch] + ["lost\n"]
+        # The rest were announced live, not forwarded: they came from the database.
+        assert sum(len(m.get("logs", [])) for m in before) < len(batches) * 20
+        assert all(m["history"] for m in after if m["type"] == "logs")
+        assert after[-1]["job"]["status"] == "success"
+        assert await communicator.receive_nothing()
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_a_new_run_starts_before_its_rows_for_a_client_behind(users, make_job, flow):
+    flow(bound=1)  # every message waits for the ack of the one before
+    job = make_job(users["alice"], status="running")
+    store(job, "old\n", broadcast=False)
+
+    async def scenario():
+        communicator = socket(f"/ws/job-log/{job.pk}/", users["alice"])
+        assert (await communicator.connect())[0]
+        first = await communicator.receive_json_from()
+
+        def resubmitted():
+            set_status(job, "success", exit_code=0)
+            Log.objects.filter(job=job).delete()  # as the runner does for a new run
+            set_status(job, "submitted", exit_code=None)
+            store(job, "new\n")
+            set_status(job, "running")
+
+        await database_sync_to_async(resubmitted)()
+        assert await communicator.receive_nothing()
+        messages = [first]
+        for _ in range(3):
+            await ack(communicator, messages[-1]["seq"])
+            messages.append(await communicator.receive_json_from(timeout=5))
+        await ack(communicator, messages[-1]["seq"])
+        kinds = [m["job"]["status"] if m["type"] == "status" else m["type"] for m in messages]
+        assert kinds == ["running", "submitted", "logs", "running"]  # "old" is gone
+        assert [r["content"] for r in messages[2]["logs"]] == ["new\n"]
+        assert await communicator.receive_nothing()
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_job_user_keeps_the_latest_status_per_job_while_behind(users, make_job, flow):
+    flow(bound=1)
+    a, b = make_job(users["alice"]), make_job(users["alice"])
+
+    async def scenario():
+        communicator = socket("/ws/job-user/", users["alice"])
+        assert (await communicator.connect())[0]
+        jobs = await communicator.receive_json_from()
+        assert jobs["type"] == "jobs" and jobs["seq"] == 1
+
+        def changes():
+            set_status(a, "submitted")
+            set_status(b, "submitted")
+            set_status(a, "running")
+            set_status(a, "success", exit_code=0)
+
+        await database_sync_to_async(changes)()
+        assert await communicator.receive_nothing()
+        statuses = []
+        for seq in (1, 2):
+            await ack(communicator, seq)
+            message = await communicator.receive_json_from()
+            assert message["seq"] == seq + 1
+            statuses.append((message["job"]["id"], message["job"]["status"]))
+        await ack(communicator, 3)
+        assert statuses == [(b.pk, "submitted"), (a.pk, "success")]  # in order of last change
+        assert await communicator.receive_nothing()
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_job_user_sends_a_fresh_list_when_too_many_jobs_changed_while_behind(
+    users, make_job, flow, monkeypatch
+):
+    flow(bound=1)
+    monkeypatch.setattr(consumers, "LATEST_JOBS", 3)
+    jobs = [make_job(users["alice"]) for _ in range(5)]
+
+    async def scenario():
+        communicator = socket("/ws/job-user/", users["alice"])
+        assert (await communicator.connect())[0]
+        first = await communicator.receive_json_from()
+        assert [j["id"] for j in first["jobs"]] == [j.pk for j in jobs[:1:-1]]
+
+        def changes():
+            for job in jobs[:4]:  # four jobs: more than LATEST_JOBS wait
+                set_status(job, "submitted")
+            set_status(jobs[4], "running")
+
+        await database_sync_to_async(changes)()
+        assert await communicator.receive_nothing()
+        await ack(communicator, 1)
+        fresh = await communicator.receive_json_from()
+        assert fresh["type"] == "jobs" and fresh["seq"] == 2
+        assert [(j["id"], j["status"]) for j in fresh["jobs"]] == [
+            (jobs[4].pk, "running"),
+            (jobs[3].pk, "submitted"),
+            (jobs[2].pk, "submitted"),
+        ]
+        await ack(communicator, 2)
+        assert await communicator.receive_nothing()  # the list had them all
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_malformed_client_messages_are_ignored(users, make_job, flow):
+    flow(bound=1)
+    job = make_job(users["alice"], status="running")
+    garbage = [
+        "not json",
+        "[" * 100_000,
+        "[1]",
+        '{"type": "ack"}',
+        '{"type": "ack", "seq": "1"}',
+        '{"type": "ack", "seq": true}',
+        '{"type": "ack", "seq": 1.0}',
+        '{"type": "ack", "seq": 0}',
+        '{"type": "ack", "seq": 2}',  # never sent
+        '{"type": "hello", "seq": 1}',
+    ]
+
+    async def scenario():
+        for path in (f"/ws/job-log/{job.pk}/", "/ws/job-user/"):
+            communicator = socket(path, users["alice"])
+            assert (await communicator.connect())[0]
+            assert (await communicator.receive_json_from())["seq"] == 1
+            await database_sync_to_async(store)(job, f"{path}\n")
+            await database_sync_to_async(set_status)(job, "running")
+            await communicator.send_to(bytes_data=b"\x00\x01")
+            for text in garbage:
+                await communicator.send_to(text_data=text)
+            assert await communicator.receive_nothing()  # none was an ack of seq 1
+            await ack(communicator, 1)
+            message = await communicator.receive_json_from()
+            assert message["seq"] == 2
+            if path == "/ws/job-user/":
+                assert message["job"]["status"] == "running"
+            else:
+                assert [r["content"] for r in message["logs"]] == [f"{path}\n"]
+            await communicator.disconnect()
+
+    run(scenario)
+
+
+# --- a real server: daphne and a client that never reads --------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+ACK_TIMEOUT = 2.0
+LINES = 1_000_000
+MB = 1_000_000
+TCP_ESTABLISHED = 1
+
+
+@dataclass
+class Daphne:
+    port: int
+    layer: str  # redis URL of its channel layer
+    proc: subprocess.Popen
+    log_file: str
+
+    def log(self) -> str:
+        return Path(self.log_file).read_text(errors="replace")
+
+    def url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/{path}"
+
+    def memory(self, field: str = "VmRSS") -> int:
+        """Bytes of ``field`` (VmRSS, VmHWM, ...) in /proc/<pid>/status."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+        raise LookupError(field)
+
+
+@pytest.fixture
+def daphne(redis_url, django_db_setup):
+    """Usage: ``daphne.url("ws/job-user/")``: daphne serving tests.asgi on a free port."""
+    layer = redis_url.rsplit("/", 1)[0] + "/3"
+    env = {
+        **os.environ,
+        "DRS_CHANNEL_REDIS": layer,
+        "DRS_TEST_SETTINGS": json.dumps({"WS_ACK_TIMEOUT": ACK_TIMEOUT}),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+    }
+    port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="drs-daphne-", suffix=".log", delete=False)
+    argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    proc = subprocess.Popen(
+        [*argv, "tests.asgi:application"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"daphne exited: {Path(log.name).read_text()}")
+        try:
+            net.create_connection(("127.0.0.1", port), 0.5).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(listening, timeout=30, interval=0.05, message="daphne listens")
+        yield Daphne(port, layer, proc, log.name)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        os.unlink(log.name)
+
+
+def tcp_info(sock: net.socket) -> tuple[int, int]:
+    """(state, bytes received) of a TCP socket, from Linux's struct tcp_info."""
+    info = sock.getsockopt(net.IPPROTO_TCP, net.TCP_INFO, 256)
+    return info[0], struct.unpack_from("Q", info, 128)[0]
+
+
+def test_a_client_that_never_reads_is_dropped_and_the_server_stays_small(
+    users, make_job, daphne, settings
+):
+    settings.CHANNEL_LAYERS = {"default": redis_channel_layer(daphne.layer)}  # reach daphne
+    settings.DRS = {**settings.DRS, "LOG_MAX_BYTES": 1 << 30}  # keep all 128 MB
+    job = make_job(users["alice"], status="running")
+    browser = Client()
+    browser.force_login(users["alice"])
+    cookie = {"Cookie": f"sessionid={browser.cookies['sessionid'].value}"}
+    url = daphne.url(f"ws/job-log/{job.pk}/")
+    with connect(url, additional_headers=cookie, open_timeout=10) as first:  # warms daphne up
+        assert json.loads(first.recv(timeout=10))["type"] == "status"
+    before = daphne.memory()
+
+    raw = net.socket()
+    raw.setsockopt(net.SOL_SOCKET, net.SO_RCVBUF, 4096)  # a small window, soon full
+    raw.connect(("127.0.0.1", daphne.port))
+    line = b"%07d " + (b"the quick brown fox jumps over the lazy dog " * 3)[:119] + b"\n"
+    # The client never calls recv(): with max_queue=1 it stops reading the socket at once.
+    with connect(url, sock=raw, additional_headers=cookie, max_queue=1, open_timeout=10) as slow:
+        started = time.monotonic()
+        writer = LogWriter(job, LogPolicy.LOG_LIVE)
+        for start in range(0, LINES, 2000):  # 256 KB reads, as from a job's output
+            writer.feed("stdout", b"".join(line % i for i in range(start, start + 2000)))
+            writer.flush_if_due()
+        writer.close()
+        stored = time.monotonic() - started
+        assert tcp_info(raw)[1] < MB  # the client really does not read: its kernel took little
+        wait_for(
+            lambda: tcp_info(raw)[0] != TCP_ESTABLISHED,
+            timeout=ACK_TIMEOUT + 20,
+            message="daphne closes the connection of the client that does not read",
+        )
+        after, peak = daphne.memory(), daphne.memory("VmHWM")
+        received = tcp_info(raw)[1]
+        frames = []  # what reached the client before the server dropped it
+        with pytest.raises(ConnectionClosed):
+            while True:
+                frames.append(slow.recv(timeout=10))
+    assert job.stdout_offset == len(line % 0) * LINES
+    numbers = (
+        f"{LINES} lines ({job.stdout_offset // MB} MB) stored in {stored:.1f} s; daphne RSS "
+        f"{before // MB} -> {after // MB} MB, peak {peak // MB} MB; the client's kernel got "
+        f"{received} bytes, {len(frames)} messages ({sum(map(len, frames))} bytes) readable"
+    )
+    assert after - before < 100 * MB, numbers
+    assert peak - before < 100 * MB, numbers
+    assert "Exception inside application" not in daphne.log()  # dropped, not crashed
+    seqs = [json.loads(frame)["seq"] for frame in frames]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+    # The server goes on: another client gets the end of the log.
+    last = Log.objects.filter(job=job).order_by("-id").values_list("id", flat=True)[:2]
+    with connect(f"{url}?after={last[1]}", additional_headers=cookie, open_timeout=10) as other:
+        assert json.loads(other.recv(timeout=10))["type"] == "status"
+        logs = json.loads(other.recv(timeout=10))
+        assert [row["id"] for row in logs["logs"]] == [last[0]]
+    assert daphne.proc.poll() is None

@@ -12,6 +12,10 @@ const STATES = {
 };
 
 // connect("/ws/job-log/3/", {onMessage, query: () => "?after=12", status: element})
+// Acknowledges what onMessage has processed (the server stops sending to a socket that does
+// not): after each history page, else at most every ACK_EVERY ms.
+const ACK_EVERY = 100;
+
 export function connect(path, { onMessage, query, status }) {
   let delay = 500;
   let socket = null;
@@ -23,16 +27,34 @@ export function connect(path, { onMessage, query, status }) {
   };
   const open = () => {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    socket = new WebSocket(scheme + location.host + path + (query ? query() : ""));
+    const ws = (socket = new WebSocket(scheme + location.host + path + (query ? query() : "")));
+    let seq = 0; // of the last message processed
+    let timer = null;
     show("connecting");
-    socket.onopen = () => {
+    ws.onopen = () => {
       delay = 500;
       show("live");
     };
-    socket.onmessage = (event) => onMessage(JSON.parse(event.data));
-    socket.onclose = (event) => {
+    const ack = () => {
+      timer = null;
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "ack", seq }));
+    };
+    ws.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      onMessage(message);
+      seq = message.seq;
+      if (message.history) {
+        clearTimeout(timer);
+        ack();
+      } else if (timer === null) {
+        timer = setTimeout(ack, ACK_EVERY);
+      }
+    };
+    ws.onclose = (event) => {
+      clearTimeout(timer);
       if (event.code === 4401) return show("login");
       if (event.code === 4403) return show("forbidden");
+      // Anything else, 4408 (too slow to read) included: resume after the last row.
       show("reconnecting");
       setTimeout(open, delay);
       delay = Math.min(delay * 2, 10000);
