@@ -46,7 +46,10 @@ closed with code 4408: the client is too slow, and reconnects with ``?after=<las
 So a server holds at most the bound plus one message for each socket, whatever the job prints.
 
 Anonymous users are closed with code 4401; a job the user may not see (someone else's, unless
-staff, or missing) with 4403. History goes to the connecting socket only. Live rows that the
+they may see every job, or missing) with 4403. Who may receive is checked again when group
+messages arrive (at most once a second): a socket whose user logged out (the session was
+flushed), changed their password or was deactivated is closed with 4401, one whose user may
+no longer see the job with 4403. History goes to the connecting socket only. Live rows that the
 socket already has are dropped. A message the channel layer dropped (a socket that fell
 behind its channel's capacity) is recovered from the database: before a live batch whose
 first id does not follow the last one sent, and when the job reaches a final state, the
@@ -59,11 +62,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import deque
+from importlib import import_module
+from types import SimpleNamespace
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.contrib import auth
+from django.contrib.auth import get_user_model
 from django.db.models.functions import Length
 from django.urls import NoReverseMatch, reverse
 
@@ -80,6 +89,7 @@ HISTORY_CHARS = 256 * 1024
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_SLOW = 4408  # the client did not ack in time: reconnect with ?after=<last id>
+RECHECK_EVERY = 1.0  # seconds between two checks that the user may still receive
 
 
 def job_url(pk: int) -> str | None:
@@ -131,6 +141,24 @@ def _rows_after(job_pk: int, after: int, before: int | None = None) -> list[dict
     return [events.log_payload(row) for row in rows.filter(id__lte=last)]
 
 
+@database_sync_to_async
+def _refusal(scope, job_pk: int | None = None) -> int | None:
+    """None while the socket's user is still logged in (the session not flushed, the password
+    not changed, the account active) and may still see the job; else the close code."""
+    user = scope.get("user")
+    fresh = get_user_model()._default_manager.filter(pk=getattr(user, "pk", None)).first()
+    if fresh is None or not fresh.is_active:
+        return CLOSE_UNAUTHENTICATED
+    session = scope.get("session")
+    if session is not None and getattr(session, "session_key", None):
+        store = import_module(settings.SESSION_ENGINE).SessionStore(session.session_key)
+        if auth.get_user(SimpleNamespace(session=store)).pk != fresh.pk:
+            return CLOSE_UNAUTHENTICATED
+    if job_pk is not None and not policy.visible_jobs(fresh).filter(pk=job_pk).exists():
+        return CLOSE_FORBIDDEN
+    return None
+
+
 def _after(scope) -> int:
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     try:
@@ -164,6 +192,19 @@ class _AuthorisedConsumer(AsyncJsonWebsocketConsumer):
         self.acked = asyncio.Event()  # set by each ack that leaves the backlog under the bound
         self.stalled: asyncio.Task | None = None  # closes the socket unless acks come
         self.closing = False
+
+    async def may_go_on(self, job_pk: int | None = None) -> bool:
+        """Before forwarding a message (at most once a second): close the socket if its user
+        logged out, was deactivated or may no longer see the job."""
+        now = time.monotonic()
+        if now < getattr(self, "checked_until", 0.0):
+            return not self.closing
+        self.checked_until = now + RECHECK_EVERY
+        code = await _refusal(self.scope, job_pk)
+        if code is not None and not self.closing:
+            self.closing = True
+            await self.close(code=code)
+        return not self.closing
 
     @property
     def behind(self) -> bool:
@@ -253,6 +294,8 @@ class JobUserConsumer(_AuthorisedConsumer):
         await self.send_json({"type": "jobs", "jobs": await _latest_jobs(user)})
 
     async def drs_status(self, event: dict) -> None:
+        if not await self.may_go_on():
+            return
         job = event["job"]
         self.waiting.pop(job["id"], None)
         self.waiting[job["id"]] = job  # the latest last
@@ -357,6 +400,8 @@ class JobLogConsumer(_AuthorisedConsumer):
         await self.send_json({"type": "logs", "job": self.job_pk, "history": history, "logs": rows})
 
     async def drs_logs(self, event: dict) -> None:
+        if not await self.may_go_on(self.job_pk):
+            return
         rows = [row for row in event["logs"] if row["id"] > self.last_id]
         if not rows:
             return
@@ -372,6 +417,8 @@ class JobLogConsumer(_AuthorisedConsumer):
             await self._send_rows(rows, history=False)
 
     async def drs_status(self, event: dict) -> None:
+        if not await self.may_go_on(self.job_pk):
+            return
         job = event["job"]
         if self.live and not self.behind and job["status"] not in FINAL_STATES:
             await self.send_json(_job_message(job))

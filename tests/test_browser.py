@@ -36,7 +36,8 @@ import sys, time
 for i in range(10):
     print(f"\\033[32mline {i}\\033[0m", flush=True)
     time.sleep(0.3)
-print("to stderr", file=sys.stderr)
+# An OSC 8 hyperlink: shown as its text, never as a link.
+print("\\033]8;;https://evil.example/\\033\\\\to stderr\\033]8;;\\033\\\\", file=sys.stderr)
 with open("out.txt", "w") as f:
     f.write("result 42\\n")
 """
@@ -139,8 +140,7 @@ def test_a_user_watches_the_job_run_live_and_downloads_its_result(
     login = sshd.password_user or sshd.key_user
     get_user_model().objects.create_user(login, password="web-pw")
     if sshd.password is None:  # not root: key login as the current user
-        server.username, server.private_key = sshd.key_user, sshd.key_text
-        server.save()
+        share(server, sshd, login)
     python3 = server.interpreters.get(name="python3")
     base = sshd.base_dir_pw or sshd.base_dir_key
 
@@ -180,6 +180,7 @@ def test_a_user_watches_the_job_run_live_and_downloads_its_result(
     assert "\x1b" not in log.text_content() and "[32m" not in log.text_content()
     assert lines.first.locator("span.ansi-green-fg").count() == 1  # ANSI rendered as colour
     expect(log.locator(".drs-stderr")).to_have_text("to stderr\n")
+    expect(log.locator("a")).to_have_count(0)  # the OSC 8 link is text
     expect(page.locator("[data-role=exit_code]")).to_have_text("0")
     expect(page.locator("[data-role=cancel]")).to_be_hidden()
 
@@ -187,6 +188,17 @@ def test_a_user_watches_the_job_run_live_and_downloads_its_result(
         page.locator("[data-role=result]", has_text="out.txt").click()
     assert Path(download.value.path()).read_text() == "result 42\n"
     assert download.value.suggested_filename == "out.txt"
+
+
+def share(server, sshd, login: str) -> None:
+    """Not root: jobs log in with the key stored on the server, which needs the permission."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    server.username, server.private_key = sshd.key_user, sshd.key_text
+    server.save()
+    user = get_user_model().objects.get(username=login)
+    user.user_permissions.add(Permission.objects.get(codename="use_shared_credentials"))
 
 
 def log_in(page: Page, live_site: str, username: str, password: str) -> None:
@@ -216,8 +228,7 @@ def test_a_bash_program_typed_into_the_form_runs(live_site, tab: Page, sshd, ser
     login = sshd.password_user or sshd.key_user
     get_user_model().objects.create_user(login, password="web-pw")
     if sshd.password is None:
-        server.username, server.private_key = sshd.key_user, sshd.key_text
-        server.save()
+        share(server, sshd, login)
     bash = server.interpreters.get(name="bash")
     base = sshd.base_dir_pw or sshd.base_dir_key
     log_in(page, live_site, login, "web-pw")

@@ -755,3 +755,104 @@ def test_a_client_that_never_reads_is_dropped_and_the_server_stays_small(
         logs = json.loads(other.recv(timeout=10))
         assert [row["id"] for row in logs["logs"]] == [last[0]]
     assert daphne.proc.poll() is None
+
+
+# --- access checked again on group messages ----------------------------------------------------
+
+
+def logged_in_session(user):
+    """A real session of ``user``, as the login view leaves it."""
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+
+    session = import_module(settings.SESSION_ENGINE).SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.save()
+    return session
+
+
+async def closed_with(communicator) -> int:
+    while True:
+        output = await communicator.receive_output(timeout=5)
+        if output["type"] == "websocket.close":
+            return output["code"]
+
+
+@pytest.mark.parametrize("how", ["logout", "password change", "deactivated"])
+def test_a_user_who_logged_out_stops_receiving_with_4401(users, make_job, how):
+    job = make_job(users["alice"])
+    session = logged_in_session(users["alice"])
+
+    async def scenario():
+        for path in (f"/ws/job-log/{job.pk}/", "/ws/job-user/"):
+            communicator = socket(path, users["alice"])
+            communicator.scope["session"] = session
+            assert (await communicator.connect())[0]
+            await communicator.receive_json_from()  # the status, or the list
+            if how == "logout":  # in another process: the logout view flushes the session
+                await database_sync_to_async(type(session)(session.session_key).flush)()
+            elif how == "password change":
+                alice = users["alice"]
+                alice.set_password("new")
+                await database_sync_to_async(alice.save)()
+            else:
+                await database_sync_to_async(
+                    get_user_model().objects.filter(pk=users["alice"].pk).update
+                )(is_active=False)
+            await database_sync_to_async(set_status)(job, "submitted")
+            assert await closed_with(communicator) == consumers.CLOSE_UNAUTHENTICATED
+            await communicator.disconnect()
+            if how == "logout":
+                break  # the session is gone: the user socket is refused at once
+
+    run(scenario)
+
+
+def test_a_job_given_to_someone_else_stops_reaching_its_old_owner_with_4403(users, make_job):
+    job = make_job(users["alice"])
+
+    async def scenario():
+        communicator = socket(f"/ws/job-log/{job.pk}/", users["alice"])
+        assert (await communicator.connect())[0]
+        await communicator.receive_json_from()
+        await database_sync_to_async(Job.objects.filter(pk=job.pk).update)(owner=users["bob"])
+        await database_sync_to_async(store)(job, "line\n")
+        assert await closed_with(communicator) == consumers.CLOSE_FORBIDDEN
+        await communicator.disconnect()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("role", "visible"),
+    [("alice", True), ("bob", False), ("staff_only", False), ("viewer", True), ("root", True)],
+)
+def test_websocket_access_matrix(users, make_job, role, visible):
+    from django.contrib.auth.models import Permission
+
+    User = get_user_model()
+    people = {
+        "alice": users["alice"],
+        "bob": users["bob"],
+        "staff_only": User.objects.create_user("staffer", is_staff=True),
+        "viewer": User.objects.create_user("viewer"),
+        "root": users["staff"],  # a superuser
+    }
+    people["viewer"].user_permissions.add(Permission.objects.get(codename="view_job"))
+    job = make_job(users["alice"])
+
+    async def scenario():
+        path = f"/ws/job-log/{job.pk}/"
+        if not visible:
+            assert await refused(path, people[role]) == consumers.CLOSE_FORBIDDEN
+            return
+        communicator = socket(path, people[role])
+        assert (await communicator.connect())[0]
+        assert (await communicator.receive_json_from())["job"]["id"] == job.pk
+        await communicator.disconnect()
+
+    run(scenario)

@@ -33,7 +33,11 @@ function showState() {
 function newConverters() {
   // One converter per stream: a colour set on stdout must not leak into stderr.
   const converters = { stdout: new AnsiUp(), stderr: new AnsiUp() };
-  for (const converter of Object.values(converters)) converter.use_classes = true; // drs.css
+  for (const converter of Object.values(converters)) {
+    converter.use_classes = true; // drs.css
+    // A job's output is untrusted: an OSC 8 hyperlink shows its text, never a link.
+    converter.process_hyperlink = (packet) => converter.escape_txt_for_html(packet.text);
+  }
   return converters;
 }
 
