@@ -166,9 +166,10 @@ def test_run_directory_files_replaced_by_symlinks_to_dev_zero(site):
         f"The run directory's exit file is not a number ({job.run_dir}/exit): the job changed "
         "its run directory"
     ), job.error
-    # tail gives up on an output file that is no longer a regular file: what the program
-    # printed after replacing it is not shown.
-    assert text(job) == text(job, "stderr") == text(job, "system") == ""
+    # The output streams follow the files the job's output goes to, not what it put in their
+    # place: what it printed is kept, /dev/zero is never read.
+    assert text(job) == "replaced\n"
+    assert text(job, "stderr") == text(job, "system") == ""
     assert job.results.count() == 0
     site.check()
 
@@ -189,7 +190,19 @@ def test_run_directory_files_replaced_by_huge_sparse_files(site):
     names = [name for name in RUN_FILES if name != "lock"]
     job = site.run(replace_run_files("open(path, 'wb').truncate(1 << 40)", names))
     # The wrapper rewrites the exit file as the program ends, so the job itself succeeds;
-    # the 1 TB stdout/stderr files are read up to the log limit only.
+    # the 1 TB files put in place of stdout/stderr are not read: the output is what it printed.
+    assert job.status == Job.STATUS.success, job.error
+    assert text(job) == "replaced\n"
+    site.check()
+
+
+def test_output_files_grown_to_a_terabyte_are_read_up_to_the_log_limit(site):
+    job = site.run(
+        "import os\n"
+        f"run = os.path.expanduser({RUN_ROOT!r} + os.environ['DRS_RUN_ID'])\n"
+        "for name in ('out', 'err'):\n"
+        "    os.truncate(os.path.join(run, name), 1 << 40)\n"
+    )
     assert job.status == Job.STATUS.success, job.error
     assert stored_bytes(job) == LIMITS["LOG_MAX_BYTES"]
     assert FULL_NOTICE in text(job, "system")

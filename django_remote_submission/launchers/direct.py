@@ -11,7 +11,7 @@ The job runs in its own session (``setsid``), so it outlives the SSH connection 
 it; its stdout and stderr go through ``cat`` into ``out`` and ``err`` (so output written by
 children after the interpreter exits is kept), its pid into ``pid``, its exit code into ``exit``.
 The wrapper holds an exclusive ``flock`` on ``lock`` for its whole life: a watcher blocks on
-that lock instead of polling, and ``tail -F`` streams both files from any byte offset, so a
+that lock instead of polling, and ``tail -f`` streams both files from any byte offset, so a
 watcher that reconnects continues exactly where the database stops.
 
 All scripts are fixed POSIX sh text; every value reaches them as a positional argument, never
@@ -88,15 +88,19 @@ DRS_RUN_ID=${run##*/}; export DRS_RUN_ID
 # meanwhile. The lock is opened read-write so that a job that puts a FIFO in its place cannot
 # block the open. Args: run stdout_offset stderr_offset follow|wait. Exit status: the job's, or 255
 # when it is not a plain number from 0 to 255 (``EXIT_CODE`` then says why).
+# ``tail -f`` (by descriptor), not ``-F``: once its --pid is gone, GNU tail handles one read of
+# inotify events and exits; ``-F`` also watches the directory, whose events (``exit``, ``pid``
+# created) can fill that read and leave the last write to out/err unread. The size-preserving
+# ``truncate`` wakes the tails (an IN_MODIFY) so that they notice the end at once.
 STREAM = r"""
 cd -- "$1" 2>/dev/null || exit 120
 (flock -s 9) 9<> lock 2>/dev/null & w=$!
 if [ "$4" = follow ]; then
-  tail -c "+$(($2 + 1))" -F --pid="$w" out 2>/dev/null &
-  tail -c "+$(($3 + 1))" -F --pid="$w" err >&2 2>/dev/null &
+  tail -c "+$(($2 + 1))" -f --pid="$w" out 2>/dev/null &
+  tail -c "+$(($3 + 1))" -f --pid="$w" err >&2 2>/dev/null &
 fi
 wait "$w"
-touch out err 2>/dev/null
+truncate -c -s +0 out err 2>/dev/null
 [ -f exit ] && [ ! -L exit ] && c=$(head -c 4 exit 2>/dev/null) || c=
 case $c in ''|*[!0-9]*) exit 255 ;; esac
 [ "$c" -le 255 ] && exit "$c"
@@ -131,7 +135,7 @@ fi
 members() {
   if [ -n "$p" ]; then
     for s in /proc/[0-9]*/stat; do
-      read -r l < "$s" 2>/dev/null || continue
+      { read -r l < "$s"; } 2>/dev/null || continue  # (dash reports a failed < itself)
       set -- ${l##*) }
       s=${s%/stat}
       [ "$4" = "$p" ] && [ "$1" != Z ] && printf '%s\n' "${s#/proc/}"
