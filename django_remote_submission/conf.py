@@ -60,6 +60,9 @@ DEFAULTS: dict[str, Any] = {
     # Every Celery worker resumes runs whose worker died (stale heartbeat), at start and
     # then every 3 heartbeat intervals.
     "RECOVER_IN_WORKER": True,
+    # Seconds the runner keeps retrying a database write after the connection was lost (the
+    # database server restarted), with backoff; the job's output waits on the host meanwhile.
+    "DB_RETRY_FOR": 300.0,
     # Storage prefix of result files: <prefix>/<job uuid>/<relative path>.
     "RESULTS_PREFIX": "results",
     # Limits that keep one job from exhausting the worker, the database or the storage.

@@ -25,11 +25,19 @@ import time
 from django.db import transaction
 from django.utils import timezone
 
-from . import events
+from . import db, events
 from .conf import drs_settings
 from .models import Job, Log
 
 STREAMS = ("stdout", "stderr")
+
+
+class LeaseLost(Exception):
+    """Another worker follows the job now (this run was taken for dead): this run stops
+    without storing anything more."""
+
+    def __init__(self, job_pk: int) -> None:
+        super().__init__(f"Job {job_pk} is followed by another worker now; this run stops.")
 
 
 class LogPolicy:
@@ -200,16 +208,25 @@ class LogWriter:
         out, err = self.streams["stdout"].committed, self.streams["stderr"].committed
         if not rows and (out, err) == (self.job.stdout_offset, self.job.stderr_offset):
             return
-        now = timezone.now()
-        with transaction.atomic():
-            if rows:
-                Log.objects.bulk_create(rows)
-            Job.objects.filter(pk=self.job.pk).update(
-                stdout_offset=out, stderr_offset=err, heartbeat=now
-            )
+        now, mine = timezone.now(), self.job.heartbeat
+        stored = Job.objects.filter(pk=self.job.pk, stdout_offset=out, stderr_offset=err)
+
+        def store() -> None:
+            with transaction.atomic():
+                # Only while the job's heartbeat is still the one this run wrote: a run that
+                # lost the job to another worker stores nothing more (see LeaseLost).
+                if not Job.objects.filter(pk=self.job.pk, heartbeat=mine).update(
+                    stdout_offset=out, stderr_offset=err, heartbeat=now
+                ):
+                    raise LeaseLost(self.job.pk)
+                if rows:
+                    Log.objects.bulk_create(rows)
+
+        done = stored.filter(heartbeat=now).exists
+        db.retrying(store, f"the log of job {self.job.pk}", done=done)
         self.job.stdout_offset, self.job.stderr_offset, self.job.heartbeat = out, err, now
         self.stored_at = time.monotonic()
-        if rows:
+        if rows and all(row.pk for row in rows):  # else the consumers read them from the database
             events.logs_stored(self.job, rows)
 
     def rewind(self) -> tuple[int, int]:
@@ -229,6 +246,9 @@ class LogWriter:
 
 def write_notice(job: Job, message: str) -> Log:
     """A message of the app itself about the job (stream "system"), e.g. a skipped result."""
-    row = Log.objects.create(job=job, stream="system", content=message + "\n")
+    row = db.retrying(
+        lambda: Log.objects.create(job=job, stream="system", content=message + "\n"),
+        f"a notice of job {job.pk}",
+    )
     events.logs_stored(job, [row])
     return row

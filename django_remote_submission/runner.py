@@ -20,16 +20,15 @@ import uuid
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from . import credentials as secrets
-from . import events
+from . import db, events
 from .conf import drs_settings
 from .connections import connect, credentials_for
 from .launchers.direct import DirectLauncher, RunDirChanged, Stopped
 from .limits import human_size
-from .logs import LogPolicy, LogWriter, write_notice
+from .logs import LeaseLost, LogPolicy, LogWriter, write_notice
 from .models import ACTIVE_STATES, FINAL_STATES, TRANSITIONS, Event, Job, Log, Result, Status
 from .policy import LOGIN_WITH
 from .remote import ConnectionLost, Credentials, RemoteError
@@ -54,24 +53,29 @@ def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> None:
     if to in FINAL_STATES:
         fields.setdefault("finished_at", now)
         fields.setdefault("credential", "")
-    with transaction.atomic():
-        updated = Job.objects.filter(pk=job.pk, status=job.status).update(
-            status=to, modified=now, **fields
-        )
-        if not updated:
-            raise InvalidTransition(f"Job {job.pk} changed state under us (was {job.status}).")
-        Event.objects.create(
-            time=now,
-            action=Event.Action.state,
-            job_id=job.pk,
-            job_title=job.title[:250],
-            server_id=job.server_id,
-            actor=actor,
-            from_state=job.status,
-            to_state=to,
-            login=login[:150],
-            reason=fields.get("error", ""),
-        )
+
+    def write() -> None:
+        with transaction.atomic():
+            updated = Job.objects.filter(pk=job.pk, status=job.status).update(
+                status=to, modified=now, **fields
+            )
+            if not updated:
+                raise InvalidTransition(f"Job {job.pk} changed state under us (was {job.status}).")
+            Event.objects.create(
+                time=now,
+                action=Event.Action.state,
+                job_id=job.pk,
+                job_title=job.title[:250],
+                server_id=job.server_id,
+                actor=actor,
+                from_state=job.status,
+                to_state=to,
+                login=login[:150],
+                reason=fields.get("error", ""),
+            )
+
+    moved = Job.objects.filter(pk=job.pk, status=to, modified=now).exists
+    db.retrying(write, f"job {job.pk} becoming {to}", done=moved)
     job.status, job.modified = to, now
     for name, value in fields.items():
         setattr(job, name, value)
@@ -142,14 +146,14 @@ def _lease(job_pk: int, submission: str, options: dict, credential: str) -> tupl
         )
         return job, True
     with transaction.atomic():
-        # Write to the row first: it locks it everywhere, and on SQLite takes the write lock
-        # before any read, so two leases cannot deadlock upgrading a read lock.
-        Job.objects.filter(pk=job_pk).update(heartbeat=F("heartbeat"))
-        job = Job.objects.select_for_update().get(pk=job_pk)
+        # The row is locked (on SQLite, written to first: that takes the write lock before
+        # any read, so two leases cannot deadlock upgrading a read lock).
+        (job,) = db.lock_rows(Job.objects.filter(pk=job_pk))
         if job.submission == submission and job.status != Status.initial:
             if job.status in FINAL_STATES or not _stale(job):
                 return job, False  # done already, or the other delivery is on it
-            Job.objects.filter(pk=job.pk).update(heartbeat=timezone.now())
+            job.heartbeat = timezone.now()  # from now on the run writes only while it is this
+            Job.objects.filter(pk=job.pk).update(heartbeat=job.heartbeat)
             return job, True  # its worker died: resume the run
         if job.status in ACTIVE_STATES and not _stale(job):
             raise RemoteError(
@@ -211,9 +215,12 @@ class JobRun:
                     # run if the first attempt started it.
                     self._retrying(lambda: self._launch(follow=_follows(writer)))
                 exit_code = self._follow(writer)
+                self._beat()  # still this run's job: only one run stages out
                 self._finish(exit_code, self._retrying(self._stage_out))
             finally:
                 self.launcher.transport.close()
+        except LeaseLost as exc:
+            logger.warning("%s", exc)  # another worker follows the job now
         except RemoteError as exc:
             logger.warning("Job %s failed: %s", job.pk, exc)
             self._fail(str(exc))
@@ -381,11 +388,21 @@ class JobRun:
         return self.stopped
 
     def _beat(self) -> None:
+        """Write the heartbeat, if the job is still this run's (else LeaseLost); and stop the
+        job's processes once a cancel was requested."""
         self.next_beat = time.monotonic() + float(drs_settings.HEARTBEAT_INTERVAL)
-        Job.objects.filter(pk=self.job.pk).update(heartbeat=timezone.now())
-        if (
-            not self.cancelled
-            and Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+        job, now = self.job, timezone.now()
+        mine = Job.objects.filter(pk=job.pk, heartbeat=job.heartbeat)
+        beat = db.retrying(
+            lambda: mine.update(heartbeat=now),
+            f"the heartbeat of job {job.pk}",
+            done=Job.objects.filter(pk=job.pk, heartbeat=now).exists,
+        )
+        if beat == 0:
+            raise LeaseLost(job.pk)
+        job.heartbeat = now
+        if not self.cancelled and db.retrying(
+            Job.objects.filter(pk=job.pk, cancel_requested=True).exists, "a cancel check"
         ):
             self.cancelled = True
             self._stop()
@@ -423,7 +440,7 @@ class JobRun:
 
     def _finish(self, exit_code: int | None, results: list[Result]) -> None:
         job = self.job
-        job.refresh_from_db(fields=["cancel_requested"])
+        db.retrying(lambda: job.refresh_from_db(fields=["cancel_requested"]), "a cancel check")
         timeout = self.options.get("timeout")
         if job.cancel_requested:
             # The canceller stops the processes too; make sure none is left before saying so.
@@ -454,7 +471,7 @@ class JobRun:
 
     def _fail(self, error: str) -> None:
         job = self.job
-        job.refresh_from_db()
+        db.retrying(job.refresh_from_db, f"the state of job {job.pk}")
         if job.status in FINAL_STATES:
             return
         move(job, Status.failure, error=error)
