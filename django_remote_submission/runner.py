@@ -20,6 +20,7 @@ import uuid
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from . import credentials as secrets
@@ -33,6 +34,7 @@ from .models import ACTIVE_STATES, FINAL_STATES, TRANSITIONS, Event, Job, Log, R
 from .policy import LOGIN_WITH
 from .remote import ConnectionLost, Credentials, RemoteError
 from .results import collect, delete_files_on_commit, parse_records
+from .shutdown import draining
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,10 @@ RECONNECT_FOR = 300.0  # seconds a run keeps trying to reach a host it lost
 
 class InvalidTransition(Exception):
     pass
+
+
+class HandedOver(Exception):
+    """The worker shuts down: the run released its job for another worker to follow."""
 
 
 def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> None:
@@ -219,7 +225,7 @@ class JobRun:
                 self._finish(exit_code, self._retrying(self._stage_out))
             finally:
                 self.launcher.transport.close()
-        except LeaseLost as exc:
+        except (LeaseLost, HandedOver) as exc:
             logger.warning("%s", exc)  # another worker follows the job now
         except RemoteError as exc:
             logger.warning("Job %s failed: %s", job.pk, exc)
@@ -361,13 +367,15 @@ class JobRun:
         while not proc.done:
             if follow and writer.full:
                 return FULL
+            if draining.is_set():
+                self.hand_over(writer)
             if self.stopped is not None and not self.stopped.left:
                 give_up = self.stopped_at + STREAM_GRACE - time.monotonic()
                 if give_up <= 0:
                     return STOPPED
             else:
                 give_up = None
-            waits = [writer.due_in(), self.next_beat - time.monotonic(), give_up]
+            waits = [writer.due_in(), self.next_beat - time.monotonic(), give_up, DRAIN_POLL]
             if deadline and not self.timed_out:
                 waits.append(deadline - time.time())
             for stream, data in proc.read(max(0.0, min(w for w in waits if w is not None))):
@@ -406,6 +414,19 @@ class JobRun:
         ):
             self.cancelled = True
             self._stop()
+
+    def hand_over(self, writer: LogWriter) -> None:
+        """The worker shuts down: store the whole lines read, release the job (its heartbeat
+        cleared, as the recovery sweep does when it claims a job) and stop (HandedOver). The
+        job runs on; the worker queues its resumption (``tasks``)."""
+        writer.rewind()
+        job = self.job
+        released = Job.objects.filter(pk=job.pk, heartbeat=job.heartbeat)
+        db.retrying(
+            lambda: released.update(heartbeat=None, modified=timezone.now()),
+            f"the release of job {job.pk}",
+        )
+        raise HandedOver(f"Job {job.pk} handed over: this worker shuts down.")
 
     def _stage_out(self) -> list[Result]:
         job = self.job
@@ -479,6 +500,7 @@ class JobRun:
 
 PROBLEMS_SHOWN = 20
 STREAM_GRACE = 5.0  # seconds a stream may take to end once the job's processes are gone
+DRAIN_POLL = 1.0  # seconds between two looks at the worker's shutdown flag
 DONE, FULL, STOPPED = "done", "full", "stopped"
 
 
@@ -599,17 +621,42 @@ def copy(
     return {}
 
 
+def _stale_query() -> Q:
+    """Active jobs without a heartbeat for 3 intervals, or claimed for resumption (heartbeat
+    cleared) 3 intervals ago and not resumed since (the resume task was lost)."""
+    limit = timezone.now() - timedelta(seconds=3 * float(drs_settings.HEARTBEAT_INTERVAL))
+    return Q(heartbeat__lt=limit) | Q(heartbeat__isnull=True, modified__lt=limit)
+
+
 def stale_jobs() -> list[int]:
     """Active jobs whose runner stopped sending heartbeats."""
-    limit = timezone.now() - timedelta(seconds=3 * float(drs_settings.HEARTBEAT_INTERVAL))
-    return list(Job.objects.active().filter(heartbeat__lt=limit).values_list("pk", flat=True))
+    return list(Job.objects.active().filter(_stale_query()).values_list("pk", flat=True))
+
+
+def claim_stale_jobs(limit: int = 500) -> list[int]:
+    """Stale jobs for the caller to resume, each given to one caller only.
+
+    Every worker sweeps: the rows another sweep has locked are skipped (PostgreSQL), and each
+    job is claimed with a conditional update that clears its heartbeat, so that the other
+    sweeps leave it alone for 3 intervals (after that, its resume task is taken for lost).
+    ``resume`` takes a job with a cleared heartbeat at once.
+    """
+    claimed = []
+    with transaction.atomic():
+        stale = Job.objects.active().filter(_stale_query())
+        first = stale.filter(pk__in=list(stale.order_by("pk").values_list("pk", flat=True)[:limit]))
+        for job in db.lock_rows(first, skip_locked=True):
+            same = Job.objects.filter(pk=job.pk, heartbeat=job.heartbeat, modified=job.modified)
+            if same.update(heartbeat=None, modified=timezone.now()):
+                claimed.append(job.pk)
+    return claimed
 
 
 def resume(job_pk: int) -> dict[str, int]:
     """Pick up a run whose worker died, with the options and secret stored on the job."""
     job = Job.objects.get(pk=job_pk)
-    if job.status not in ACTIVE_STATES or not _stale(job):
-        return {}
+    if job.status not in ACTIVE_STATES or not _stale(job) or draining.is_set():
+        return {}  # running, finished, or this worker shuts down (it queues the job again)
     opts = job.options or {}
     password = None
     if job.credential:

@@ -11,6 +11,9 @@ In a worker, a run that leaves its job in ``failure`` ends the task with ``JobFa
 FAILURE, its message the job's error): Celery's monitoring sees failed jobs. It is an
 expected error (``Task.throws``): logged without traceback, never retried. Called directly or
 eagerly, the tasks return their value as in 2.1.0 (``{}`` for a failed job).
+
+Warm shutdown (SIGTERM): the worker's runs hand their jobs over (``shutdown.py``), and the
+worker queues a ``resume_job`` for each, which another worker takes.
 """
 
 from __future__ import annotations
@@ -21,14 +24,15 @@ import threading
 import uuid
 
 from celery import Task, shared_task
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from django.utils import timezone
 
 from . import keys, runner
 from .conf import drs_settings
 from .credentials import decrypt, encrypt, is_token
 from .logs import LogPolicy
-from .models import Job, Status
+from .models import ACTIVE_STATES, Job, Status
+from .shutdown import draining
 
 __all__ = [
     "JobFailed",
@@ -143,6 +147,7 @@ def submit_job_to_server(
         submission=submission,
         login_with=login_with,
     )
+    _hand_over(job_pk)
     return _end(self, job_pk, since, results, submission)
 
 
@@ -200,13 +205,25 @@ def cancel_job(job_pk, password=None):
 def resume_job(self, job_pk):
     """Continue a run whose worker died (its output and results are picked up where they stand)."""
     since = timezone.now()
-    return _end(self, job_pk, since, runner.resume(job_pk))
+    results = runner.resume(job_pk)
+    _hand_over(job_pk)
+    return _end(self, job_pk, since, results)
+
+
+def _hand_over(job_pk) -> None:
+    """While this worker shuts down: queue the resumption of a job its run released."""
+    if (
+        draining.is_set()
+        and Job.objects.filter(pk=job_pk, status__in=ACTIVE_STATES, heartbeat__isnull=True).exists()
+    ):
+        resume_job.delay(job_pk)
 
 
 @shared_task
 def recover_jobs():
-    """Queue ``resume_job`` for every active job whose worker stopped sending heartbeats."""
-    pks = runner.stale_jobs()
+    """Queue ``resume_job`` for every active job whose worker stopped sending heartbeats (each
+    claimed, so that concurrent sweeps queue it once)."""
+    pks = runner.claim_stale_jobs()
     for pk in pks:
         resume_job.delay(pk)
     return pks
@@ -221,7 +238,7 @@ def _watchdog() -> None:
     interval = 3 * float(drs_settings.HEARTBEAT_INTERVAL)
     while True:
         try:
-            for pk in runner.stale_jobs():
+            for pk in runner.claim_stale_jobs():
                 resume_job.delay(pk)
         except Exception:
             logger.warning("Recovery sweep failed", exc_info=True)
@@ -234,6 +251,12 @@ def _start_watchdog(**kwargs) -> None:
     if drs_settings.RECOVER_IN_WORKER:
         _stop_watchdog.clear()
         threading.Thread(target=_watchdog, name="drs-recovery", daemon=True).start()
+
+
+@worker_shutting_down.connect
+def _drain(**kwargs) -> None:
+    """A warm (or cold) shutdown begins: the runs hand their jobs over (see ``shutdown.py``)."""
+    draining.set()
 
 
 @worker_shutdown.connect

@@ -12,7 +12,7 @@ import pytest
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
-from django_remote_submission import db
+from django_remote_submission import db, runner
 from django_remote_submission.logs import LeaseLost, LogWriter
 from django_remote_submission.models import Job, Log
 
@@ -94,6 +94,33 @@ def test_a_run_that_lost_its_job_stores_nothing_more(make_job):
     job.refresh_from_db()
     assert list(job.logs.values_list("content", flat=True)) == ["first\n"]
     assert job.stdout_offset == 6
+
+
+def test_each_stale_job_is_claimed_by_one_sweep(make_job, settings):
+    old = timezone.now() - timedelta(seconds=10 * settings.DRS["HEARTBEAT_INTERVAL"])
+    jobs = [make_job("print(1)") for _ in range(30)]
+    Job.objects.filter(pk__in=[j.pk for j in jobs]).update(status="running", heartbeat=old)
+    fresh = make_job("print(1)")
+    Job.objects.filter(pk=fresh.pk).update(status="running", heartbeat=timezone.now())
+    claims: list[list[int]] = []
+
+    def sweep() -> None:
+        try:
+            claims.append(runner.claim_stale_jobs())
+        finally:
+            connection.close()
+
+    sweeps = [threading.Thread(target=sweep) for _ in range(4)]
+    for t in sweeps:
+        t.start()
+    for t in sweeps:
+        t.join(60)
+    claimed = [pk for claim in claims for pk in claim]
+    assert sorted(claimed) == sorted(j.pk for j in jobs)  # each once, by one sweep
+    assert not Job.objects.filter(pk__in=claimed, heartbeat__isnull=False).exists()
+    assert runner.claim_stale_jobs() == []  # claimed: left alone ...
+    Job.objects.filter(pk=jobs[0].pk).update(modified=old)
+    assert runner.claim_stale_jobs() == [jobs[0].pk]  # ... until its resume task is overdue
 
 
 def test_rows_another_transaction_holds_are_skipped(make_job):
