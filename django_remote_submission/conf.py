@@ -63,6 +63,10 @@ DEFAULTS: dict[str, Any] = {
     # Seconds the runner keeps retrying a database write after the connection was lost (the
     # database server restarted), with backoff; the job's output waits on the host meanwhile.
     "DB_RETRY_FOR": 300.0,
+    # Celery queue of the job tasks (submit, copy, cancel, resume) of servers whose own
+    # ``queue`` field is blank. Empty: Celery's routing (CELERY_TASK_ROUTES, else the default
+    # queue). A worker consumes the queues named with ``-Q``.
+    "QUEUE": "",
     # Storage prefix of result files: <prefix>/<job uuid>/<relative path>.
     "RESULTS_PREFIX": "results",
     # Limits that keep one job from exhausting the worker, the database or the storage.

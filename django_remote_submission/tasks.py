@@ -12,6 +12,11 @@ FAILURE, its message the job's error): Celery's monitoring sees failed jobs. It 
 expected error (``Task.throws``): logged without traceback, never retried. Called directly or
 eagerly, the tasks return their value as in 2.1.0 (``{}`` for a failed job).
 
+Routing: the tasks of a job (submit, copy, cancel, resume) go to the queue of its server
+(``Server.queue``, else ``DRS["QUEUE"]``; when both are blank, Celery's routing decides), so
+that workers started with ``-Q`` serve the servers they are meant for. A ``queue=`` given to
+``apply_async`` wins.
+
 Warm shutdown (SIGTERM): the worker's runs hand their jobs over (``shutdown.py``), and the
 worker queues a ``resume_job`` for each, which another worker takes.
 """
@@ -70,7 +75,23 @@ def _end(task: Task, job_pk, since, value, submission: str | None = None):
     return value
 
 
-class SecretArgumentsTask(Task):
+def queue_of(job_pk) -> str | None:
+    """The queue of the job's tasks (its server's), or None for Celery's routing."""
+    server = Job.objects.filter(pk=job_pk).values_list("server__queue", flat=True).first()
+    return server or drs_settings.QUEUE or None
+
+
+class JobTask(Task):
+    """A task about a job (its first argument ``job_pk``): sent to its server's queue."""
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        job_pk = (kwargs or {}).get("job_pk", args[0] if args else None)
+        if job_pk is not None and "queue" not in options and (queue := queue_of(job_pk)):
+            options["queue"] = queue
+        return super().apply_async(args, kwargs, **options)
+
+
+class SecretArgumentsTask(JobTask):
     """Encrypts ``password`` arguments before they reach the broker."""
 
     def _bind(self, args, kwargs) -> dict:
@@ -201,7 +222,9 @@ def cancel_job(job_pk, password=None):
     return runner.cancel(job_pk, password=password)
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, throws=(JobFailed,))
+@shared_task(
+    bind=True, base=JobTask, acks_late=True, reject_on_worker_lost=True, throws=(JobFailed,)
+)
 def resume_job(self, job_pk):
     """Continue a run whose worker died (its output and results are picked up where they stand)."""
     since = timezone.now()

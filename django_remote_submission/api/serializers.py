@@ -98,6 +98,7 @@ class ServerSerializer(serializers.ModelSerializer):
             "interpreters",
             "local",
             "use_agent",
+            "queue",
             "host_key",
             "private_key",
             "private_key_passphrase",
