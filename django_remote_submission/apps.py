@@ -7,4 +7,4 @@ class DjangoRemoteSubmissionConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import archive, checks  # noqa: F401  (system checks; archive files follow rows)

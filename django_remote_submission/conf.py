@@ -67,6 +67,16 @@ DEFAULTS: dict[str, Any] = {
     # ``queue`` field is blank. Empty: Celery's routing (CELERY_TASK_ROUTES, else the default
     # queue). A worker consumes the queues named with ``-Q``.
     "QUEUE": "",
+    # Retention (``manage.py drs_retention`` or the periodic task ``apply_retention``): the
+    # logs of jobs finished this many days ago move from the database into one compressed
+    # file per job in storage (0: never) ...
+    "ARCHIVE_LOGS_AFTER_DAYS": 30,
+    # ... under this storage prefix: <prefix>/<job uuid>.jsonl.gz.
+    "ARCHIVE_PREFIX": "logs",
+    # Opt-in purges (0: never): the result files and rows of jobs finished this many days
+    # ago; and whole jobs (logs, archive, results and files; the audit trail keeps their title).
+    "PURGE_RESULTS_AFTER_DAYS": 0,
+    "PURGE_JOBS_AFTER_DAYS": 0,
     # Storage prefix of result files: <prefix>/<job uuid>/<relative path>.
     "RESULTS_PREFIX": "results",
     # Limits that keep one job from exhausting the worker, the database or the storage.

@@ -29,7 +29,7 @@ from .conf import drs_settings
 from .connections import connect, credentials_for
 from .launchers.direct import DirectLauncher, RunDirChanged, Stopped
 from .limits import human_size
-from .logs import LeaseLost, LogPolicy, LogWriter, write_notice
+from .logs import LeaseLost, LogPolicy, LogWriter, clear_logs, write_notice
 from .models import ACTIVE_STATES, FINAL_STATES, TRANSITIONS, Event, Job, Log, Result, Status
 from .policy import LOGIN_WITH
 from .remote import ConnectionLost, Credentials, RemoteError
@@ -165,7 +165,7 @@ def _lease(job_pk: int, submission: str, options: dict, credential: str) -> tupl
             raise RemoteError(
                 f"Job {job.pk} is already {job.status}; cancel it before resubmitting."
             )
-        job.logs.all().delete()
+        clear_logs(job)
         # The files go once the new run is committed: should the move below fail, the old
         # rows come back and their files are still there.
         files = [name for name in job.results.values_list("local_file", flat=True) if name]

@@ -32,7 +32,7 @@ from celery import Task, shared_task
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from django.utils import timezone
 
-from . import keys, runner
+from . import keys, retention, runner
 from .conf import drs_settings
 from .credentials import decrypt, encrypt, is_token
 from .logs import LogPolicy
@@ -49,6 +49,7 @@ __all__ = [
     "cancel_job",
     "resume_job",
     "recover_jobs",
+    "apply_retention",
 ]
 
 SECRET_ARGUMENTS = ("password",)
@@ -250,6 +251,13 @@ def recover_jobs():
     for pk in pks:
         resume_job.delay(pk)
     return pks
+
+
+@shared_task
+def apply_retention():
+    """Archive old logs and purge old jobs and results, as the ``DRS`` retention settings say
+    (``retention.apply``); run it daily with Celery beat."""
+    return retention.apply().as_dict()
 
 
 logger = logging.getLogger(__name__)

@@ -9,9 +9,11 @@ from .jobs import (
     Job,
     JobQuerySet,
     Log,
+    LogArchive,
     Result,
     Status,
     job_result_path,
+    log_archive_path,
 )
 from .servers import Interpreter, Server, ServerAccount, TimeStampedModel, validate_host_key
 
@@ -24,11 +26,13 @@ __all__ = [
     "Job",
     "JobQuerySet",
     "Log",
+    "LogArchive",
     "Result",
     "Server",
     "ServerAccount",
     "Status",
     "TimeStampedModel",
     "job_result_path",
+    "log_archive_path",
     "validate_host_key",
 ]
