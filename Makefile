@@ -1,4 +1,5 @@
-# Usage: make test [PYTEST_ARGS="-k ssh -x"] | make test-postgres | make lint | make venv PYTHON=python3.12
+# Usage: make test [PYTEST_ARGS="-k ssh -x"] | make test-postgres | make test-postgres-all | make lint
+#        | make bench | make demo | make venv PYTHON=python3.12
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,7 +7,7 @@ PYTEST_ARGS ?=
 # Only the folders that exist (example/ and bench/ come later).
 LINT_PATHS := $(wildcard django_remote_submission tests example bench)
 
-.PHONY: venv sysdeps test test-postgres lint bench demo clean
+.PHONY: venv sysdeps test test-postgres test-postgres-all lint bench demo clean
 
 venv: $(VENV)/.installed
 
@@ -35,14 +36,20 @@ sysdeps:
 		echo "sysdeps: missing$$missing (not root, not installing: tests needing them skip, or fail with CI=true)"; \
 	fi
 
-# The whole suite on SQLite, then the tests marked "postgres" again on a throwaway PostgreSQL
-# (only when no PYTEST_ARGS narrow the run).
+# The whole suite on SQLite, then again on a throwaway PostgreSQL cluster, but for the tests
+# that build a project of their own with its own database (marked own_project); the second
+# run only when no PYTEST_ARGS narrow the first.
 test: sysdeps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
-	@[ -n "$(PYTEST_ARGS)" ] || $(MAKE) --no-print-directory test-postgres
+	@[ -n "$(PYTEST_ARGS)" ] || $(MAKE) --no-print-directory test-postgres-all
 
+# On PostgreSQL: the tests that matter to concurrency (marked postgres), a few minutes ...
 test-postgres: sysdeps venv
 	DRS_TEST_DATABASE=postgres $(PY) -m pytest -m postgres $(PYTEST_ARGS)
+
+# ... or every test that uses the suite's database.
+test-postgres-all: sysdeps venv
+	DRS_TEST_DATABASE=postgres $(PY) -m pytest -m "not own_project" $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
