@@ -24,7 +24,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from . import credentials as secrets
-from . import events
+from . import events, signals
 from .conf import drs_settings
 from .connections import connect, credentials_for
 from .launchers.direct import DirectLauncher, RunDirChanged, Stopped
@@ -47,7 +47,8 @@ class InvalidTransition(Exception):
 def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> None:
     """Change the job's state (a conditional update, so a concurrent change is detected) and
     record it in the audit trail (``login``: the login the run used; ``actor``: who asked,
-    None for a worker)."""
+    None for a worker); then send the signals of the change (see ``signals``)."""
+    old = job.status
     if to not in TRANSITIONS[job.status]:
         raise InvalidTransition(f"A job cannot go from {job.status} to {to}.")
     now = timezone.now()
@@ -76,6 +77,7 @@ def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> None:
     for name, value in fields.items():
         setattr(job, name, value)
     transaction.on_commit(lambda: events.status_changed(job))
+    signals.state_changed(job, old, to, fields, actor)
 
 
 def _seconds(timeout) -> float | None:
