@@ -15,6 +15,7 @@ from rest_framework.routers import DefaultRouter
 
 from .schemas import DocsView, SchemaView
 from .views import (
+    AccountViewSet,
     EventViewSet,
     InterpreterViewSet,
     JobViewSet,
@@ -34,6 +35,7 @@ router.register("jobs", JobViewSet, basename="job")
 router.register("logs", LogViewSet, basename="log")
 router.register("results", ResultViewSet, basename="result")
 router.register("events", EventViewSet, basename="event")
+router.register("accounts", AccountViewSet, basename="account")
 
 urlpatterns = [
     path("schema/", SchemaView.as_view(), name="schema"),
