@@ -226,6 +226,7 @@ class JobRun:
 
     def _launch(self, follow: bool) -> None:
         job = self.job
+        sent = timezone.now()  # a timeout counts from here, as 2.1.0's timeout(1) command did
         launched, self.started = self.launcher.launch(
             _directory(job.remote_directory),
             job.remote_filename,
@@ -246,7 +247,7 @@ class JobRun:
             pid=launched.pid,
             run_dir=launched.run_dir,
             started_at=now,
-            deadline=now + timedelta(seconds=timeout) if timeout else None,
+            deadline=sent + timedelta(seconds=timeout) if timeout else None,
             options=options,
             heartbeat=now,
         )
