@@ -31,6 +31,7 @@ from __future__ import annotations
 import ast
 import json
 import shlex
+import sqlite3
 import sys
 import uuid
 
@@ -173,22 +174,42 @@ def through_ids(apps, schema_editor) -> None:
     schema_editor.alter_field(through, old, new)
 
 
-def _log_offsets(Log, db: str) -> None:
+# Each log row's offset in one statement: the bytes of the rows before it in its stream.
+_OFFSETS = """
+UPDATE {log} SET {offset} = before.bytes FROM (
+  SELECT id, COALESCE(SUM({length}) OVER (PARTITION BY job_id, stream ORDER BY id
+    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS bytes FROM {log}
+) AS before WHERE {log}.id = before.id AND before.bytes <> 0
+"""
+OFFSET_LENGTH = {"postgresql": "octet_length(content)", "sqlite": "length(CAST(content AS BLOB))"}
+
+
+def _log_offsets(Log, connection) -> None:
     """Each row's byte offset in its stream: the bytes of the rows before it."""
+    quote = connection.ops.quote_name
+    table, offset = quote(Log._meta.db_table), quote("offset")
+    length = OFFSET_LENGTH.get(connection.vendor)
+    if length and (connection.vendor != "sqlite" or sqlite3.sqlite_version_info >= (3, 33)):
+        with connection.cursor() as cursor:
+            cursor.execute(_OFFSETS.format(log=table, offset=offset, length=length))
+        return
+    update = f"UPDATE {table} SET {offset} = %s WHERE id = %s"
     offsets: dict[tuple[int, str], int] = {}
-    batch = []
-    rows = Log.objects.using(db).order_by("pk").values_list("pk", "job_id", "stream", "content")
-    for pk, job_id, stream, content in rows.iterator(chunk_size=2000):
-        key = (job_id, stream)
-        offset = offsets.get(key, 0)
-        offsets[key] = offset + len(content.encode("utf-8", "surrogatepass"))
-        if offset:
-            batch.append(Log(pk=pk, offset=offset))
-        if len(batch) >= 1000:
-            Log.objects.using(db).bulk_update(batch, ["offset"])
-            batch = []
-    if batch:
-        Log.objects.using(db).bulk_update(batch, ["offset"])
+    batch: list[tuple[int, int]] = []
+    rows = Log.objects.using(connection.alias).order_by("pk")
+    with connection.cursor() as cursor:
+        for pk, job_id, stream, content in rows.values_list(
+            "pk", "job_id", "stream", "content"
+        ).iterator(chunk_size=2000):
+            key = (job_id, stream)
+            before = offsets.get(key, 0)
+            offsets[key] = before + len(content.encode("utf-8", "surrogatepass"))
+            if before:
+                batch.append((before, pk))
+            if len(batch) >= 2000:
+                cursor.executemany(update, batch)
+                batch = []
+        cursor.executemany(update, batch)
 
 
 def _result_sizes(Result, db: str) -> None:
@@ -209,7 +230,7 @@ def convert_data(apps, schema_editor) -> None:
     Job.objects.using(db).filter(status="submitted").update(
         status="failure", error=INTERRUPTED, finished_at=timezone.now()
     )
-    _log_offsets(apps.get_model(APP, "Log"), db)
+    _log_offsets(apps.get_model(APP, "Log"), schema_editor.connection)
     _result_sizes(apps.get_model(APP, "Result"), db)
 
 
