@@ -29,8 +29,6 @@ from . import events, signals
 from .conf import drs_settings
 from .models import Job, Log
 
-STREAMS = ("stdout", "stderr")
-
 
 class LogPolicy:
     """What to keep of a job's output (the original's names and values)."""
@@ -231,7 +229,7 @@ class LogWriter:
 
 def write_notice(job: Job, message: str) -> Log:
     """A message of the app itself about the job (stream "system"), e.g. a skipped result."""
-    row = Log(job=job, stream="system", content=message + "\n")
+    row = Log(job=job, stream=Log.Stream.system, content=message + "\n")
     signals.logs_saving([row])
     Log.objects.bulk_create([row])
     signals.logs_saved(job, [row])
