@@ -74,6 +74,7 @@ def use_real_ids(case, world) -> None:
         "logs": world.log.pk,
         "results": world.result.pk,
         "events": 1,
+        "tokens": world.api_token.pk,
     }
     real = {
         "server": world.server.pk,
