@@ -185,10 +185,11 @@ def sees_every_job(user) -> bool:
 
 
 def visible_tokens(user, queryset: QuerySet) -> QuerySet:
-    """API tokens (``queryset``) narrowed to those ``user`` may see: their own, or all."""
+    """API tokens (``queryset``) narrowed to those ``user`` may see: their own, or all (with
+    the permission to view or to revoke every token)."""
     if not (user.is_authenticated and user.is_active):
         return queryset.none()
-    if _may(user, "view_apitoken", TOKENS_APP):
+    if _may(user, "view_apitoken", TOKENS_APP) or _may(user, "delete_apitoken", TOKENS_APP):
         return queryset
     return queryset.filter(user=user)
 

@@ -11,6 +11,7 @@ another, so revoking a leaked token is the end of it.
 
 from __future__ import annotations
 
+from django.utils.translation import ngettext
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema_field
@@ -63,7 +64,10 @@ class ApiTokenSerializer(serializers.ModelSerializer):
     def validate_days(self, days: int) -> int:
         longest = services.max_days()
         if days > longest:
-            raise serializers.ValidationError(f"At most {longest} days on this site.")
+            raise serializers.ValidationError(
+                ngettext("At most %d day on this site.", "At most %d days on this site.", longest)
+                % longest
+            )
         return days
 
 
