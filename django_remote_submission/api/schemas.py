@@ -5,7 +5,7 @@
 
     SchemaView.as_view()    # GET api/schema/: this app's endpoints only, with SCHEMA_SETTINGS
 
-``ApiSchema`` adds the error answers (400, 401, 403, 404, 409, 415, 503) to every operation, so
+``ApiSchema`` adds the error answers (400, 401, 403, 404, 409, 415, 502, 503) to every operation, so
 clients generated from the schema know them and a schema checker can hold the API to them.
 """
 
@@ -82,6 +82,9 @@ class ApiSchema(AutoSchema):
         not_queued = getattr(self.view, "queued", {}).get(getattr(self.view, "action", None))
         if not_queued:
             codes["503"] = (error, f"The task queue cannot be reached. {not_queued}")
+        host_error = getattr(self.view, "host_errors", {}).get(getattr(self.view, "action", None))
+        if host_error:
+            codes["502"] = (error, host_error)
         return codes
 
     def _get_response_bodies(self, direction: str = "response") -> dict:

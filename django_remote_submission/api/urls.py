@@ -6,9 +6,9 @@
     reverse("drs_api:job-detail", kwargs={"pk": 1})    # inside a namespace: "<ns>:drs_api:..."
 
 Routes: ``servers/``, ``interpreters/``, ``jobs/`` (+ ``{id}/submit/``, ``{id}/cancel/``,
-``{id}/resubmit/``), ``logs/``, ``results/`` (+ ``{id}/download/``), ``events/``, ``tokens/``
-(with the tokens app), ``schema/`` (OpenAPI 3) and ``docs/`` (Swagger UI). Any other path
-below answers a JSON 404.
+``{id}/resubmit/``), ``logs/``, ``results/`` (+ ``{id}/download/``), ``events/``, ``accounts/``,
+``tokens/`` (with the tokens app), ``schema/`` (OpenAPI 3) and ``docs/`` (Swagger UI). Any
+other path below answers a JSON 404.
 """
 
 from django.apps import apps
@@ -17,6 +17,7 @@ from rest_framework.routers import DefaultRouter
 
 from .schemas import DocsView, SchemaView
 from .views import (
+    AccountViewSet,
     EventViewSet,
     InterpreterViewSet,
     JobViewSet,
@@ -36,6 +37,7 @@ router.register("jobs", JobViewSet, basename="job")
 router.register("logs", LogViewSet, basename="log")
 router.register("results", ResultViewSet, basename="result")
 router.register("events", EventViewSet, basename="event")
+router.register("accounts", AccountViewSet, basename="account")
 if apps.is_installed("django_remote_submission.tokens"):
     from ..tokens.api import ApiTokenViewSet
 
