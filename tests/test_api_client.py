@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -258,6 +259,91 @@ def test_a_script_follows_a_job_over_the_websocket_with_a_token(site, sshd, serv
     assert stdout.splitlines(keepends=True) == EXPECTED_STDOUT
     assert ids == list(Log.objects.filter(job=job).order_by("id").values_list("id", flat=True))
     assert sum(m["type"] == "logs" for m in messages) > 1  # live batches, not one at the end
+
+
+# --- the README's examples, verbatim -------------------------------------------------------------
+
+README = ROOT / "README.rst"
+
+
+def readme_example(marker: str, replacements: dict[str, str]) -> str:
+    """The README's code block whose first line starts with ``marker``, with the values a reader
+    replaces replaced (each must occur in it)."""
+    lines = README.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(".. code-block::") and lines[i + 2].strip().startswith(marker):
+            body = []
+            for following in lines[i + 1 :]:
+                if following.strip() and not following.startswith(" "):
+                    break
+                body.append(following)
+            code = textwrap.dedent("\n".join(body)).strip("\n") + "\n"
+            missing = [old for old in replacements if old not in code]
+            assert not missing, f"the README's {marker} no longer shows {missing}"
+            for old, new in replacements.items():
+                code = code.replace(old, new)
+            return code
+    raise AssertionError(f"no code block starting with {marker!r} in the README")
+
+
+def run_example(code: str, tmp_path: Path, key: str, *args: str) -> str:
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    done = subprocess.run(
+        [sys.executable, str(script), *args],
+        env={**os.environ, "DRS_TOKEN": key, "PYTHONPATH": str(tmp_path)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_readme_client_example_runs_a_job(site, drs_client, tmp_path, sshd, server, scientist):
+    from django_remote_submission.tokens import services as tokens
+
+    key = tokens.create(scientist, name="readme")[1]
+    python3 = server.interpreters.get(name="python3")
+    code = readme_example(
+        "# run_job.py",
+        {
+            '"http://127.0.0.1:8000"': repr(site.rstrip("/")),
+            "server=1, interpreter=1": f"server={server.pk}, interpreter={python3.pk}",
+            '"drs-jobs/hello"': repr(job_directory(sshd)),
+            '"alice\'s password"': repr(sshd.password),
+        },
+    )
+    assert run_example(code, tmp_path, key) == "hello world\nanswer.txt: b'42\\n'\n"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_readme_websocket_example_follows_a_job(site, tmp_path, sshd, server, scientist):
+    from django_remote_submission.tokens import services as tokens
+
+    key = tokens.create(scientist, name="readme")[1]
+    job = Job.objects.create(
+        title="followed by the README's script",
+        program=PROGRAM,
+        owner=scientist,
+        server=server,
+        interpreter=server.interpreters.get(name="python3"),
+        remote_directory=job_directory(sshd),
+        remote_filename="job.py",
+    )
+    code = readme_example(
+        "# follow_job.py",
+        {
+            '"http://127.0.0.1:8000"': repr(site.rstrip("/")),
+            '"alice\'s password"': repr(sshd.password),
+        },
+    )
+    printed = run_example(code, tmp_path, key, str(job.pk)).splitlines(keepends=True)
+    assert printed[-1] == "success\n"
+    assert [line for line in printed[:-1] if line != "to stderr\n"] == EXPECTED_STDOUT
+    assert printed.count("to stderr\n") == 1
 
 
 def submit(site: str, key: str, job_pk: int, password: str | None) -> None:
