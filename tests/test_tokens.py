@@ -9,6 +9,7 @@ The whole stack (a client generated from the schema, a script on a real daphne) 
 from __future__ import annotations
 
 import base64
+import os
 from datetime import timedelta
 
 import pytest
@@ -447,3 +448,74 @@ def test_revoking_a_token_closes_its_sockets_with_4401(people, job):
         await communicator.disconnect()
 
     run(scenario)
+
+
+# --- a project without the tokens app --------------------------------------------------------
+
+WITHOUT_TOKENS = """
+import django
+from django.core.management import call_command
+django.setup()
+call_command("migrate", verbosity=0)
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import NoReverseMatch, reverse
+try:
+    reverse("drs:token-list")
+    raise SystemExit("the tokens page exists")
+except NoReverseMatch:
+    pass
+user = get_user_model().objects.create_user("alice", password="pw")
+browser = Client()
+browser.force_login(user)
+page = browser.get("/").content.decode()
+assert "My SSH keys" in page and "My API tokens" not in page, page
+assert browser.get("/api/jobs/").status_code == 200
+assert browser.get("/api/tokens/").status_code == 404
+schema = browser.get("/api/schema/?format=json").json()
+assert "apiToken" not in schema["components"]["securitySchemes"], schema
+from rest_framework.authtoken.models import Token
+key = Token.objects.create(user=user).key
+assert Client(HTTP_AUTHORIZATION=f"Token {key}").get("/api/jobs/").status_code == 200
+print("ok")
+"""
+
+
+def test_a_project_without_the_tokens_app_works_as_before(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings_without_tokens",
+        "DRS_TEST_TMP": str(tmp_path),
+        "DRS_TEST_DB": str(tmp_path / "db.sqlite3"),
+        "CELERY_BROKER_URL": "redis://127.0.0.1:9/0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TOKENS],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
+
+
+def test_the_tokens_app_without_knox_says_what_is_missing():
+    import subprocess
+    import sys
+
+    code = (
+        "import django; from django.conf import settings; settings.configure(INSTALLED_APPS="
+        "['django.contrib.contenttypes', 'django.contrib.auth', "
+        "'django_remote_submission.tokens']); django.setup()"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        "django.core.exceptions.ImproperlyConfigured: django_remote_submission.tokens needs "
+        'django-rest-knox: add "knox" to INSTALLED_APPS.'
+    )
