@@ -11,6 +11,8 @@ clients generated from the schema know them and a schema checker can hold the AP
 
 from __future__ import annotations
 
+import copy
+
 from django.templatetags.static import static
 from django.urls import include, path
 from drf_spectacular.openapi import AutoSchema
@@ -233,13 +235,14 @@ def _prefix(where: str, suffix: str) -> str:
 class SchemaView(SpectacularAPIView):
     """The OpenAPI 3 schema of this API (YAML; JSON with `?format=json`)."""
 
-    custom_settings = SCHEMA_SETTINGS
-
     def get(self, request, *args, **kwargs):
         from .urls import router
 
         prefix = _prefix(request.path_info, "schema/").lstrip("/")
         self.patterns = [path(prefix, include(router.urls))]
+        # A copy for each request: spectacular's enum hook rewrites the appended components in
+        # place (an enum becomes a $ref), and the next schema would lack the enum's component.
+        self.custom_settings = copy.deepcopy(SCHEMA_SETTINGS)
         return super().get(request, *args, **kwargs)
 
 
