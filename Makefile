@@ -1,4 +1,5 @@
-# Usage: make test [PYTEST_ARGS="-k ssh -x"] | make test-postgres | make lint | make venv PYTHON=python3.12
+# Usage: make test [PYTEST_ARGS="-k ssh -x"] | make test-fast | make test-postgres | make lint |
+#        make venv PYTHON=python3.12
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,7 +7,7 @@ PYTEST_ARGS ?=
 # Only the folders that exist (example/ and bench/ come later).
 LINT_PATHS := $(wildcard django_remote_submission tests example bench)
 
-.PHONY: venv sysdeps test test-postgres lint bench demo clean
+.PHONY: venv sysdeps test test-fast test-postgres lint bench demo clean
 
 venv: $(VENV)/.installed
 
@@ -40,6 +41,10 @@ sysdeps:
 test: sysdeps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 	@[ -n "$(PYTEST_ARGS)" ] || $(MAKE) --no-print-directory test-postgres
+
+# Database-level and unit tests only: no sshd, redis, worker or browser (well under a minute).
+test-fast: venv
+	$(PY) -m pytest -m "not (sshd or redis or worker or browser or slow or scheduler)" $(PYTEST_ARGS)
 
 test-postgres: sysdeps venv
 	DRS_TEST_DATABASE=postgres $(PY) -m pytest -m postgres $(PYTEST_ARGS)

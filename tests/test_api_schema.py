@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 from django_remote_submission import services
 from tests.api_world import build_world, fake_tasks
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.api_urls")]
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.api_urls"), pytest.mark.slow]
 
 CHECKS = [
     not_a_server_error,

@@ -22,6 +22,7 @@ from drf_spectacular.utils import OpenApiResponse
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .. import __version__
+from ..models import Log
 
 ERROR = {
     "type": "object",
@@ -135,7 +136,7 @@ _LOG_EVENT = {
     "properties": {
         "id": {"type": "integer", "description": "The Log id (use it as `after` on reconnect)."},
         "time": {"type": "string", "format": "date-time"},
-        "stream": {"type": "string", "enum": ["stdout", "stderr", "system"]},
+        "stream": {"type": "string", "enum": list(Log.Stream.values)},
         "content": {"type": "string", "description": "Whole lines of one stream."},
         "offset": {"type": "integer", "description": "Byte offset in the stream."},
     },
@@ -233,13 +234,17 @@ def _prefix(where: str, suffix: str) -> str:
 
 
 class SchemaView(SpectacularAPIView):
-    """The OpenAPI 3 schema of this API (YAML; JSON with `?format=json`)."""
+    """The OpenAPI 3 schema of this API (YAML; JSON with `?format=json`).
+
+    ``SchemaView.as_view(api_patterns=router.urls)``: the API's URL patterns, described under
+    the path the API is mounted at (read from the request).
+    """
+
+    api_patterns: list = []
 
     def get(self, request, *args, **kwargs):
-        from .urls import router
-
         prefix = _prefix(request.path_info, "schema/").lstrip("/")
-        self.patterns = [path(prefix, include(router.urls))]
+        self.patterns = [path(prefix, include(self.api_patterns))]
         # A copy for each request: spectacular's enum hook rewrites the appended components in
         # place (an enum becomes a $ref), and the next schema would lack the enum's component.
         self.custom_settings = copy.deepcopy(SCHEMA_SETTINGS)

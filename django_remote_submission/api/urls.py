@@ -44,10 +44,10 @@ if apps.is_installed("django_remote_submission.tokens"):
     router.register("tokens", ApiTokenViewSet, basename="token")
 
 urlpatterns = [
-    path("schema/", SchemaView.as_view(), name="schema"),
+    path("schema/", SchemaView.as_view(api_patterns=router.urls), name="schema"),
     path("docs/", DocsView.as_view(), name="docs"),
     path("", include(router.urls)),
     # Ids the routes refuse (e.g. "0.5"), unknown paths: JSON 404s too. Only paths ending
     # with "/", so that APPEND_SLASH still redirects "jobs" to "jobs/".
-    re_path(r"^.*/$", not_found),
+    re_path(r"^[\s\S]*/$", not_found),  # [\s\S]: a newline in the path too
 ]

@@ -5,6 +5,8 @@ from .audit import Event
 from .jobs import (
     ACTIVE_STATES,
     FINAL_STATES,
+    FRESH_RUN,
+    STALE_BEATS,
     TRANSITIONS,
     Job,
     JobQuerySet,
@@ -12,12 +14,15 @@ from .jobs import (
     Result,
     Status,
     job_result_path,
+    stale_before,
 )
 from .servers import Interpreter, Server, ServerAccount, TimeStampedModel, validate_host_key
 
 __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
+    "FRESH_RUN",
+    "STALE_BEATS",
     "TRANSITIONS",
     "Event",
     "Interpreter",
@@ -30,5 +35,6 @@ __all__ = [
     "Status",
     "TimeStampedModel",
     "job_result_path",
+    "stale_before",
     "validate_host_key",
 ]
