@@ -5,9 +5,11 @@ shows, the sample job and its result; then a fresh ``startproject`` built from t
 Quickstart blocks (the same ones the page shows), every console command with the output the
 page shows, the shell session as a doctest, the host key compared with the host's own, the
 worker and daphne, the *New job* form filled in as the page's table says, the live log and
-the result compared with the page's. Only the values a reader replaces are replaced (the
-host, its port, the login, the Redis port, the directory on the host): each must occur on the
-page, or the test fails.
+the result compared with the page's. The how-to guides then run in that project: their shell
+sessions as doctests, their commands and curl sessions with the output they show, the
+embedded live log in Chromium. Only the values a reader replaces are replaced (the host, its
+port, the login, the Redis port, the directory on the host, ids read from an answer): each
+must occur on the page, or the test fails.
 """
 
 from __future__ import annotations

@@ -970,6 +970,20 @@ def warn_missing(app: Sphinx, env, node, contnode) -> None:
         )
 
 
+def code_values(app: Sphinx, config) -> None:
+    """Numbers the prose quotes, as substitutions from the code (``|HISTORY_ROWS|``)."""
+    from django_remote_submission import consumers
+
+    values = {
+        "LATEST_JOBS": str(consumers.LATEST_JOBS),
+        "HISTORY_ROWS": str(consumers.HISTORY_ROWS),
+        "HISTORY_SIZE": size(consumers.HISTORY_CHARS),
+        "RECHECK_EVERY": f"{consumers.RECHECK_EVERY:g}",
+    }
+    lines = [f".. |{name}| replace:: {value}" for name, value in values.items()]
+    config.rst_epilog = (config.rst_epilog or "") + "\n" + "\n".join(lines) + "\n"
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_object_type("setting", "setting", indextemplate="pair: %s; DRS setting")
     app.add_object_type("command", "command", indextemplate="pair: %s; management command")
@@ -989,6 +1003,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("drs-urls", UrlsDirective)
     app.add_directive("drs-ws-message", WsMessageDirective)
     app.add_directive("drs-ws-close-codes", WsCloseCodesDirective)
+    app.connect("config-inited", code_values)
     app.connect("missing-reference", warn_missing)
     app.connect("autodoc-process-docstring", clean_docstring)
     app.connect("build-finished", write_api_files)
