@@ -1,33 +1,64 @@
-# Usage: make test [PYTEST_ARGS="-k ssh -x"] | make test-postgres | make test-postgres-all | make lint
-#        | make bench | make demo | make venv PYTHON=python3.12
+# Usage: make test [PYTEST_ARGS="-k ssh -x"] | make test-fast | make test-postgres |
+#        make test-postgres-all | make lint | make docs | make docs-serve [DOCS_PORT=8100] |
+#        make bench | make demo | make venv PYTHON=python3.12
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 # Only the folders that exist (example/ and bench/ come later).
-LINT_PATHS := $(wildcard django_remote_submission tests example bench)
+LINT_PATHS := $(wildcard django_remote_submission tests example bench docs)
 
-.PHONY: venv sysdeps test test-postgres test-postgres-all lint bench demo clean
+.PHONY: venv sysdeps test test-fast test-postgres test-postgres-all test-compat constraints lint \
+	docs docs-serve bench demo clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: $(wildcard requirements*.txt) pyproject.toml setup.py
+$(VENV)/.installed: $(wildcard requirements*.txt) pyproject.toml setup.py constraints.txt
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -r requirements_test.txt
+	$(PY) -m pip install -c constraints.txt -r requirements_test.txt
 	touch $@
 
-# Debian packages the tests need: sshd, redis-server, chromium, PostgreSQL. Installed only
-# when root.
+# Refresh constraints.txt: the newest releases that the lower bounds allow, for this Python.
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/pip install -q --upgrade pip
+	.venv-constraints/bin/pip install -q -r requirements_test.txt -r example/requirements.txt \
+		-r requirements_docs.txt
+	{ sed -n '1,2p' constraints.txt; .venv-constraints/bin/pip freeze --exclude-editable | \
+		grep -v '^django-remote-submission'; } > constraints.new
+	mv constraints.new constraints.txt
+	rm -rf .venv-constraints
+
+# The core tests on another Python and Django, with the newest releases (no constraints):
+#   make test-compat PYTHON=python3.10 DJANGO="Django>=4.2,<5.0"
+#   make test-compat PYTHON=python3.13 DJANGO="Django>=5.2,<6.0"
+DJANGO ?= Django
+COMPAT_VENV = .venv-compat-$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+CORE_TESTS = tests/test_runner.py tests/test_logs.py tests/test_results.py tests/test_transports.py \
+	tests/test_failures.py tests/test_auth.py tests/test_api.py tests/test_views.py \
+	tests/test_consumers.py tests/test_keys.py
+test-compat: sysdeps
+	rm -rf $(COMPAT_VENV)
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/pip install -q --upgrade pip
+	$(COMPAT_VENV)/bin/pip install -q -r requirements_test.txt "$(DJANGO)"
+	$(COMPAT_VENV)/bin/python -c 'import sys, django; print("compat:", sys.version.split()[0], "Django", django.__version__)'
+	$(COMPAT_VENV)/bin/python -m pytest -q -m "not (browser or slow)" $(CORE_TESTS)
+
+# Debian packages the tests and the docs need: sshd, redis-server, chromium, PostgreSQL,
+# graphviz. Installed only when root.
 sysdeps:
 	@missing=""; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
 	if [ -z "$$missing" ]; then \
-		echo "sysdeps: sshd, redis-server, chromium and PostgreSQL present"; \
+		echo "sysdeps: sshd, redis-server, chromium, PostgreSQL and graphviz present"; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		echo "sysdeps: installing$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; \
@@ -43,6 +74,10 @@ test: sysdeps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 	@[ -n "$(PYTEST_ARGS)" ] || $(MAKE) --no-print-directory test-postgres-all
 
+# Database-level and unit tests only: no sshd, redis, worker or browser (well under a minute).
+test-fast: venv
+	$(PY) -m pytest -m "not (sshd or redis or worker or browser or slow or scheduler)" $(PYTEST_ARGS)
+
 # On PostgreSQL: the tests that matter to concurrency (marked postgres), a few minutes ...
 test-postgres: sysdeps venv
 	DRS_TEST_DATABASE=postgres $(PY) -m pytest -m postgres $(PYTEST_ARGS)
@@ -55,6 +90,28 @@ lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
+# The documentation site (docs/): warnings are errors, then every internal link is checked
+# and the doctests run. Needs graphviz's dot (installed here when root).
+DOCS_BUILD := docs/_build
+DOCS_PORT ?= 8100
+SPHINX = $(PY) -m sphinx -E -W --keep-going -q
+docs: venv $(VENV)/.docs-installed
+	@command -v dot >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q graphviz; }
+	@command -v dot >/dev/null 2>&1 || { echo "make docs needs graphviz: apt-get install graphviz"; exit 1; }
+	$(SPHINX) -b html docs $(DOCS_BUILD)/html
+	$(PY) docs/checklinks.py $(DOCS_BUILD)/html
+	$(SPHINX) -b doctest docs $(DOCS_BUILD)/doctest
+
+$(VENV)/.docs-installed: requirements_docs.txt constraints.txt $(VENV)/.installed
+	$(PY) -m pip install -c constraints.txt -r requirements_docs.txt
+	touch $@
+
+# Build, then serve the site on http://127.0.0.1:$(DOCS_PORT)/ until Ctrl-C.
+docs-serve: docs
+	@echo "The documentation: http://127.0.0.1:$(DOCS_PORT)/ (Ctrl-C stops)"
+	$(PY) -m http.server --bind 127.0.0.1 --directory $(DOCS_BUILD)/html $(DOCS_PORT)
+
 bench: venv
 	$(PY) -m bench
 
@@ -65,5 +122,5 @@ demo: venv
 	$(PY) example/demo.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-compat-* build dist *.egg-info .pytest_cache .ruff_cache $(DOCS_BUILD)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

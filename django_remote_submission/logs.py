@@ -34,11 +34,9 @@ from django.db.models import QuerySet
 from django.db.models.functions import Length
 from django.utils import timezone
 
-from . import archive, db, events
+from . import archive, db, events, signals
 from .conf import drs_settings
 from .models import Job, Log, LogArchive
-
-STREAMS = ("stdout", "stderr")
 
 
 class LeaseLost(Exception):
@@ -218,6 +216,7 @@ class LogWriter:
         if not rows and (out, err) == (self.job.stdout_offset, self.job.stderr_offset):
             return
         now, mine = timezone.now(), self.job.heartbeat
+        signals.logs_saving(rows)
         stored = Job.objects.filter(pk=self.job.pk, stdout_offset=out, stderr_offset=err)
 
         def store() -> None:
@@ -235,6 +234,8 @@ class LogWriter:
         db.retrying(store, f"the log of job {self.job.pk}", done=done)
         self.job.stdout_offset, self.job.stderr_offset, self.job.heartbeat = out, err, now
         self.stored_at = time.monotonic()
+        if rows:
+            signals.logs_saved(self.job, rows)
         if rows and all(row.pk for row in rows):  # else the consumers read them from the database
             events.logs_stored(self.job, rows)
 
@@ -255,10 +256,10 @@ class LogWriter:
 
 def write_notice(job: Job, message: str) -> Log:
     """A message of the app itself about the job (stream "system"), e.g. a skipped result."""
-    row = db.retrying(
-        lambda: Log.objects.create(job=job, stream="system", content=message + "\n"),
-        f"a notice of job {job.pk}",
-    )
+    row = Log(job=job, stream=Log.Stream.system, content=message + "\n")
+    signals.logs_saving([row])
+    db.retrying(lambda: Log.objects.bulk_create([row]), f"a notice of job {job.pk}")
+    signals.logs_saved(job, [row])
     events.logs_stored(job, [row])
     return row
 

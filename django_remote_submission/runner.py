@@ -20,17 +20,25 @@ import uuid
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from . import credentials as secrets
-from . import db, events
+from . import credentials, db, events, signals
 from .conf import drs_settings
 from .connections import connect, credentials_for
 from .launchers.direct import DirectLauncher, RunDirChanged, Stopped
 from .limits import human_size
 from .logs import LeaseLost, LogPolicy, LogWriter, clear_logs, write_notice
-from .models import ACTIVE_STATES, FINAL_STATES, TRANSITIONS, Event, Job, Log, Result, Status
+from .models import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    FRESH_RUN,
+    TRANSITIONS,
+    Event,
+    Job,
+    Log,
+    Result,
+    Status,
+)
 from .policy import LOGIN_WITH
 from .remote import ConnectionLost, Credentials, RemoteError
 from .results import collect, delete_files_on_commit, parse_records
@@ -41,32 +49,47 @@ logger = logging.getLogger(__name__)
 RECONNECT_FOR = 300.0  # seconds a run keeps trying to reach a host it lost
 
 
-class InvalidTransition(Exception):
-    pass
+class IllegalTransition(Exception):
+    """A move the state machine (``TRANSITIONS``) does not allow: a bug of the caller."""
+
+
+class StateChanged(Exception):
+    """Another process changed the job's state first: this run leaves the job alone."""
+
+
+class AlreadyRunning(Exception):
+    """A new submission of a job whose run is still alive."""
 
 
 class HandedOver(Exception):
     """The worker shuts down: the run released its job for another worker to follow."""
 
 
-def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> None:
-    """Change the job's state (a conditional update, so a concurrent change is detected) and
-    record it in the audit trail (``login``: the login the run used; ``actor``: who asked,
-    None for a worker)."""
+def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> bool:
+    """Change the job's state and record it in the audit trail (``login``: the login the run
+    used; ``actor``: who asked, None for a worker); then send the signals of the change (see
+    ``signals``).
+
+    A conditional update: returns False, writing nothing, when another process changed the
+    job's state first (a lost race); raises ``IllegalTransition`` for a move the state
+    machine does not allow. A write cut by a lost database connection is retried (see
+    ``db.retrying``).
+    """
+    old = job.status
     if to not in TRANSITIONS[job.status]:
-        raise InvalidTransition(f"A job cannot go from {job.status} to {to}.")
+        raise IllegalTransition(f"A job cannot go from {job.status} to {to}.")
     now = timezone.now()
     if to in FINAL_STATES:
         fields.setdefault("finished_at", now)
         fields.setdefault("credential", "")
 
-    def write() -> None:
+    def write() -> bool:
         with transaction.atomic():
             updated = Job.objects.filter(pk=job.pk, status=job.status).update(
                 status=to, modified=now, **fields
             )
             if not updated:
-                raise InvalidTransition(f"Job {job.pk} changed state under us (was {job.status}).")
+                return False
             Event.objects.create(
                 time=now,
                 action=Event.Action.state,
@@ -79,13 +102,17 @@ def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> None:
                 login=login[:150],
                 reason=fields.get("error", ""),
             )
+            return True
 
     moved = Job.objects.filter(pk=job.pk, status=to, modified=now).exists
-    db.retrying(write, f"job {job.pk} becoming {to}", done=moved)
+    if db.retrying(write, f"job {job.pk} becoming {to}", done=moved) is False:
+        return False  # (None: a lost answer to a commit that moved it)
     job.status, job.modified = to, now
     for name, value in fields.items():
         setattr(job, name, value)
     transaction.on_commit(lambda: events.status_changed(job))
+    signals.state_changed(job, old, to, fields, actor)
+    return True
 
 
 def _seconds(timeout) -> float | None:
@@ -112,36 +139,19 @@ def _is_remote(job: Job) -> bool:
     return bool((job.options or {}).get("remote", True)) and not job.server.local
 
 
-def _stale(job: Job) -> bool:
-    limit = timezone.now() - timedelta(seconds=3 * float(drs_settings.HEARTBEAT_INTERVAL))
-    return job.heartbeat is None or job.heartbeat < limit
-
-
 def lease(job_pk: int, submission: str, options: dict, credential: str) -> tuple[Job, bool]:
     """Take the job for this submission. Returns (job, run_it).
 
     The row is locked (``select_for_update``) and every state change is a conditional
     update, so of two deliveries of one submission only one runs it; the other returns.
+    ``AlreadyRunning`` for a new submission of a job whose run is alive.
     """
-    try:
-        return _lease(job_pk, submission, options, credential)
-    except InvalidTransition:
-        return Job.objects.get(pk=job_pk), False
-
-
-def _run_dir(job: Job, submission: str) -> str:
-    """The run directory of one submission: a redelivery of it finds the same directory."""
-    tag = hashlib.sha256(submission.encode()).hexdigest()[:12]
-    return f"{drs_settings.RUN_ROOT}/{job.uuid}.{tag}"
-
-
-def _lease(job_pk: int, submission: str, options: dict, credential: str) -> tuple[Job, bool]:
     job = Job.objects.get(pk=job_pk)
     if job.status == Status.initial:
         # Never ran: nothing to clear, and ``move`` is a conditional UPDATE, so this one
-        # statement takes the job (a second delivery gets InvalidTransition). A transaction
-        # of several statements would queue every concurrent job behind SQLite's write lock.
-        move(
+        # statement takes the job (a second delivery loses the race). A transaction of
+        # several statements would queue every concurrent job behind SQLite's write lock.
+        won = move(
             job,
             Status.submitted,
             submission=submission,
@@ -150,19 +160,30 @@ def _lease(job_pk: int, submission: str, options: dict, credential: str) -> tupl
             credential=credential,
             heartbeat=timezone.now(),
         )
-        return job, True
+        return (job, True) if won else (Job.objects.get(pk=job_pk), False)
+    return _lease_again(job_pk, submission, options, credential)
+
+
+def _run_dir(job: Job, submission: str) -> str:
+    """The run directory of one submission: a redelivery of it finds the same directory."""
+    tag = hashlib.sha256(submission.encode()).hexdigest()[:12]
+    return f"{drs_settings.RUN_ROOT}/{job.uuid}.{tag}"
+
+
+def _lease_again(job_pk: int, submission: str, options: dict, credential: str):
+    """A redelivery (resumed when its worker died), or a new run of a finished job."""
     with transaction.atomic():
         # The row is locked (on SQLite, written to first: that takes the write lock before
         # any read, so two leases cannot deadlock upgrading a read lock).
         (job,) = db.lock_rows(Job.objects.filter(pk=job_pk))
         if job.submission == submission and job.status != Status.initial:
-            if job.status in FINAL_STATES or not _stale(job):
+            if job.status in FINAL_STATES or not job.is_stale:
                 return job, False  # done already, or the other delivery is on it
             job.heartbeat = timezone.now()  # from now on the run writes only while it is this
             Job.objects.filter(pk=job.pk).update(heartbeat=job.heartbeat)
             return job, True  # its worker died: resume the run
-        if job.status in ACTIVE_STATES and not _stale(job):
-            raise RemoteError(
+        if job.status in ACTIVE_STATES and not job.is_stale:
+            raise AlreadyRunning(
                 f"Job {job.pk} is already {job.status}; cancel it before resubmitting."
             )
         clear_logs(job)
@@ -171,26 +192,17 @@ def _lease(job_pk: int, submission: str, options: dict, credential: str) -> tupl
         files = [name for name in job.results.values_list("local_file", flat=True) if name]
         job.results.all().delete()
         delete_files_on_commit(files, Result._meta.get_field("local_file").storage)
-        run_dir = _run_dir(job, submission)
-        move(
+        won = move(
             job,
             Status.submitted,
             submission=submission,
-            run_dir=run_dir,
-            pid=None,
-            stdout_offset=0,
-            stderr_offset=0,
-            exit_code=None,
-            error="",
-            started_at=None,
-            finished_at=None,
-            deadline=None,
-            cancel_requested=False,
+            run_dir=_run_dir(job, submission),
             options=options,
             credential=credential,
             heartbeat=timezone.now(),
+            **FRESH_RUN,
         )
-        return job, True
+        return job, won
 
 
 class JobRun:
@@ -225,6 +237,8 @@ class JobRun:
                 self._finish(exit_code, self._retrying(self._stage_out))
             finally:
                 self.launcher.transport.close()
+        except StateChanged as exc:
+            logger.info("%s Leaving it to whoever changed it.", exc)
         except (LeaseLost, HandedOver) as exc:
             logger.warning("%s", exc)  # another worker follows the job now
         except RemoteError as exc:
@@ -237,6 +251,7 @@ class JobRun:
 
     def _launch(self, follow: bool) -> None:
         job = self.job
+        sent = timezone.now()  # a timeout counts from here, as 2.1.0's timeout(1) command did
         launched, self.started = self.launcher.launch(
             _directory(job.remote_directory),
             job.remote_filename,
@@ -250,17 +265,19 @@ class JobRun:
         options = {**self.options, "directory": launched.directory}
         if launched.attached:
             options["directory"] = self.options.get("directory", launched.directory)
-        move(
+        moved = move(
             job,
             Status.running,
             login="" if not self.remote else self.creds.username,
             pid=launched.pid,
             run_dir=launched.run_dir,
             started_at=now,
-            deadline=now + timedelta(seconds=timeout) if timeout else None,
+            deadline=sent + timedelta(seconds=timeout) if timeout else None,
             options=options,
             heartbeat=now,
         )
+        if not moved:
+            raise StateChanged(f"Job {job.pk} changed state while it was being launched.")
         self.options = options
 
     def _follow(self, writer: LogWriter) -> int | None:
@@ -566,10 +583,10 @@ def submit(
             lease(job_pk, submission, {}, "")
             JobRun(job, None)._fail(f"Invalid submission: {exc}")
         return {}
-    credential = secrets.encrypt(password) if password else ""
+    credential = credentials.encrypt(password) if password else ""
     try:
         job, run_it = lease(job_pk, submission, options, credential)
-    except RemoteError as exc:
+    except AlreadyRunning as exc:
         logger.warning("%s", exc)
         return {}
     if not run_it:
@@ -612,7 +629,7 @@ def copy(
         host = job.server.hostname if run.remote else "localhost"
         Log.objects.create(
             job=job,
-            stream="stdout",
+            stream=Log.Stream.stdout,
             content=f"{job.remote_filename} successfully copied to {host}:{where}\n",
         )
         move(job, Status.success, exit_code=None, error="")
@@ -621,16 +638,9 @@ def copy(
     return {}
 
 
-def _stale_query() -> Q:
-    """Active jobs without a heartbeat for 3 intervals, or claimed for resumption (heartbeat
-    cleared) 3 intervals ago and not resumed since (the resume task was lost)."""
-    limit = timezone.now() - timedelta(seconds=3 * float(drs_settings.HEARTBEAT_INTERVAL))
-    return Q(heartbeat__lt=limit) | Q(heartbeat__isnull=True, modified__lt=limit)
-
-
 def stale_jobs() -> list[int]:
     """Active jobs whose runner stopped sending heartbeats."""
-    return list(Job.objects.active().filter(_stale_query()).values_list("pk", flat=True))
+    return list(Job.objects.stale().values_list("pk", flat=True))
 
 
 def claim_stale_jobs(limit: int = 500) -> list[int]:
@@ -638,12 +648,13 @@ def claim_stale_jobs(limit: int = 500) -> list[int]:
 
     Every worker sweeps: the rows another sweep has locked are skipped (PostgreSQL), and each
     job is claimed with a conditional update that clears its heartbeat, so that the other
-    sweeps leave it alone for 3 intervals (after that, its resume task is taken for lost).
-    ``resume`` takes a job with a cleared heartbeat at once.
+    sweeps leave it alone for ``STALE_BEATS`` intervals (after that, its resume task is
+    taken for lost: ``Job.objects.stale``). ``resume`` takes a job with a cleared heartbeat at
+    once.
     """
     claimed = []
     with transaction.atomic():
-        stale = Job.objects.active().filter(_stale_query())
+        stale = Job.objects.stale()
         first = stale.filter(pk__in=list(stale.order_by("pk").values_list("pk", flat=True)[:limit]))
         for job in db.lock_rows(first, skip_locked=True):
             same = Job.objects.filter(pk=job.pk, heartbeat=job.heartbeat, modified=job.modified)
@@ -655,14 +666,14 @@ def claim_stale_jobs(limit: int = 500) -> list[int]:
 def resume(job_pk: int) -> dict[str, int]:
     """Pick up a run whose worker died, with the options and secret stored on the job."""
     job = Job.objects.get(pk=job_pk)
-    if job.status not in ACTIVE_STATES or not _stale(job) or draining.is_set():
+    if not job.is_active or not job.is_stale or draining.is_set():
         return {}  # running, finished, or this worker shuts down (it queues the job again)
     opts = job.options or {}
     password = None
     if job.credential:
         try:
-            password = secrets.decrypt(job.credential)
-        except secrets.CredentialError as exc:
+            password = credentials.decrypt(job.credential)
+        except credentials.CredentialError as exc:
             JobRun(job, None)._fail(f"Cannot resume: {exc}")
             return {}
     job, run_it = lease(job_pk, job.submission, opts, job.credential)
@@ -683,6 +694,6 @@ def cancel(job_pk: int, password: str | None = None) -> None:
     if not job.run_dir:
         return
     if password is None and job.credential:
-        password = secrets.decrypt(job.credential)
+        password = credentials.decrypt(job.credential)
     with connect(job.server, credentials_for(job, password), _is_remote(job)) as t:
         DirectLauncher(t).kill(job.run_dir, float(drs_settings.KILL_GRACE), job.pid)

@@ -210,10 +210,8 @@ def send_submit(job: Job, **kwargs) -> str:
         error = _not_queued("the job", exc)
         current = Job.objects.get(pk=job.pk)
         if current.status == Status.initial:
-            try:
-                runner.move(current, Status.failure, error=error)
-            except runner.InvalidTransition:
-                pass  # changed meanwhile: whoever changed it reports on it
+            # Should it have changed meanwhile, whoever changed it reports on it.
+            runner.move(current, Status.failure, error=error)
         return error
     return ""
 

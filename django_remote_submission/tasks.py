@@ -36,7 +36,8 @@ from . import keys, retention, runner
 from .conf import drs_settings
 from .credentials import decrypt, encrypt, is_token
 from .logs import LogPolicy
-from .models import ACTIVE_STATES, Job, Status
+from .models import ACTIVE_STATES, STALE_BEATS, Job, Status
+from .results import is_matching  # noqa: F401  (2.1.0 offered it here)
 from .shutdown import draining
 
 __all__ = [
@@ -266,7 +267,7 @@ _stop_watchdog = threading.Event()
 
 def _watchdog() -> None:
     """In every worker: resume orphaned runs at start, then every 3 heartbeat intervals."""
-    interval = 3 * float(drs_settings.HEARTBEAT_INTERVAL)
+    interval = STALE_BEATS * float(drs_settings.HEARTBEAT_INTERVAL)
     while True:
         try:
             for pk in runner.claim_stale_jobs():

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 from django_remote_submission import services
 from tests.api_world import build_world, fake_tasks
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.api_urls")]
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.api_urls"), pytest.mark.slow]
 
 CHECKS = [
     not_a_server_error,
@@ -75,6 +75,7 @@ def use_real_ids(case, world) -> None:
         "results": world.result.pk,
         "events": 1,
         "accounts": world.account.pk,
+        "tokens": world.api_token.pk,
     }
     real = {
         "server": world.server.pk,
@@ -111,3 +112,12 @@ def use_real_ids(case, world) -> None:
 def test_api_answers_as_documented(case, world, role):
     use_real_ids(case, world)
     case.call_and_validate(headers={"Authorization": f"Token {world.tokens[role]}"}, checks=CHECKS)
+
+
+def test_the_schema_is_the_same_on_every_request(client):
+    first, second = (client.get("/api/schema/?format=json").json() for _ in range(2))
+    assert first == second
+    assert first["components"]["schemas"]["WsLogsMessageTypeEnum"] == {
+        "enum": ["logs"],
+        "type": "string",
+    }

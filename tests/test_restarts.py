@@ -29,7 +29,7 @@ from django.core.management import call_command
 from django.db import connections
 from django.db.utils import load_backend
 from django.test import Client
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
 from django_remote_submission import credentials, runner
@@ -240,7 +240,7 @@ class Follower:
                     self.connections += 1
                     self.connected.set()
                     self._read(ws)
-            except (ConnectionClosed, InvalidStatus, OSError, TimeoutError):
+            except (WebSocketException, OSError, TimeoutError):
                 time.sleep(0.2)  # the server is away: try again, as a browser would
 
     def _read(self, ws) -> None:

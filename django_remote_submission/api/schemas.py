@@ -11,6 +11,8 @@ clients generated from the schema know them and a schema checker can hold the AP
 
 from __future__ import annotations
 
+import copy
+
 from django.templatetags.static import static
 from django.urls import include, path
 from drf_spectacular.openapi import AutoSchema
@@ -20,6 +22,7 @@ from drf_spectacular.utils import OpenApiResponse
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .. import __version__
+from ..models import Log
 
 ERROR = {
     "type": "object",
@@ -49,13 +52,17 @@ class ApiSchema(AutoSchema):
     def error_responses(self) -> dict[str, tuple[dict, str]]:
         error = self._component("Error", ERROR)
         codes = {
-            "401": (error, "Not authenticated: send `Authorization: Token <key>` or a session."),
+            "401": (
+                error,
+                "Not authenticated, or the token is invalid, revoked or expired: send "
+                "`Authorization: Bearer <API token>` or use a session.",
+            ),
             "403": (
                 error,
                 "Not allowed: the access policy refused (a server, login name or credential "
                 "you may not use), or the model permission to change servers and "
-                "interpreters is missing; session requests that change data need a CSRF "
-                "token.",
+                "interpreters is missing; a read-only API token only reads; session "
+                "requests that change data need a CSRF token.",
             ),
         }
         if "{" in self.path:
@@ -129,31 +136,57 @@ _LOG_EVENT = {
     "properties": {
         "id": {"type": "integer", "description": "The Log id (use it as `after` on reconnect)."},
         "time": {"type": "string", "format": "date-time"},
-        "stream": {"type": "string", "enum": ["stdout", "stderr", "system"]},
+        "stream": {"type": "string", "enum": list(Log.Stream.values)},
         "content": {"type": "string", "description": "Whole lines of one stream."},
         "offset": {"type": "integer", "description": "Byte offset in the stream."},
     },
 }
+_SEQ = {"type": "integer", "description": "1, 2, 3, ... on each connection: acknowledge it."}
 WEBSOCKET_COMPONENTS = {
     "WsLogsMessage": {
         "type": "object",
-        "description": "Websocket, job channel: a batch of new log rows of one job.",
-        "required": ["type", "job", "logs"],
+        "description": "ws/job-log/<id>/: log rows of the job, oldest first (history, then "
+        "live batches).",
+        "required": ["type", "job", "history", "logs", "seq"],
         "properties": {
-            "type": {"type": "string", "enum": ["drs.logs"]},
+            "type": {"type": "string", "enum": ["logs"]},
             "job": {"type": "integer", "description": "Job id."},
+            "history": {
+                "type": "boolean",
+                "description": "Rows read from the database rather than forwarded live.",
+            },
             "logs": {"type": "array", "items": {"$ref": "#/components/schemas/WsLogEvent"}},
+            "seq": _SEQ,
         },
     },
     "WsLogEvent": _LOG_EVENT,
     "WsStatusMessage": {
         "type": "object",
-        "description": "Websocket, user and job channels: a job changed state.",
-        "required": ["type", "job"],
+        "description": "ws/job-user/ and ws/job-log/<id>/: a job and its state (on connect, "
+        "then on each change).",
+        "required": ["type", "job", "seq"],
         "properties": {
-            "type": {"type": "string", "enum": ["drs.status"]},
+            "type": {"type": "string", "enum": ["status"]},
             "job": {"$ref": "#/components/schemas/WsJobEvent"},
+            "seq": _SEQ,
         },
+    },
+    "WsJobsMessage": {
+        "type": "object",
+        "description": "ws/job-user/: the latest jobs the user may see, newest first (on "
+        "connect, and again after a client fell too far behind).",
+        "required": ["type", "jobs", "seq"],
+        "properties": {
+            "type": {"type": "string", "enum": ["jobs"]},
+            "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/WsJobEvent"}},
+            "seq": _SEQ,
+        },
+    },
+    "WsAck": {
+        "type": "object",
+        "description": "Client to server: the seq of the last message processed.",
+        "required": ["type", "seq"],
+        "properties": {"type": {"type": "string", "enum": ["ack"]}, "seq": {"type": "integer"}},
     },
     "WsJobEvent": _JOB_EVENT,
 }
@@ -162,8 +195,13 @@ DESCRIPTION = """
 Run programs on remote hosts over SSH: create a job, submit it, follow its output, fetch the
 files it wrote.
 
-**Authentication.** Every endpoint needs a user: send `Authorization: Token <key>` (tokens of
-`rest_framework.authtoken`) or use a Django session (then send the CSRF token with writes).
+**Authentication.** Every endpoint needs a user. Scripts send a personal API token:
+`Authorization: Bearer <key>` (or `Token <key>`). Make one on the "My API tokens" page, or
+with your password: `POST tokens/` over HTTP basic, `{"name": "cron", "read_only": false,
+"days": 30}`; the answer holds the key (`token`), shown once. A token expires, can be revoked
+(`DELETE tokens/{id}/`, then 401), and a read-only one only reads (else 403). Websockets take
+the same header on the handshake. Browsers use their Django session (with the CSRF token on
+writes); `rest_framework.authtoken` keys work where the project installs that app.
 
 **Who sees what.** Users see and change their own jobs, logs and results; a job of someone
 else answers 404, like a missing one. Users see the servers they may use (every server with
@@ -191,17 +229,21 @@ the shared login, local runs and other login names need the permissions
 `{"timeout": ["The timeout must be a positive number of seconds."]}`. A job that is
 submitted or running cannot be edited, deleted or submitted again (409).
 
-**Websockets.** Browsers can also be told of changes as they happen; the app's websocket
-consumers forward these JSON messages (schemas in the components below):
+**Websockets.** `ws/job-user/` and `ws/job-log/{id}/?after={log id}` (the same credentials
+as the API: a session, or the token on the handshake) send JSON messages, each with a `seq`
+(schemas in the components below):
 
-* `WsStatusMessage` `{"type": "drs.status", "job": {"id", "uuid", "title", "status",
-  "exit_code", "error", "server", "started_at", "finished_at", "modified"}}`: one per state
-  change, on the owner's channel and the job's channel.
-* `WsLogsMessage` `{"type": "drs.logs", "job": <id>, "logs": [{"id", "time", "stream",
-  "content", "offset"}, ...]}`: one per stored batch of log rows, on the job's channel.
+* `WsJobsMessage` `{"type": "jobs", "jobs": [...], "seq"}` on ws/job-user/ when it opens.
+* `WsStatusMessage` `{"type": "status", "job": {"id", "uuid", "title", "status",
+  "exit_code", "error", "server", "started_at", "finished_at", "modified", "url"}, "seq"}`:
+  a job's state, on connect (ws/job-log/) and on each change.
+* `WsLogsMessage` `{"type": "logs", "job": <id>, "history": <bool>, "logs": [{"id", "time",
+  "stream", "content", "offset"}, ...], "seq"}`: the job's rows above `after`, oldest first,
+  each once.
 
-Messages are best effort: after a reconnect, catch up with `GET logs/?job={id}&after={last
-id received}` and `GET jobs/{id}/`.
+The client acknowledges with `WsAck` `{"type": "ack", "seq": <last seq processed>}`; a client
+that leaves too much unacknowledged is sent nothing more and closed with 4408 (reconnect with
+`?after=`). 4401: not logged in (or logged out); 4403: a job you may not see.
 """
 
 SCHEMA_SETTINGS = {
@@ -222,15 +264,20 @@ def _prefix(where: str, suffix: str) -> str:
 
 
 class SchemaView(SpectacularAPIView):
-    """The OpenAPI 3 schema of this API (YAML; JSON with `?format=json`)."""
+    """The OpenAPI 3 schema of this API (YAML; JSON with `?format=json`).
 
-    custom_settings = SCHEMA_SETTINGS
+    ``SchemaView.as_view(api_patterns=router.urls)``: the API's URL patterns, described under
+    the path the API is mounted at (read from the request).
+    """
+
+    api_patterns: list = []
 
     def get(self, request, *args, **kwargs):
-        from .urls import router
-
         prefix = _prefix(request.path_info, "schema/").lstrip("/")
-        self.patterns = [path(prefix, include(router.urls))]
+        self.patterns = [path(prefix, include(self.api_patterns))]
+        # A copy for each request: spectacular's enum hook rewrites the appended components in
+        # place (an enum becomes a $ref), and the next schema would lack the enum's component.
+        self.custom_settings = copy.deepcopy(SCHEMA_SETTINGS)
         return super().get(request, *args, **kwargs)
 
 

@@ -11,7 +11,7 @@ The job runs in its own session (``setsid``), so it outlives the SSH connection 
 it; its stdout and stderr go through ``cat`` into ``out`` and ``err`` (so output written by
 children after the interpreter exits is kept), its pid into ``pid``, its exit code into ``exit``.
 The wrapper holds an exclusive ``flock`` on ``lock`` for its whole life: a watcher blocks on
-that lock instead of polling, and ``tail -f`` streams both files from any byte offset, so a
+that lock instead of polling, and ``tail -F`` streams both files from any byte offset, so a
 watcher that reconnects continues exactly where the database stops.
 
 All scripts are fixed POSIX sh text; every value reaches them as a positional argument, never
@@ -85,22 +85,32 @@ DRS_RUN_ID=${run##*/}; export DRS_RUN_ID
 """
 
 # Wait until the wrapper releases its lock; with "follow", stream out/err from byte offsets
-# meanwhile. The lock is opened read-write so that a job that puts a FIFO in its place cannot
-# block the open. Args: run stdout_offset stderr_offset follow|wait. Exit status: the job's, or 255
-# when it is not a plain number from 0 to 255 (``EXIT_CODE`` then says why).
-# ``tail -f`` (by descriptor), not ``-F``: once its --pid is gone, GNU tail handles one read of
-# inotify events and exits; ``-F`` also watches the directory, whose events (``exit``, ``pid``
-# created) can fill that read and leave the last write to out/err unread. The size-preserving
-# ``truncate`` wakes the tails (an IN_MODIFY) so that they notice the end at once.
+# meanwhile, and once the job is over send what tail did not (tail --pid may stop before the
+# last writes; dd counts what it sent). The lock is opened read-write so that a job that puts
+# a FIFO in its place cannot block the open. Args: run stdout_offset stderr_offset
+# follow|wait. Exit status: the job's, or 255 when it is not a plain number from 0 to 255
+# (``EXIT_CODE`` then says why).
 STREAM = r"""
 cd -- "$1" 2>/dev/null || exit 120
+export LC_ALL=C
 (flock -s 9) 9<> lock 2>/dev/null & w=$!
 if [ "$4" = follow ]; then
-  tail -c "+$(($2 + 1))" -f --pid="$w" out 2>/dev/null &
-  tail -c "+$(($3 + 1))" -f --pid="$w" err >&2 2>/dev/null &
+  { tail -c "+$(($2 + 1))" -F --pid="$w" out 2>/dev/null | dd bs=65536 2> "sent.$$.out"; } &
+  { tail -c "+$(($3 + 1))" -F --pid="$w" err 2>/dev/null | dd bs=65536 2> "sent.$$.err"; } >&2 &
 fi
 wait "$w"
-truncate -c -s +0 out err 2>/dev/null
+touch out err 2>/dev/null
+if [ "$4" = follow ]; then
+  wait
+  # tail may stop before the last writes it was told of: send the rest from the file.
+  rest() {
+    n=$(sed -n 's/^\([0-9][0-9]*\) bytes.*/\1/p' "sent.$$.$1" 2>/dev/null | tail -n 1)
+    rm -f "sent.$$.$1"
+    [ -n "$n" ] && [ -f "$1" ] && [ ! -L "$1" ] && tail -c "+$(($2 + n + 1))" "$1" 2>/dev/null
+  }
+  rest out "$2"
+  rest err "$3" >&2
+fi
 [ -f exit ] && [ ! -L exit ] && c=$(head -c 4 exit 2>/dev/null) || c=
 case $c in ''|*[!0-9]*) exit 255 ;; esac
 [ "$c" -le 255 ] && exit "$c"
@@ -117,7 +127,8 @@ case $c in ''|*[!0-9]*) echo malformed ;; *) echo "$c" ;; esac
 """
 
 # Stop every process of the run: its session, and processes that carry its DRS_RUN_ID (also
-# those that left the session). TERM, then KILL after the grace period; return once none is
+# those that left the session). STOP its process group at once, then TERM every process
+# (and CONT), then KILL after the grace period; return once none is
 # left (zombies do not count). Args: run grace_tenths [pid of the wrapper, when known].
 # The pid file belongs to the job and may have been changed: it is used only when it names
 # the wrapper itself. Prints "<stopped> <left> <verified>"; exit 3 when some survived.
@@ -135,7 +146,7 @@ fi
 members() {
   if [ -n "$p" ]; then
     for s in /proc/[0-9]*/stat; do
-      { read -r l < "$s"; } 2>/dev/null || continue  # (dash reports a failed < itself)
+      read -r l 2>/dev/null < "$s" || continue
       set -- ${l##*) }
       s=${s%/stat}
       [ "$4" = "$p" ] && [ "$1" != Z ] && printf '%s\n' "${s#/proc/}"
@@ -144,8 +155,12 @@ members() {
   grep -lszx -- "DRS_RUN_ID=$tag" /proc/[0-9]*/environ | sed 's|^/proc/||; s|/environ$||'
 }
 alive() { members | sort -u | grep -vx "$$"; }
+# Freeze the session's process group first: one signal, so nothing the job does after the
+# deadline gets through while its processes are looked up; TERM arrives once it continues.
+[ -n "$p" ] && kill -STOP -- "-$p" 2>/dev/null
 first=$(alive | wc -l)
 kill -TERM $(alive) 2>/dev/null
+[ -n "$p" ] && kill -CONT -- "-$p" 2>/dev/null
 i=0
 while left=$(alive) && [ -n "$left" ]; do
   [ "$i" -ge "$grace" ] && kill -KILL $left 2>/dev/null
@@ -354,7 +369,7 @@ class DirectLauncher:
         """Stop the job's processes; return once the host confirms none is left, or says
         which survived (``Stopped.left``)."""
         argv = sh(KILL, run_dir, max(0, int(grace * 10)), pid or "")
-        res = self.transport.run(argv, timeout=grace + 60, limit=4096)
+        res = self.transport.run(argv, timeout=grace + 60, limit=65536)
         words = res.text.split()
         if res.exit_code not in (0, 3) or len(words) != 3 or not all(w.isdigit() for w in words):
             raise RemoteError(

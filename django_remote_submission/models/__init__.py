@@ -5,6 +5,8 @@ from .audit import Event
 from .jobs import (
     ACTIVE_STATES,
     FINAL_STATES,
+    FRESH_RUN,
+    STALE_BEATS,
     TRANSITIONS,
     Job,
     JobQuerySet,
@@ -14,12 +16,15 @@ from .jobs import (
     Status,
     job_result_path,
     log_archive_path,
+    stale_before,
 )
 from .servers import Interpreter, Server, ServerAccount, TimeStampedModel, validate_host_key
 
 __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
+    "FRESH_RUN",
+    "STALE_BEATS",
     "TRANSITIONS",
     "Event",
     "Interpreter",
@@ -34,5 +39,6 @@ __all__ = [
     "TimeStampedModel",
     "job_result_path",
     "log_archive_path",
+    "stale_before",
     "validate_host_key",
 ]

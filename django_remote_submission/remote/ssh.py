@@ -112,18 +112,36 @@ class _Policy(paramiko.MissingHostKeyPolicy):
             )
 
 
-def _load_pkey(text: str, passphrase: str | None) -> paramiko.PKey:
+def _load_pkey(
+    text: str, passphrase: str | None, what: str = "The stored private key"
+) -> paramiko.PKey:
     last: Exception | None = None
     for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
         try:
             return cls.from_private_key(io.StringIO(text), password=passphrase or None)
         except paramiko.PasswordRequiredException:
-            raise AuthError("The stored private key needs a passphrase; none is set.") from None
+            raise AuthError(f"{what} needs a passphrase; none is set.") from None
         except (paramiko.SSHException, ValueError) as exc:
             last = exc
-    raise AuthError(
-        f"The stored private key could not be read (wrong passphrase or format): {last}"
-    )
+    raise AuthError(f"{what} could not be read (wrong passphrase or format): {last}")
+
+
+def _load_key_file(path: str, passphrase: str | None) -> paramiko.PKey:
+    """The private key of a file, with the certificate beside it if there is one.
+
+    paramiko's own ``key_filename`` tries each key type in turn: for an RSA or ECDSA key that
+    the server refuses, it reports the next type's "Invalid key" instead of the refusal.
+    """
+    path = _key_file(path)
+    try:
+        with open(path) as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuthError(f"Cannot read the private key file: {exc}") from None
+    key = _load_pkey(text, passphrase, f"The private key {path}")
+    if os.path.isfile(path + "-cert.pub"):
+        key.load_certificate(path + "-cert.pub")
+    return key
 
 
 def _abandon(client: paramiko.SSHClient, sock: socket.socket) -> None:
@@ -143,6 +161,18 @@ def _transport(sock, **kwargs) -> paramiko.Transport:
     options = t.get_security_options()
     options.ciphers = FAST_CIPHERS + tuple(c for c in options.ciphers if c not in FAST_CIPHERS)
     return t
+
+
+def _key_arguments(c: Credentials) -> dict:
+    """paramiko's key arguments: the stored key text, the key file, or both (stored first)."""
+    if c.key_text:
+        kwargs = {"pkey": _load_pkey(c.key_text, c.passphrase)}
+        if c.key_filename:
+            kwargs.update(key_filename=_key_file(c.key_filename), passphrase=c.passphrase)
+        return kwargs
+    if c.key_filename:
+        return {"pkey": _load_key_file(c.key_filename, c.passphrase)}
+    return {}
 
 
 def _key_file(path: str) -> str:
@@ -177,6 +207,7 @@ class Connection:
                 f"The host key on record for {name} is not a known_hosts line; nothing was "
                 "sent. Replace it with the server's key (manage.py drs_fetch_host_key)."
             )
+        keys = _key_arguments(c)  # read before connecting: a bad key file sends nothing
         timeout = float(drs_settings.CONNECT_TIMEOUT)
         try:
             sock = socket.create_connection((t.hostname, t.port), timeout=timeout)
@@ -208,11 +239,7 @@ class Connection:
             look_for_keys=c.nothing_given,
             allow_agent=c.use_agent or c.nothing_given,
         )
-        if c.key_filename:
-            kwargs["key_filename"] = _key_file(c.key_filename)
-            kwargs["passphrase"] = c.passphrase
-        if c.key_text:
-            kwargs["pkey"] = _load_pkey(c.key_text, c.passphrase)
+        kwargs.update(keys)
         try:
             client.connect(t.hostname, t.port, **kwargs)
         except paramiko.BadHostKeyException as exc:
@@ -434,6 +461,10 @@ class SSHProcess(Process):
         if not (ch.recv_ready() or ch.recv_stderr_ready() or ch.eof_received or ch.closed):
             select.select([ch], [], [], timeout)
         out = []
+        # Seen before the buffers are drained: paramiko buffers a channel's data before it
+        # marks its EOF, so once EOF is seen here, this drain takes everything that is left.
+        # (Checked after the drain, data arriving just before the EOF would be left behind.)
+        ended = ch.eof_received or ch.closed
         got = 0  # bytes taken: READ_BUDGET per stream and call at most
         try:
             got += self._take(ch.recv_ready, ch.recv, self.out, "stdout", out)
@@ -441,7 +472,7 @@ class SSHProcess(Process):
         except (EOFError, OSError, paramiko.SSHException) as exc:
             # Reading may send a window adjustment, which fails on a dead connection.
             raise self.lost(exc) from None
-        if got or not (ch.eof_received or ch.closed):
+        if got or not ended:
             if not got and not self.conn.alive:
                 raise self.lost()
             return out
@@ -559,13 +590,23 @@ class SSHTransport(Transport):
         return key
 
     def _channel(self) -> paramiko.Channel:
-        tried = []
+        """A new channel: on this connection, else on another one with room (sshd's
+        ``MaxSessions``), trying again for up to ``CONNECT_TIMEOUT`` while channels are busy."""
+        tried: list[Connection] = []
         renewed = False
-        for _ in range(8):
+        deadline = time.monotonic() + float(drs_settings.CONNECT_TIMEOUT)
+        delay = 0.01
+        while True:
             try:
                 return self.conn.open_channel()
             except ChannelRefused:
                 tried.append(self.conn)
+                if time.monotonic() > deadline:
+                    break
+                if len(tried) >= 8:  # every connection is busy: wait for a channel to close
+                    tried = []
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
                 self.conn = pool.acquire(self.conn.target, self.conn.credentials, exclude=tried)
             except ConnectionLost:
                 # A pooled connection that died while idle: nothing was sent on it, so one

@@ -19,11 +19,12 @@ from django.shortcuts import get_object_or_404
 from django.utils.http import content_disposition_header
 
 from .. import logs
+from ..models import Log
 from .jobs import job_or_404
 
 LOG_QUERY_ROWS = 200
 FILE_CHUNK = 256 * 1024
-STREAMS = ("stdout", "stderr", "system")
+STREAMS = tuple(Log.Stream.values)
 
 
 def _streamed(
@@ -56,7 +57,7 @@ def _log_chunks(job_pk: int, streams: tuple[str, ...], mark_system: bool) -> Ite
     while chunk := list(itertools.islice(rows, LOG_QUERY_ROWS)):
         yield "".join(
             f"[{row['stream']}] {row['content']}"
-            if mark_system and row["stream"] == "system"
+            if mark_system and row["stream"] == Log.Stream.system
             else row["content"]
             for row in chunk
         ).encode()

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_remote_submission', '0002_access_policy_and_audit'),
+        ('django_remote_submission', '0003_api_token_events'),
     ]
 
     operations = [
