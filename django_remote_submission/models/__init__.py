@@ -13,7 +13,14 @@ from .jobs import (
     Status,
     job_result_path,
 )
-from .servers import Interpreter, Server, ServerAccount, TimeStampedModel, validate_host_key
+from .servers import (
+    Interpreter,
+    Scheduler,
+    Server,
+    ServerAccount,
+    TimeStampedModel,
+    validate_host_key,
+)
 
 __all__ = [
     "ACTIVE_STATES",
@@ -25,6 +32,7 @@ __all__ = [
     "JobQuerySet",
     "Log",
     "Result",
+    "Scheduler",
     "Server",
     "ServerAccount",
     "Status",
