@@ -526,7 +526,11 @@ class JobRun:
         if job.cancel_requested and batch:
             # The scheduler's own account of the end confirms the cancel.
             status = Status.cancelled
-            error = f"Cancelled on request; the scheduler confirmed it ({ending.state})."
+            error = (
+                f"Cancelled on request; the scheduler confirmed it ended ({ending.state})."
+                if ending.state
+                else "Cancelled on request; the scheduler removed it from its queue."
+            )
         elif job.cancel_requested:
             # The canceller stops the processes too; make sure none is left before saying so.
             status = Status.cancelled

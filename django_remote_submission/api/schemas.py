@@ -20,6 +20,7 @@ from drf_spectacular.utils import OpenApiResponse
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .. import __version__
+from ..models import Status
 
 ERROR = {
     "type": "object",
@@ -103,6 +104,8 @@ _JOB_EVENT = {
         "started_at",
         "finished_at",
         "modified",
+        "scheduler_id",
+        "scheduler_state",
     ],
     "properties": {
         "id": {"type": "integer"},
@@ -110,7 +113,7 @@ _JOB_EVENT = {
         "title": {"type": "string"},
         "status": {
             "type": "string",
-            "enum": ["initial", "submitted", "running", "success", "failure", "cancelled"],
+            "enum": list(Status.values),
         },
         "exit_code": {"type": "integer", "nullable": True},
         "error": {"type": "string"},
@@ -118,6 +121,14 @@ _JOB_EVENT = {
         "started_at": {"type": "string", "format": "date-time", "nullable": True},
         "finished_at": {"type": "string", "format": "date-time", "nullable": True},
         "modified": {"type": "string", "format": "date-time", "nullable": True},
+        "scheduler_id": {
+            "type": "string",
+            "description": 'The batch scheduler\'s job id ("" without a scheduler).',
+        },
+        "scheduler_state": {
+            "type": "string",
+            "description": 'What the scheduler last said, e.g. "PENDING (Priority)".',
+        },
     },
 }
 _LOG_EVENT = {
@@ -176,9 +187,11 @@ the shared login, local runs and other login names need the permissions
    `remote_directory` and `remote_filename`.
 2. `POST jobs/{id}/submit/` with the login `password` (leave it out to log in with your
    key for the server), optionally `timeout` (seconds),
-   `log_policy` and `store_results`. Answers 202: the job is queued and goes `submitted`,
-   `running`, then `success`, `failure` or `cancelled`. `POST jobs/{id}/cancel/` stops it;
-   `POST jobs/{id}/resubmit/` runs a finished job again with the same options.
+   `log_policy`, `store_results` and, on a server with a batch scheduler, `resources`.
+   Answers 202: the job is queued and goes `submitted`, (`queued`: waiting in the
+   scheduler's queue,) `running`, then `success`, `failure` or `cancelled`.
+   `POST jobs/{id}/cancel/` stops it; `POST jobs/{id}/resubmit/` runs a finished job again
+   with the same options.
 3. Follow the output with `GET logs/?job={id}&after={after}`: pass the `after` of each answer
    to the next request; rows come in order, none missed or repeated.
 4. `GET results/?job={id}` lists the files the job wrote; `GET results/{id}/download/` gives
@@ -192,8 +205,9 @@ submitted or running cannot be edited, deleted or submitted again (409).
 consumers forward these JSON messages (schemas in the components below):
 
 * `WsStatusMessage` `{"type": "drs.status", "job": {"id", "uuid", "title", "status",
-  "exit_code", "error", "server", "started_at", "finished_at", "modified"}}`: one per state
-  change, on the owner's channel and the job's channel.
+  "exit_code", "error", "server", "started_at", "finished_at", "modified", "scheduler_id",
+  "scheduler_state"}}`: one per state change (and per new scheduler state), on the owner's
+  channel and the job's channel.
 * `WsLogsMessage` `{"type": "drs.logs", "job": <id>, "logs": [{"id", "time", "stream",
   "content", "offset"}, ...]}`: one per stored batch of log rows, on the job's channel.
 

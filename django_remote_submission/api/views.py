@@ -199,8 +199,9 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
         data = JobSerializer(job, context=self.get_serializer_context()).data
         return Response(data, status=status.HTTP_202_ACCEPTED)
 
-    def _body(self) -> dict:
-        body = self.get_serializer(data=self.request.data)
+    def _body(self, job: Job) -> dict:
+        context = {**self.get_serializer_context(), "job": job}
+        body = self.get_serializer(data=self.request.data, context=context)
         body.is_valid(raise_exception=True)
         return body.validated_data
 
@@ -215,21 +216,21 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
     @api_action(detail=True, methods=["post"])
     def submit(self, request, pk=None) -> Response:
         job = self.get_object()
-        _service(services.submit, job, request.user, request=request, **self._body())
+        _service(services.submit, job, request.user, request=request, **self._body(job))
         return self._accepted(job)
 
     @extend_schema(
         summary="Run a finished job again",
         description="Queue the job again with the options of its latest submission (`timeout`, "
-        "`log_policy`, `store_results`); the login is decided again for whoever resubmits. "
-        "Answers 202 with the job.",
+        "`log_policy`, `store_results`, `resources`); the login is decided again for whoever "
+        "resubmits. Answers 202 with the job.",
         request=ResubmitSerializer,
         responses={202: OpenApiResponse(JobSerializer, "Queued.")},
     )
     @api_action(detail=True, methods=["post"])
     def resubmit(self, request, pk=None) -> Response:
         job = self.get_object()
-        _service(services.resubmit, job, request.user, request=request, **self._body())
+        _service(services.resubmit, job, request.user, request=request, **self._body(job))
         return self._accepted(job)
 
     @extend_schema(

@@ -33,5 +33,5 @@ def launcher_for(scheduler: str, transport: Transport, board: str = "") -> Launc
 
 def reserved_check(scheduler: str):
     """The scheduler's check of extra directives (see ``resources.clean``), or None."""
-    cls = LAUNCHERS.get(scheduler or "direct")
+    cls = LAUNCHERS.get(scheduler) if isinstance(scheduler, str) else None
     return cls.reserved if cls is not None and cls.queues else None

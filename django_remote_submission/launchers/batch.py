@@ -65,12 +65,13 @@ exit "$c"
 """
 
 # STREAM, once the job has started: until then, it waits (checking every half second, at
-# most $5 times) and exits 121 if it has not. Args: STREAM's, then the number of checks.
+# most $5 times, while the command that started it is there) and exits 121 if it has not.
+# Args: STREAM's, then the number of checks.
 BATCH_STREAM = (
     r"""
-i=0
+i=0 p=$PPID
 until [ -e "$1/started" ] || [ -L "$1/started" ]; do
-  [ "$i" -ge "$5" ] && exit 121
+  [ "$i" -ge "$5" ] || ! kill -0 "$p" 2>/dev/null && exit 121
   sleep 0.5; i=$((i + 1))
 done
 """
@@ -116,9 +117,9 @@ if [ -n "$attached" ]; then
 fi
 id=
 if [ -f "$run/jobid" ] && [ ! -L "$run/jobid" ]; then id=$(head -c 64 "$run/jobid"); fi
-case $id in *[!0-9A-Za-z._-]*) id= ;; esac
+case $id in *[!0-9]*) id= ;; esac
 [ -n "$id" ] || [ -z "$attached" ] || id=$(lookup "$name" | head -c 64)
-case $id in *[!0-9A-Za-z._-]*) id= ;; esac
+case $id in *[!0-9]*) id= ;; esac
 if [ -z "$id" ]; then
   # "$@": argv... options...; the scheduler wants options..., the script, run dir, argv...
   k=$((n + 2))
@@ -146,7 +147,7 @@ JOBID = r"""
 f=$1/jobid
 [ -f "$f" ] && [ ! -L "$f" ] || exit 0
 id=$(head -c 64 -- "$f")
-case $id in *[!0-9A-Za-z._-]*) ;; *) printf '%s' "$id" ;; esac
+case $id in *[!0-9]*) ;; *) printf '%s' "$id" ;; esac
 """
 
 # Whether the batch script started, then EXIT_CODE's word. Args: run.
@@ -383,14 +384,18 @@ class BatchLauncher(DirectLauncher):
         sid = self.scheduler_id(run)
         if not sid:
             return Stopped(0, 0, True)  # not submitted (yet): the runner cancels after submit
+        if not sid.isdigit():
+            raise SchedulerError(f"Not a {self.name} job id: {sid[:40]!r}")
         res = self.transport.run(sh(self.CANCEL, sid), timeout=120, limit=1 << 16)
-        if res.exit_code != 0:
-            raise SchedulerError(f"{self.name} refused to cancel job {sid}: {res.error_text[:500]}")
         deadline = time.monotonic() + grace + 60
         while True:
             state = self.poll().get(sid)
             if state is None or state.phase == DONE:
-                return Stopped(1, 0, True)
+                return Stopped(1, 0, True)  # (a refused cancel of an ended job is fine)
+            if res.exit_code != 0:
+                raise SchedulerError(
+                    f"{self.name} refused to cancel job {sid}: {res.error_text[:500]}"
+                )
             if time.monotonic() > deadline:
                 return Stopped(1, 1, True)
             time.sleep(0.5)

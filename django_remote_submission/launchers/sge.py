@@ -31,7 +31,7 @@ lookup() {
 """
 
 POLL = r"""qstat -u "$(id -un)" """
-CANCEL = r"""qdel -- "$1" """
+CANCEL = r"""qdel "$1" """  # qdel takes no "--" (a job id is digits)
 DETAILS = r"""qacct -j "$1" 2>/dev/null | head -c 65536"""
 
 # Options the app sets itself, or that would break how it follows a job.

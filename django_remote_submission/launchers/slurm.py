@@ -205,7 +205,7 @@ def _ending(state: str, code: str, limit: str, memory: str, reason: str) -> Endi
     if word == "CANCELLED":
         return Ending(
             None,
-            cancelled=f"Cancelled on the cluster, outside this app (Slurm: {state}).",
+            cancelled=f"Cancelled on the cluster, outside this app (Slurm: {shown}).",
             state=shown,
         )
     if word in ("COMPLETED", "FAILED"):
