@@ -83,7 +83,7 @@ class ResourcesField(serializers.JSONField):
         try:
             return resources_.clean(data, reserved_check(kind) if kind else None)
         except resources_.ResourceError as exc:
-            raise serializers.ValidationError(exc.errors) from None
+            raise serializers.ValidationError({k: [v] for k, v in exc.errors.items()}) from None
 
 
 def _posted(serializer: serializers.Serializer, name: str):

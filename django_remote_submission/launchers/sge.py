@@ -105,7 +105,7 @@ class SGELauncher(BatchLauncher):
     def parse_states(self, text: str) -> dict[str, SchedulerState]:
         """qstat's table: columns found from its header (a job name may hold anything)."""
         lines = text.splitlines()
-        header = next((i for i, line in enumerate(lines) if line.startswith("job-ID")), None)
+        header = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith("job-ID")), None)
         if header is None:
             return {}
         start = lines[header].find("state")
