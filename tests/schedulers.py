@@ -276,11 +276,23 @@ def _slurm_up() -> bool:
     return done.returncode == 0 and states == {"idle"}
 
 
+def _running(pid_file: str) -> bool:
+    """The daemon of ``pid_file`` runs (asking a stopped slurmctld takes MessageTimeout)."""
+    try:
+        with open(pid_file) as f:
+            os.kill(int(f.read().strip()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _start_slurm() -> None:
     _install(SLURM_PACKAGES, recommends=False)
     _sh(START_MUNGE)
-    if _slurm_up():
+    daemons = (f"{SLURM_DIR}/slurmctld.pid", f"{SLURM_DIR}/slurmd.pid")
+    if all(_running(p) for p in daemons) and _slurm_up():
         return
+    subprocess.run(["bash", "-c", STOP_SLURM], capture_output=True, timeout=120)
     node = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
     shutil.rmtree(SLURM_DIR, ignore_errors=True)
     os.makedirs(f"{SLURM_DIR}/state")
@@ -288,7 +300,10 @@ def _start_slurm() -> None:
     os.makedirs("/etc/slurm", exist_ok=True)
     with open("/etc/slurm/slurm.conf", "w") as f:
         f.write(SLURM_CONF.format(dir=SLURM_DIR, node=node))
-    _sh("slurmctld -i && slurmd")
+    for daemon in (["slurmctld", "-i"], ["slurmd"]):  # no pipes: they would hold them open
+        quiet = subprocess.DEVNULL
+        if subprocess.run(daemon, stdin=quiet, stdout=quiet, stderr=quiet).returncode:
+            raise ServiceUnavailable(f"{daemon[0]} did not start (see {SLURM_DIR})")
     try:
         wait_for(_slurm_up, timeout=60, interval=0.1, message="slurm node idle")
     except AssertionError as exc:
