@@ -1,4 +1,5 @@
-# Usage: make test [PYTEST_ARGS="-k ssh -x"] | make test-postgres | make lint | make venv PYTHON=python3.12
+# Usage: make test [PYTEST_ARGS="-k ssh -x"] | make test-fast | make test-postgres | make lint |
+#        make venv PYTHON=python3.12
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,16 +7,43 @@ PYTEST_ARGS ?=
 # Only the folders that exist (example/ and bench/ come later).
 LINT_PATHS := $(wildcard django_remote_submission tests example bench)
 
-.PHONY: venv sysdeps test test-postgres lint bench demo clean
+.PHONY: venv sysdeps test test-fast test-postgres test-compat constraints lint bench demo clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: $(wildcard requirements*.txt) pyproject.toml setup.py
+$(VENV)/.installed: $(wildcard requirements*.txt) pyproject.toml setup.py constraints.txt
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -r requirements_test.txt
+	$(PY) -m pip install -c constraints.txt -r requirements_test.txt
 	touch $@
+
+# Refresh constraints.txt: the newest releases that the lower bounds allow, for this Python.
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/pip install -q --upgrade pip
+	.venv-constraints/bin/pip install -q -r requirements_test.txt -r example/requirements.txt
+	{ sed -n '1,2p' constraints.txt; .venv-constraints/bin/pip freeze --exclude-editable | \
+		grep -v '^django-remote-submission'; } > constraints.new
+	mv constraints.new constraints.txt
+	rm -rf .venv-constraints
+
+# The core tests on another Python and Django, with the newest releases (no constraints):
+#   make test-compat PYTHON=python3.10 DJANGO="Django>=4.2,<5.0"
+#   make test-compat PYTHON=python3.13 DJANGO="Django>=5.2,<6.0"
+DJANGO ?= Django
+COMPAT_VENV = .venv-compat-$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+CORE_TESTS = tests/test_runner.py tests/test_logs.py tests/test_results.py tests/test_transports.py \
+	tests/test_failures.py tests/test_auth.py tests/test_api.py tests/test_views.py \
+	tests/test_consumers.py tests/test_keys.py
+test-compat: sysdeps
+	rm -rf $(COMPAT_VENV)
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/pip install -q --upgrade pip
+	$(COMPAT_VENV)/bin/pip install -q -r requirements_test.txt "$(DJANGO)"
+	$(COMPAT_VENV)/bin/python -c 'import sys, django; print("compat:", sys.version.split()[0], "Django", django.__version__)'
+	$(COMPAT_VENV)/bin/python -m pytest -q -m "not (browser or slow)" $(CORE_TESTS)
 
 # Debian packages the tests need: sshd, redis-server, chromium, PostgreSQL, Slurm (munge,
 # slurmctld, slurmd, its client) and Grid Engine. Installed only when root.
@@ -47,6 +75,10 @@ test: sysdeps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 	@[ -n "$(PYTEST_ARGS)" ] || $(MAKE) --no-print-directory test-postgres
 
+# Database-level and unit tests only: no sshd, redis, worker or browser (well under a minute).
+test-fast: venv
+	$(PY) -m pytest -m "not (sshd or redis or worker or browser or slow or scheduler)" $(PYTEST_ARGS)
+
 test-postgres: sysdeps venv
 	DRS_TEST_DATABASE=postgres $(PY) -m pytest -m postgres $(PYTEST_ARGS)
 
@@ -64,5 +96,5 @@ demo: venv
 	$(PY) example/demo.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-compat-* build dist *.egg-info .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -86,7 +86,8 @@ def connect(server: Server, creds: Credentials, remote: bool = True) -> Transpor
         t = open_transport(Target(server.hostname, server.port, server.host_key), creds, remote)
     except (HostKeyUnknown, HostKeyInvalid) as exc:
         command = f"manage.py drs_fetch_host_key {shlex.quote(server.title)} --save"
-        raise type(exc)(f"Server {server.title}: {exc} To confirm the key: {command}") from None
+        text = str(exc).replace("manage.py drs_fetch_host_key", command)
+        raise type(exc)(f"Server {server.title}: {text}") from None
     new_key = t.pop_new_host_key()
     if new_key and not server.host_key:
         Server.objects.filter(pk=server.pk, host_key="").update(host_key=new_key)

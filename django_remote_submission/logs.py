@@ -29,8 +29,6 @@ from . import events
 from .conf import drs_settings
 from .models import Job, Log
 
-STREAMS = ("stdout", "stderr")
-
 
 class LogPolicy:
     """What to keep of a job's output (the original's names and values)."""
@@ -229,6 +227,6 @@ class LogWriter:
 
 def write_notice(job: Job, message: str) -> Log:
     """A message of the app itself about the job (stream "system"), e.g. a skipped result."""
-    row = Log.objects.create(job=job, stream="system", content=message + "\n")
+    row = Log.objects.create(job=job, stream=Log.Stream.system, content=message + "\n")
     events.logs_stored(job, [row])
     return row

@@ -26,8 +26,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import credentials as secrets
-from . import events
+from . import credentials, events
 from . import resources as resources_
 from .conf import drs_settings
 from .connections import connect, credentials_for
@@ -38,7 +37,17 @@ from .launchers.base import Ending, Run, RunDirChanged, Spec, Stopped
 from .launchers.direct import DirectLauncher
 from .limits import human_size
 from .logs import LogPolicy, LogWriter, write_notice
-from .models import ACTIVE_STATES, FINAL_STATES, TRANSITIONS, Event, Job, Log, Result, Status
+from .models import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    FRESH_RUN,
+    TRANSITIONS,
+    Event,
+    Job,
+    Log,
+    Result,
+    Status,
+)
 from .policy import LOGIN_WITH
 from .remote import ConnectionLost, Credentials, RemoteError
 from .results import collect, delete_files_on_commit, parse_records
@@ -48,16 +57,28 @@ logger = logging.getLogger(__name__)
 RECONNECT_FOR = 300.0  # seconds a run keeps trying to reach a host it lost
 
 
-class InvalidTransition(Exception):
-    pass
+class IllegalTransition(Exception):
+    """A move the state machine (``TRANSITIONS``) does not allow: a bug of the caller."""
 
 
-def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> None:
-    """Change the job's state (a conditional update, so a concurrent change is detected) and
-    record it in the audit trail (``login``: the login the run used; ``actor``: who asked,
-    None for a worker)."""
+class StateChanged(Exception):
+    """Another process changed the job's state first: this run leaves the job alone."""
+
+
+class AlreadyRunning(Exception):
+    """A new submission of a job whose run is still alive."""
+
+
+def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> bool:
+    """Change the job's state and record it in the audit trail (``login``: the login the run
+    used; ``actor``: who asked, None for a worker).
+
+    A conditional update: returns False, writing nothing, when another process changed the
+    job's state first (a lost race); raises ``IllegalTransition`` for a move the state
+    machine does not allow.
+    """
     if to not in TRANSITIONS[job.status]:
-        raise InvalidTransition(f"A job cannot go from {job.status} to {to}.")
+        raise IllegalTransition(f"A job cannot go from {job.status} to {to}.")
     now = timezone.now()
     if to in FINAL_STATES:
         fields.setdefault("finished_at", now)
@@ -67,7 +88,7 @@ def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> None:
             status=to, modified=now, **fields
         )
         if not updated:
-            raise InvalidTransition(f"Job {job.pk} changed state under us (was {job.status}).")
+            return False
         Event.objects.create(
             time=now,
             action=Event.Action.state,
@@ -84,6 +105,7 @@ def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> None:
     for name, value in fields.items():
         setattr(job, name, value)
     transaction.on_commit(lambda: events.status_changed(job))
+    return True
 
 
 def note_scheduler_state(job: Job, shown: str) -> None:
@@ -121,36 +143,19 @@ def _is_remote(job: Job) -> bool:
     return bool((job.options or {}).get("remote", True)) and not job.server.local
 
 
-def _stale(job: Job) -> bool:
-    limit = timezone.now() - timedelta(seconds=3 * float(drs_settings.HEARTBEAT_INTERVAL))
-    return job.heartbeat is None or job.heartbeat < limit
-
-
 def lease(job_pk: int, submission: str, options: dict, credential: str) -> tuple[Job, bool]:
     """Take the job for this submission. Returns (job, run_it).
 
     The row is locked (``select_for_update``) and every state change is a conditional
     update, so of two deliveries of one submission only one runs it; the other returns.
+    ``AlreadyRunning`` for a new submission of a job whose run is alive.
     """
-    try:
-        return _lease(job_pk, submission, options, credential)
-    except InvalidTransition:
-        return Job.objects.get(pk=job_pk), False
-
-
-def _run_dir(job: Job, submission: str) -> str:
-    """The run directory of one submission: a redelivery of it finds the same directory."""
-    tag = hashlib.sha256(submission.encode()).hexdigest()[:12]
-    return f"{drs_settings.RUN_ROOT}/{job.uuid}.{tag}"
-
-
-def _lease(job_pk: int, submission: str, options: dict, credential: str) -> tuple[Job, bool]:
     job = Job.objects.get(pk=job_pk)
     if job.status == Status.initial:
         # Never ran: nothing to clear, and ``move`` is a conditional UPDATE, so this one
-        # statement takes the job (a second delivery gets InvalidTransition). A transaction
-        # of several statements would queue every concurrent job behind SQLite's write lock.
-        move(
+        # statement takes the job (a second delivery loses the race). A transaction of
+        # several statements would queue every concurrent job behind SQLite's write lock.
+        won = move(
             job,
             Status.submitted,
             submission=submission,
@@ -159,19 +164,30 @@ def _lease(job_pk: int, submission: str, options: dict, credential: str) -> tupl
             credential=credential,
             heartbeat=timezone.now(),
         )
-        return job, True
+        return (job, True) if won else (Job.objects.get(pk=job_pk), False)
+    return _lease_again(job_pk, submission, options, credential)
+
+
+def _run_dir(job: Job, submission: str) -> str:
+    """The run directory of one submission: a redelivery of it finds the same directory."""
+    tag = hashlib.sha256(submission.encode()).hexdigest()[:12]
+    return f"{drs_settings.RUN_ROOT}/{job.uuid}.{tag}"
+
+
+def _lease_again(job_pk: int, submission: str, options: dict, credential: str):
+    """A redelivery (resumed when its worker died), or a new run of a finished job."""
     with transaction.atomic():
         # Write to the row first: it locks it everywhere, and on SQLite takes the write lock
         # before any read, so two leases cannot deadlock upgrading a read lock.
         Job.objects.filter(pk=job_pk).update(heartbeat=F("heartbeat"))
         job = Job.objects.select_for_update().get(pk=job_pk)
         if job.submission == submission and job.status != Status.initial:
-            if job.status in FINAL_STATES or not _stale(job):
+            if job.status in FINAL_STATES or not job.is_stale:
                 return job, False  # done already, or the other delivery is on it
             Job.objects.filter(pk=job.pk).update(heartbeat=timezone.now())
             return job, True  # its worker died: resume the run
-        if job.status in ACTIVE_STATES and not _stale(job):
-            raise RemoteError(
+        if job.status in ACTIVE_STATES and not job.is_stale:
+            raise AlreadyRunning(
                 f"Job {job.pk} is already {job.status}; cancel it before resubmitting."
             )
         job.logs.all().delete()
@@ -180,28 +196,17 @@ def _lease(job_pk: int, submission: str, options: dict, credential: str) -> tupl
         files = [name for name in job.results.values_list("local_file", flat=True) if name]
         job.results.all().delete()
         delete_files_on_commit(files, Result._meta.get_field("local_file").storage)
-        run_dir = _run_dir(job, submission)
-        move(
+        won = move(
             job,
             Status.submitted,
             submission=submission,
-            run_dir=run_dir,
-            pid=None,
-            scheduler_id="",
-            scheduler_state="",
-            stdout_offset=0,
-            stderr_offset=0,
-            exit_code=None,
-            error="",
-            started_at=None,
-            finished_at=None,
-            deadline=None,
-            cancel_requested=False,
+            run_dir=_run_dir(job, submission),
             options=options,
             credential=credential,
             heartbeat=timezone.now(),
+            **FRESH_RUN,
         )
-        return job, True
+        return job, won
 
 
 class JobRun:
@@ -239,6 +244,8 @@ class JobRun:
             finally:
                 self.launcher.forget(self._run())
                 self.launcher.transport.close()
+        except StateChanged as exc:
+            logger.info("%s Leaving it to whoever changed it.", exc)
         except RemoteError as exc:
             logger.warning("Job %s failed: %s", job.pk, exc)
             self._fail(str(exc))
@@ -282,7 +289,7 @@ class JobRun:
         login = "" if not self.remote else self.creds.username
         if self.launcher.queues:
             # The scheduler enforces the walltime (the timeout, unless one is set).
-            move(
+            moved = move(
                 job,
                 Status.queued,
                 login=login,
@@ -291,10 +298,12 @@ class JobRun:
                 options=options,
                 heartbeat=now,
             )
+            if not moved:
+                raise StateChanged(f"Job {job.pk} changed state while it was being submitted.")
             self.options = options
             self._beat()  # a cancel asked for while it was being submitted
             return
-        move(
+        moved = move(
             job,
             Status.running,
             login=login,
@@ -305,6 +314,8 @@ class JobRun:
             options=options,
             heartbeat=now,
         )
+        if not moved:
+            raise StateChanged(f"Job {job.pk} changed state while it was being launched.")
         self.options = options
 
     def _tick(self) -> None:
@@ -322,7 +333,8 @@ class JobRun:
         """A queued job has started (the scheduler says so, or its output arrives)."""
         if self.job.status == Status.queued:
             now = timezone.now()
-            move(self.job, Status.running, started_at=now, heartbeat=now)
+            if not move(self.job, Status.running, started_at=now, heartbeat=now):
+                raise StateChanged(f"Job {self.job.pk} changed state while it was queued.")
 
     def _follow(self, writer: LogWriter) -> Ending:
         """Stream the output until the job is over; survive lost connections.
@@ -663,10 +675,10 @@ def submit(
             lease(job_pk, submission, {}, "")
             JobRun(job, None)._fail(f"Invalid submission: {exc}")
         return {}
-    credential = secrets.encrypt(password) if password else ""
+    credential = credentials.encrypt(password) if password else ""
     try:
         job, run_it = lease(job_pk, submission, options, credential)
-    except RemoteError as exc:
+    except AlreadyRunning as exc:
         logger.warning("%s", exc)
         return {}
     if not run_it:
@@ -709,7 +721,7 @@ def copy(
         host = job.server.hostname if run.remote else "localhost"
         Log.objects.create(
             job=job,
-            stream="stdout",
+            stream=Log.Stream.stdout,
             content=f"{job.remote_filename} successfully copied to {host}:{where}\n",
         )
         move(job, Status.success, exit_code=None, error="")
@@ -720,21 +732,20 @@ def copy(
 
 def stale_jobs() -> list[int]:
     """Active jobs whose runner stopped sending heartbeats."""
-    limit = timezone.now() - timedelta(seconds=3 * float(drs_settings.HEARTBEAT_INTERVAL))
-    return list(Job.objects.active().filter(heartbeat__lt=limit).values_list("pk", flat=True))
+    return list(Job.objects.stale().values_list("pk", flat=True))
 
 
 def resume(job_pk: int) -> dict[str, int]:
     """Pick up a run whose worker died, with the options and secret stored on the job."""
     job = Job.objects.get(pk=job_pk)
-    if job.status not in ACTIVE_STATES or not _stale(job):
+    if not job.is_active or not job.is_stale:
         return {}
     opts = job.options or {}
     password = None
     if job.credential:
         try:
-            password = secrets.decrypt(job.credential)
-        except secrets.CredentialError as exc:
+            password = credentials.decrypt(job.credential)
+        except credentials.CredentialError as exc:
             JobRun(job, None)._fail(f"Cannot resume: {exc}")
             return {}
     job, run_it = lease(job_pk, job.submission, opts, job.credential)
@@ -755,7 +766,7 @@ def cancel(job_pk: int, password: str | None = None) -> None:
     if not job.run_dir:
         return
     if password is None and job.credential:
-        password = secrets.decrypt(job.credential)
+        password = credentials.decrypt(job.credential)
     creds = credentials_for(job, password)
     with connect(job.server, creds, _is_remote(job)) as t:
         launcher = launcher_for(job.server.scheduler, t, f"{job.server_id}:{creds.username}")

@@ -6,6 +6,7 @@
     queued.error        # after the commit: "" or why the broker did not take the task
     services.resubmit(job, request.user, request=request)
     services.cancel(job, request.user, request=request)
+    services.install_key(request.user, server, "password")   # "My SSH keys"
 
 Pages, admin actions and the API call these and nothing else: each checks the access policy
 (``policy``; ``policy.Refused`` when it says no), the job's state (``JobBusy``), uses the
@@ -29,15 +30,30 @@ from dataclasses import dataclass
 from django.db import transaction
 from kombu.utils.url import maybe_sanitize_url
 
-from . import audit, policy, runner, tasks
-from .models import Event, Job, Status
+from . import audit, keys, policy, runner, tasks
+from .models import Event, Job, ServerAccount, Status
 from .policy import Refused
 from .results import delete_files_on_commit
 
 logger = logging.getLogger(__name__)
 
 RESUBMITTED_OPTIONS = ("timeout", "log_policy", "store_results", "resources")
-__all__ = ["JobBusy", "Queued", "Refused", "cancel", "create", "resubmit", "submit"]
+__all__ = [
+    "JobBusy",
+    "Queued",
+    "Refused",
+    "account",
+    "cancel",
+    "create",
+    "delete",
+    "edit",
+    "install_key",
+    "make_key",
+    "remove_key",
+    "resubmit",
+    "set_login",
+    "submit",
+]
 
 
 class JobBusy(Exception):
@@ -197,10 +213,8 @@ def send_submit(job: Job, **kwargs) -> str:
         error = _not_queued("the job", exc)
         current = Job.objects.get(pk=job.pk)
         if current.status == Status.initial:
-            try:
-                runner.move(current, Status.failure, error=error)
-            except runner.InvalidTransition:
-                pass  # changed meanwhile: whoever changed it reports on it
+            # Should it have changed meanwhile, whoever changed it reports on it.
+            runner.move(current, Status.failure, error=error)
         return error
     return ""
 
@@ -212,3 +226,57 @@ def send_cancel(job: Job) -> str:
     except Exception as exc:
         return _not_queued("the cancel", exc)
     return ""
+
+
+# --- a user's own login and key on a server ("My SSH keys") --------------------------------
+
+
+def account(user, server) -> ServerAccount:
+    """``user``'s account on ``server`` (made on first use); ``Refused`` for a server they may
+    not use or one without SSH (a local server)."""
+    if server.local or not policy.may_use_server(user, server):
+        raise Refused(f"You may not run jobs on {server.title}.")
+    found, _created = ServerAccount.objects.get_or_create(user=user, server=server)
+    return found
+
+
+def set_login(user, server, username: str, *, request=None) -> ServerAccount:
+    """The login name ``user`` runs as on ``server`` (blank: their username)."""
+    found = account(user, server)
+    found.username = username
+    found.full_clean(exclude=["user", "server"])
+    found.save(update_fields=["username", "modified"])
+    audit.record(
+        Event.Action.account, server=server, actor=user, login=found.login, request=request
+    )
+    return found
+
+
+def make_key(user, server, *, request=None) -> ServerAccount:
+    """A new key pair for ``user`` on ``server`` (the private part is never shown)."""
+    found = account(user, server)
+    keys.generate(found)
+    audit.record(
+        Event.Action.key_created, server=server, actor=user, login=found.login, request=request
+    )
+    return found
+
+
+def install_key(user, server, password: str, *, request=None) -> ServerAccount:
+    """Add the account's public key on the host, logging in once with ``password``."""
+    found = account(user, server)
+    keys.install(found, password)
+    audit.record(
+        Event.Action.key_installed, server=server, actor=user, login=found.login, request=request
+    )
+    return found
+
+
+def remove_key(user, server, password: str | None = None, *, request=None) -> ServerAccount:
+    """Take the account's key off the host and forget it."""
+    found = account(user, server)
+    keys.uninstall(found, password)
+    audit.record(
+        Event.Action.key_removed, server=server, actor=user, login=found.login, request=request
+    )
+    return found

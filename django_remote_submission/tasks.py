@@ -28,7 +28,7 @@ from . import keys, runner
 from .conf import drs_settings
 from .credentials import decrypt, encrypt, is_token
 from .logs import LogPolicy
-from .models import Job, Status
+from .models import STALE_BEATS, Job, Status
 
 __all__ = [
     "JobFailed",
@@ -223,7 +223,7 @@ _stop_watchdog = threading.Event()
 
 def _watchdog() -> None:
     """In every worker: resume orphaned runs at start, then every 3 heartbeat intervals."""
-    interval = 3 * float(drs_settings.HEARTBEAT_INTERVAL)
+    interval = STALE_BEATS * float(drs_settings.HEARTBEAT_INTERVAL)
     while True:
         try:
             for pk in runner.stale_jobs():

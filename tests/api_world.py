@@ -21,7 +21,7 @@ from django.core.files.base import ContentFile
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from django_remote_submission.models import Interpreter, Job, Log, Result, Server
+from django_remote_submission.models import Interpreter, Job, Log, Result, Server, ServerAccount
 
 ROLES = ("anonymous", "owner", "other", "staff", "superuser")
 RESULT_BYTES = b"\x00\x01 result bytes\n\xff"
@@ -43,6 +43,7 @@ class World:
     local_job: Job
     done: Job
     bob_job: Job
+    account: ServerAccount
     log: Log
     bob_log: Log
     result: Result
@@ -118,6 +119,7 @@ def build_world() -> World:
         group=group,
         job=job,
         local_job=_job(alice, local_server, python3, title="local"),
+        account=ServerAccount.objects.create(user=alice, server=server),
         done=done,
         bob_job=bob_job,
         log=Log.objects.create(job=done, content="alice's line\n"),

@@ -81,6 +81,26 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
     return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
 
 
+# --- test lanes: what a test needs, from the fixtures it uses ----------------------------
+
+LANES = {
+    "sshd": {"sshd", "chatty", "strict_sshd"},
+    "redis": {"redis_url"},
+    "worker": {"worker", "hostile_worker", "live_site"},
+    "browser": {"chromium", "tab", "page", "browser"},
+}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark each test with the services it needs, so that ``make test-fast`` (``-m "not
+    (sshd or redis or worker or browser or slow)"``) runs only database-level tests."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in LANES.items():
+            if used & fixtures:
+                item.add_marker(marker)
+
+
 # --- app fixtures -----------------------------------------------------------------------------
 
 

@@ -374,11 +374,10 @@ def test_submit_queues_the_task_with_the_options(world, queued):
 
 def test_submit_without_password_uses_the_user_s_own_key(world, queued):
     from django_remote_submission import keys
-    from django_remote_submission.models import ServerAccount
 
-    account = ServerAccount.objects.create(
-        user=world.users["owner"], server=world.server, username="alice42"
-    )
+    account = world.account
+    account.username = "alice42"
+    account.save()
     keys.generate(account)
     api = client(world, "owner")
     assert api.post(f"/api/jobs/{world.job.pk}/submit/").status_code == 202
@@ -725,3 +724,87 @@ def test_cancel_of_a_job_never_submitted_cancels_it(world, celery_app, eager):
     assert response.status_code == 202
     assert response.json()["status"] == "cancelled"
     assert response.json()["error"] == "Cancelled before it was submitted."
+
+
+# --- accounts: a user's login and key on a server ("My SSH keys") ----------------------------
+
+
+def test_accounts_are_the_user_s_own_and_set_the_login(world, queued):
+    alice, bob = client(world, "owner"), client(world, "other")
+    assert [a["id"] for a in alice.get("/api/accounts/").json()["results"]] == [world.account.pk]
+    assert bob.get("/api/accounts/").json()["results"] == []
+    assert bob.get(f"/api/accounts/{world.account.pk}/").status_code == 404
+    response = alice.patch(f"/api/accounts/{world.account.pk}/", {"username": "ada"}, format="json")
+    assert response.status_code == 200 and response.json()["login"] == "ada"
+    created = bob.post(
+        "/api/accounts/", {"server": world.server.pk, "username": "b0b"}, format="json"
+    )
+    assert created.status_code == 201 and created.json()["login"] == "b0b"
+    again = bob.post("/api/accounts/", {"server": world.server.pk}, format="json")
+    assert again.status_code == 409
+    refused = bob.post("/api/accounts/", {"server": world.local_server.pk}, format="json")
+    assert refused.status_code == 400 and list(refused.json()) == ["server"]
+    assert [e.action for e in Event.objects.filter(actor=world.users["owner"])] == ["account"]
+
+
+def test_a_key_is_made_once_shown_public_only_and_install_reports_the_host_s_refusal(world):
+    alice = client(world, "owner")
+    made = alice.post(f"/api/accounts/{world.account.pk}/key/")
+    assert made.status_code == 200
+    assert made.json()["public_key"].startswith("ssh-ed25519 ")
+    assert made.json()["has_key"] is True and made.json()["installed"] is None
+    assert b"PRIVATE" not in made.content
+    response = alice.post(
+        f"/api/accounts/{world.account.pk}/install/", {"password": "pw"}, format="json"
+    )
+    assert response.status_code == 502  # port 9 of 127.0.0.1: nobody answers
+    assert response.json()["detail"].startswith("Connection refused by 127.0.0.1:9")
+    actions = Event.objects.filter(actor=world.users["owner"]).values_list("action", flat=True)
+    assert list(actions) == ["key_created"]
+
+
+def test_every_action_is_in_the_audit_trail(world, queued):
+    from django_remote_submission import runner
+
+    alice = client(world, "owner")
+    pk = alice.post("/api/jobs/", new_job(world), format="json").json()["id"]
+    alice.post(f"/api/jobs/{pk}/submit/", {"password": "pw"}, format="json")
+    job = Job.objects.get(pk=pk)
+    runner.move(job, Job.STATUS.submitted)  # what a worker does
+    runner.move(job, Job.STATUS.running, login="alice")
+    runner.move(job, Job.STATUS.failure, error="The program exited with status 3.")
+    alice.patch(f"/api/jobs/{pk}/", {"title": "renamed"}, format="json")
+    alice.post(f"/api/jobs/{pk}/resubmit/", {"password": "pw"}, format="json")
+    alice.post(f"/api/jobs/{pk}/cancel/")  # still "failure" here: refused, not recorded
+    Job.objects.filter(pk=pk).update(status="running")
+    alice.post(f"/api/jobs/{pk}/cancel/")
+    Job.objects.filter(pk=pk).update(status="success")
+    alice.delete(f"/api/jobs/{pk}/")
+    rows = Event.objects.filter(job_title__in=["new", "renamed"]).order_by("time", "id")
+    assert [
+        (e.action, e.from_state, e.to_state, e.actor and e.actor.username, e.login, e.reason)
+        for e in rows
+    ] == [
+        ("create", "initial", "", "alice", "", ""),
+        ("submit", "initial", "", "alice", "alice", ""),
+        ("state", "initial", "submitted", None, "", ""),
+        ("state", "submitted", "running", None, "alice", ""),
+        ("state", "running", "failure", None, "", "The program exited with status 3."),
+        ("edit", "failure", "", "alice", "", "title"),
+        ("resubmit", "failure", "", "alice", "alice", ""),
+        ("cancel", "running", "", "alice", "", ""),
+        ("delete", "success", "", "alice", "", ""),
+    ]
+    assert {e.client for e in rows if e.actor} == {"127.0.0.1"}
+    assert all(e.job_id is None for e in rows)  # the job is gone, its history stays
+    seen = client(world, "owner").get("/api/events/").json()["results"]
+    # Once the job is gone, its owner still sees what they did (not the workers' rows).
+    assert [e["action"] for e in seen] == [
+        "create",
+        "submit",
+        "edit",
+        "resubmit",
+        "cancel",
+        "delete",
+    ]
+    assert len(client(world, "superuser").get("/api/events/?page_size=100").json()["results"]) >= 9

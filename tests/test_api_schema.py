@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 from django_remote_submission import services
 from tests.api_world import build_world, fake_tasks
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.api_urls")]
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.api_urls"), pytest.mark.slow]
 
 CHECKS = [
     not_a_server_error,
@@ -74,6 +74,7 @@ def use_real_ids(case, world) -> None:
         "logs": world.log.pk,
         "results": world.result.pk,
         "events": 1,
+        "accounts": world.account.pk,
     }
     real = {
         "server": world.server.pk,

@@ -233,3 +233,33 @@ def test_warn_policy_connects_to_an_unknown_host(make_job, submit, server, setti
     assert ok(job)
     server.refresh_from_db()
     assert server.host_key == ""
+
+
+@pytest.mark.parametrize("policy", ["reject", "auto_add", "warn"])
+def test_a_host_key_on_record_that_is_not_a_known_hosts_line_fails_under_every_policy(
+    make_job, submit, server, settings, policy, sshd
+):
+    settings.DRS = {"HOST_KEY_POLICY": policy}
+    fingerprint = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"  # pasted by mistake
+    Server.objects.filter(pk=server.pk).update(host_key=fingerprint)
+    job = make_job("print(1)")
+    submit(job)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.failure
+    assert job.error == (
+        f"Server test sshd: The host key on record for [127.0.0.1]:{server.port} is not a "
+        "known_hosts line; nothing was sent. Replace it with the server's key (manage.py "
+        "drs_fetch_host_key 'test sshd' --save)."
+    )
+    server.refresh_from_db()
+    assert server.host_key == fingerprint  # never replaced behind the operator's back
+    assert job.logs.count() == 0
+
+
+def test_the_model_refuses_a_host_key_that_is_not_a_known_hosts_line(server):
+    from django.core.exceptions import ValidationError
+
+    server.host_key = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"
+    with pytest.raises(ValidationError) as refused:
+        server.full_clean()
+    assert list(refused.value.message_dict) == ["host_key"]

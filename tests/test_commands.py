@@ -1,4 +1,5 @@
-"""Operator commands: drs_recover resumes orphaned runs; drs_fetch_host_key shows a key."""
+"""Operator commands: drs_recover resumes orphaned runs; drs_fetch_host_key shows a key;
+drs_rotate_secrets re-encrypts stored secrets."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 import pytest
 from django.core.management import CommandError, call_command
 
-from django_remote_submission.models import Job, Server
+from django_remote_submission.models import Event, Job, Server
 from tests.services import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -93,3 +94,87 @@ def test_drs_fetch_host_key_without_save_says_nothing_was_saved(server, sshd):
 def test_drs_fetch_host_key_of_an_unknown_server():
     with pytest.raises(CommandError, match="No servers match 'nope'"):
         call_command("drs_fetch_host_key", "nope")
+
+
+def test_drs_fetch_host_key_refuses_to_replace_a_different_key_unless_told(server, sshd):
+    other = (
+        "[127.0.0.1]:22 ssh-ed25519 "
+        "AAAAC3NzaC1lZDI1NTE5AAAAIAbSx0j4pMbdwUcaDXCkqjpQ5SR+ZnHc8/2e3tYLyB9s"
+    )
+    Server.objects.filter(pk=server.pk).update(host_key=other)
+    with pytest.raises(CommandError, match="has another key on record.*--save --replace"):
+        call_command("drs_fetch_host_key", server.title, "--save", stdout=io.StringIO())
+    server.refresh_from_db()
+    assert server.host_key == other
+    call_command("drs_fetch_host_key", server.title, "--save", "--replace", stdout=io.StringIO())
+    server.refresh_from_db()
+    assert server.host_key == sshd.host_key
+    event = Event.objects.get(action="credentials", server=server)
+    assert event.reason.startswith("host key replaced: SHA256:")
+
+
+def test_drs_rotate_secrets_re_encrypts_with_the_current_key(settings, django_user_model):
+    from cryptography.fernet import Fernet
+
+    from django_remote_submission.credentials import encrypt
+    from django_remote_submission.models import Job, ServerAccount
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.DRS = {**settings.DRS, "SECRET_KEY": old}
+    user = django_user_model.objects.create_user("ada")
+    hpc = Server.objects.create(
+        title="hpc", hostname="h", private_key="KEY", private_key_passphrase="PW"
+    )
+    account = ServerAccount.objects.create(user=user, server=hpc, private_key="MINE")
+    python3 = hpc.interpreters.create(name="python3", path="/usr/bin/python3")
+    job = Job.objects.create(
+        title="t",
+        program="",
+        owner=user,
+        server=hpc,
+        interpreter=python3,
+        remote_directory="d",
+        remote_filename="j.py",
+        credential=encrypt("job-pw"),
+    )
+    # Rotate: the new key first, the old one a fallback; everything still reads.
+    settings.DRS = {**settings.DRS, "SECRET_KEY": new, "SECRET_KEY_FALLBACKS": [old]}
+    assert Server.objects.get(pk=hpc.pk).private_key == "KEY"
+    out = io.StringIO()
+    call_command("drs_rotate_secrets", stdout=out)
+    assert out.getvalue() == "Re-encrypted 4 secrets with the current key.\n"
+    # Without the fallback, everything still reads: it was re-encrypted.
+    settings.DRS = {**settings.DRS, "SECRET_KEY": new, "SECRET_KEY_FALLBACKS": []}
+    hpc = Server.objects.get(pk=hpc.pk)
+    assert (hpc.private_key, hpc.private_key_passphrase) == ("KEY", "PW")
+    assert ServerAccount.objects.get(pk=account.pk).private_key == "MINE"
+    from django_remote_submission.credentials import decrypt
+
+    assert decrypt(Job.objects.get(pk=job.pk).credential) == "job-pw"
+
+
+def test_a_secret_no_key_opens_reads_as_unreadable_and_is_kept(settings, client, django_user_model):
+    from cryptography.fernet import Fernet
+
+    from django_remote_submission.credentials import UNREADABLE, is_unreadable
+
+    settings.DRS = {**settings.DRS, "SECRET_KEY": Fernet.generate_key().decode()}
+    hpc = Server.objects.create(title="hpc", hostname="h", private_key="KEY")
+    raw = Server.objects.filter(pk=hpc.pk).values_list("private_key", flat=True)
+    settings.DRS = {**settings.DRS, "SECRET_KEY": Fernet.generate_key().decode()}  # lost key
+    hpc = Server.objects.get(pk=hpc.pk)
+    assert is_unreadable(hpc.private_key) and hpc.private_key == ""
+    token = list(raw)[0]
+    hpc.title = "renamed"
+    hpc.save()  # saving keeps the unreadable secret as it was
+    assert list(raw)[0] == token
+    client.force_login(django_user_model.objects.create_superuser("root", "r@x.org", "x"))
+    from django.urls import reverse
+
+    page = client.get(reverse("admin:django_remote_submission_server_change", args=[hpc.pk]))
+    assert page.status_code == 200 and UNREADABLE in page.content.decode()
+    listing = client.get(reverse("admin:django_remote_submission_server_changelist"))
+    assert listing.status_code == 200 and UNREADABLE in listing.content.decode()
+    out = io.StringIO()
+    call_command("drs_rotate_secrets", stdout=out)
+    assert "Unreadable, enter it again: renamed <h:22> (private_key)" in out.getvalue()

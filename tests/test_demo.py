@@ -20,6 +20,8 @@ import pytest
 
 from tests.services import free_port, wait_for
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 # The test run's own settings must not leak into the demo's processes.
 PRIVATE = (

@@ -160,3 +160,97 @@ def test_a_partial_line_waiting_for_its_end_uses_no_measurable_cpu(make_job, sub
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert output(job) == "progress 50% done\n"
     assert cpu < 0.3, f"{cpu:.3f} s of CPU while a partial line waited 3 s"
+
+
+# --- LogWriter alone (no host): what is stored when -------------------------------------------
+
+
+@pytest.fixture
+def bare_job(django_user_model):
+    from django_remote_submission.models import Interpreter, Server
+
+    python3 = Interpreter.objects.create(name="python3", path="/usr/bin/python3")
+    server = Server.objects.create(title="here", hostname="localhost")
+    server.interpreters.add(python3)
+    return Job.objects.create(
+        title="unit",
+        program="",
+        owner=django_user_model.objects.create_user("u"),
+        server=server,
+        interpreter=python3,
+        remote_directory="d",
+        remote_filename="j.py",
+    )
+
+
+def rows(job) -> list[tuple[str, str, int]]:
+    return list(job.logs.order_by("id").values_list("stream", "content", "offset"))
+
+
+def test_writer_stores_whole_lines_and_keeps_a_partial_line_until_the_end(bare_job, settings):
+    from django_remote_submission.logs import LogWriter
+
+    settings.DRS = {**settings.DRS, "LOG_FLUSH_INTERVAL": 0}
+    writer = LogWriter(bare_job, LogPolicy.LOG_LIVE)
+    writer.feed("stdout", b"one\ntw")
+    writer.flush_if_due()
+    assert rows(bare_job) == [("stdout", "one\n", 0)]
+    writer.feed("stdout", b"o\nthr")
+    writer.feed("stderr", "é".encode()[:1])  # half a character
+    writer.flush_if_due()
+    assert rows(bare_job)[1:] == [("stdout", "two\n", 4)]
+    bare_job.refresh_from_db()
+    assert (bare_job.stdout_offset, bare_job.stderr_offset) == (8, 0)
+    writer.feed("stderr", "é".encode()[1:])
+    writer.close()
+    assert rows(bare_job)[2:] == [("stdout", "thr", 8), ("stderr", "é", 0)]
+    bare_job.refresh_from_db()
+    assert (bare_job.stdout_offset, bare_job.stderr_offset) == (11, 2)
+
+
+def test_writer_rewind_drops_what_is_not_stored_and_resumes_at_the_stored_offsets(bare_job):
+    from django_remote_submission.logs import LogWriter
+
+    writer = LogWriter(bare_job, LogPolicy.LOG_LIVE)
+    writer.feed("stdout", b"kept\nlost")
+    assert writer.rewind() == (5, 0)
+    assert rows(bare_job) == [("stdout", "kept\n", 0)]
+    again = LogWriter(bare_job, LogPolicy.LOG_LIVE)  # a resumed run starts from the database
+    again.feed("stdout", b"lost\n")
+    again.close()
+    assert "".join(c for _s, c, _o in rows(bare_job)) == "kept\nlost\n"
+
+
+def test_writer_stops_at_the_log_limit(bare_job, settings):
+    from django_remote_submission.logs import LogWriter
+
+    settings.DRS = {**settings.DRS, "LOG_MAX_BYTES": 10}
+    writer = LogWriter(bare_job, LogPolicy.LOG_LIVE)
+    writer.feed("stdout", b"12345\n")
+    writer.feed("stderr", b"abcdefgh\n")
+    assert writer.full and writer.dropped
+    writer.close()
+    assert "".join(c for _s, c, _o in rows(bare_job)) == "12345\nabcd"
+    resumed = LogWriter(Job.objects.get(pk=bare_job.pk), LogPolicy.LOG_LIVE)
+    assert resumed.full and not resumed.dropped
+
+
+def test_writer_under_log_total_stores_one_row_per_stream(bare_job):
+    from django_remote_submission.logs import LogWriter
+
+    writer = LogWriter(bare_job, LogPolicy.LOG_TOTAL)
+    for _ in range(3):
+        writer.feed("stdout", b"line\n")
+        writer.flush_if_due()
+    assert rows(bare_job) == []
+    writer.close()
+    assert rows(bare_job) == [("stdout", "line\n" * 3, 0)]
+
+
+def test_writer_under_log_none_stores_nothing_but_counts(bare_job):
+    from django_remote_submission.logs import LogWriter
+
+    writer = LogWriter(bare_job, LogPolicy.LOG_NONE)
+    writer.feed("stdout", b"abc\n")
+    writer.close()
+    assert rows(bare_job) == []

@@ -48,4 +48,6 @@ def test_many_concurrent_jobs_share_a_few_connections(strict_sshd, make_job, pyt
     outputs = ["".join(j.logs.values_list("content", flat=True)) for j in jobs]
     assert outputs == [f"{i}\n" for i in range(16)]
     logins = strict_sshd.log().count("Accepted password")
-    assert 8 <= logins <= 16  # 2 channels per connection; never one connection per channel
+    # Two channels per connection, never one connection per channel. (Fewer than 8: a job
+    # that finds every channel busy waits for one to close instead of failing.)
+    assert logins <= 16

@@ -30,6 +30,8 @@ from websockets.sync.client import connect
 
 from tests.services import free_port, start_redis, wait_for
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.rst"
 IDLE = 60.0  # seconds a websocket is left without a message

@@ -119,3 +119,43 @@ def test_results_of_a_failed_job_are_kept(make_job, submit):
     job.refresh_from_db()
     assert job.status == Job.STATUS.failure and job.exit_code == 2
     assert results(job) == {"partial.txt": b"p"}
+
+
+# --- the listing parser alone -------------------------------------------------------------------
+
+
+def test_parse_records_reads_names_with_spaces_newlines_and_bad_utf8():
+    from django_remote_submission.results import Entry, parse_records
+
+    data = (
+        b"f 5 1.5 1.5 7 a b.txt\0"
+        b"d 4096 1.0 1.0 8 sub\0"
+        b"f 3 2.0 2.0 9 sub/new\nline\0"
+        b"f 1 2.0 2.0 10 bad\xff\0"
+        b"l 11 2.0 2.0 11 link\0"
+    )
+    entries = list(parse_records(data))
+    assert entries == [
+        Entry("a b.txt", "f", 5),
+        Entry("sub", "d", 4096),
+        Entry("sub/new\nline", "f", 3),
+        Entry("bad\udcff", "f", 1),
+        Entry("link", "l", 11),
+    ]
+    assert [e.shown for e in entries[2:4]] == ["sub/new\\nline", "bad\\xff"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"f 5 1.5 1.5 7 cut-at-the-lim",  # no terminating NUL: the listing was cut
+        b"f five 1 1 1 x\0",  # not a size
+        b"f 5 1 1\0",  # too few fields
+        b"ff 5 1 1 1 x\0",  # not a type
+        b"f 5 1 1 1 \0",  # no name
+    ],
+)
+def test_parse_records_leaves_out_what_is_not_a_whole_record(data):
+    from django_remote_submission.results import parse_records
+
+    assert list(parse_records(data)) == []

@@ -52,3 +52,36 @@ def test_timeout_stops_process_group_and_keeps_earlier_output(make_job, submit, 
     assert "Timed out after 1.5 s" in job.error
     assert output(job) == "before\n"
     assert job.pid and session_alive(job.pid) == []
+
+
+# --- the state machine, without a host ------------------------------------------------------------
+
+
+def test_move_wins_once_and_a_lost_race_writes_nothing(make_job):
+    from django_remote_submission import runner
+    from django_remote_submission.models import Event
+
+    job = make_job("print(1)")
+    first, second = Job.objects.get(pk=job.pk), Job.objects.get(pk=job.pk)
+    assert runner.move(first, Job.STATUS.submitted, login="a") is True
+    assert runner.move(second, Job.STATUS.submitted) is False  # it saw "initial"
+    assert second.status == Job.STATUS.initial  # untouched
+    assert Event.objects.filter(job=job, action="state").count() == 1
+
+
+def test_a_move_the_state_machine_refuses_raises(make_job):
+    from django_remote_submission import runner
+
+    job = make_job("print(1)")
+    with pytest.raises(runner.IllegalTransition, match="cannot go from initial to running"):
+        runner.move(job, Job.STATUS.running)
+
+
+def test_state_predicates_follow_the_transitions():
+    from django_remote_submission.models import TRANSITIONS
+
+    for status in Job.STATUS:
+        job = Job(status=status)
+        assert job.can_cancel == (Job.STATUS.cancelled in TRANSITIONS[status])
+        assert job.can_submit == (status in ("initial", "success", "failure", "cancelled"))
+        assert job.is_active == (status in ("submitted", "running"))

@@ -502,3 +502,37 @@ def test_a_resubmission_or_cancel_the_broker_cannot_take_leaves_the_job_as_it_wa
     response = client.post(reverse("drs:job-cancel", args=[done.pk]), follow=True)
     [message] = response.context["messages"]
     assert "Could not queue the cancel" in str(message)
+
+
+@pytest.mark.parametrize(
+    ("role", "sees_job", "servers"),
+    [
+        ("alice", True, {"hpc"}),  # the owner, a plain user
+        ("bob", False, {"hpc"}),  # another plain user
+        ("member", False, {"hpc", "group only"}),  # in the group of "group only"
+        ("staff", False, {"hpc"}),  # is_staff and no permission
+        ("root", True, {"hpc", "group only", "localhost"}),  # a superuser
+    ],
+)
+def test_page_access_matrix(
+    client, users, make_job, remote, local, interpreters, role, sees_job, servers
+):
+    from django.contrib.auth.models import Group
+
+    group = Group.objects.create(name="hpc-team")
+    only = Server.objects.create(title="group only", hostname="g.example.org")
+    only.interpreters.set(interpreters)
+    only.allowed_groups.set([group])
+    users["member"] = get_user_model().objects.create_user("member")
+    users["member"].groups.add(group)
+    job = make_job(users["alice"])
+    client_for(client, users[role])
+    detail = client.get(reverse("drs:job-detail", args=[job.pk]))
+    assert detail.status_code == (200 if sees_job else 404)
+    form = client.get(reverse("drs:job-create")).context["form"]
+    assert {s.title for s in form.fields["server"].queryset} == servers
+    keys_page = client.get(reverse("drs:key-list")).content.decode()
+    assert ("group only" in keys_page) == ("group only" in servers)
+    assert "localhost" not in keys_page  # no SSH keys for the worker's own machine
+    response = client.post(reverse("drs:job-cancel", args=[job.pk]))
+    assert response.status_code == (302 if sees_job else 404)

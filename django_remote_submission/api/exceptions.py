@@ -2,6 +2,7 @@
 
     raise Conflict("The job is running; cancel it before editing it.")   # -> 409
     raise NotQueued("Could not queue the job: ...")                      # -> 503
+    raise BadGateway("Authentication failed for ada@hpc ...")            # -> 502
 
 DRF renders it like its own errors: ``{"detail": "..."}``.
 """
@@ -27,3 +28,11 @@ class NotQueued(APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = _("The task queue cannot be reached.")
     default_code = "not_queued"
+
+
+class BadGateway(APIException):
+    """The host refused or failed what the request asked of it (502), e.g. a wrong password."""
+
+    status_code = status.HTTP_502_BAD_GATEWAY
+    default_detail = _("The host did not do what was asked.")
+    default_code = "host_error"

@@ -101,7 +101,7 @@ class JobFilter(filters.FilterSet):
 
 class LogFilter(filters.FilterSet):
     job = filters.ModelChoiceFilter(queryset=visible_jobs, help_text="Job id.")
-    stream = filters.ChoiceFilter(choices=Log.STREAMS, help_text="Output stream.")
+    stream = filters.ChoiceFilter(choices=Log.Stream.choices, help_text="Output stream.")
     after = IdFilter(
         field_name="id",
         lookup_expr="gt",

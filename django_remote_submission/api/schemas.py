@@ -5,7 +5,7 @@
 
     SchemaView.as_view()    # GET api/schema/: this app's endpoints only, with SCHEMA_SETTINGS
 
-``ApiSchema`` adds the error answers (400, 401, 403, 404, 409, 415, 503) to every operation, so
+``ApiSchema`` adds the error answers (400, 401, 403, 404, 409, 415, 502, 503) to every operation, so
 clients generated from the schema know them and a schema checker can hold the API to them.
 """
 
@@ -20,7 +20,7 @@ from drf_spectacular.utils import OpenApiResponse
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .. import __version__
-from ..models import Status
+from ..models import Log, Status
 
 ERROR = {
     "type": "object",
@@ -79,6 +79,9 @@ class ApiSchema(AutoSchema):
         not_queued = getattr(self.view, "queued", {}).get(getattr(self.view, "action", None))
         if not_queued:
             codes["503"] = (error, f"The task queue cannot be reached. {not_queued}")
+        host_error = getattr(self.view, "host_errors", {}).get(getattr(self.view, "action", None))
+        if host_error:
+            codes["502"] = (error, host_error)
         return codes
 
     def _get_response_bodies(self, direction: str = "response") -> dict:
@@ -137,7 +140,7 @@ _LOG_EVENT = {
     "properties": {
         "id": {"type": "integer", "description": "The Log id (use it as `after` on reconnect)."},
         "time": {"type": "string", "format": "date-time"},
-        "stream": {"type": "string", "enum": ["stdout", "stderr", "system"]},
+        "stream": {"type": "string", "enum": list(Log.Stream.values)},
         "content": {"type": "string", "description": "Whole lines of one stream."},
         "offset": {"type": "integer", "description": "Byte offset in the stream."},
     },
@@ -233,15 +236,18 @@ def _prefix(where: str, suffix: str) -> str:
 
 
 class SchemaView(SpectacularAPIView):
-    """The OpenAPI 3 schema of this API (YAML; JSON with `?format=json`)."""
+    """The OpenAPI 3 schema of this API (YAML; JSON with `?format=json`).
+
+    ``SchemaView.as_view(api_patterns=router.urls)``: the API's URL patterns, described under
+    the path the API is mounted at (read from the request).
+    """
 
     custom_settings = SCHEMA_SETTINGS
+    api_patterns: list = []
 
     def get(self, request, *args, **kwargs):
-        from .urls import router
-
         prefix = _prefix(request.path_info, "schema/").lstrip("/")
-        self.patterns = [path(prefix, include(router.urls))]
+        self.patterns = [path(prefix, include(self.api_patterns))]
         return super().get(request, *args, **kwargs)
 
 

@@ -24,7 +24,7 @@ from .. import resources as resources_
 from ..credentials import UNREADABLE, is_unreadable
 from ..launchers import reserved_check
 from ..logs import LogPolicy
-from ..models import Event, Interpreter, Job, Log, Result, Server
+from ..models import Event, Interpreter, Job, Log, Result, Server, ServerAccount
 
 # Longest accepted timeout (ten years): the deadline must stay a representable datetime.
 MAX_TIMEOUT = 10 * 366 * 24 * 3600.0
@@ -445,3 +445,52 @@ class EventSerializer(serializers.ModelSerializer):
     @extend_schema_field(OpenApiTypes.STR)
     def get_actor(self, event: Event) -> str | None:
         return event.actor.get_username() if event.actor is not None else None
+
+
+class AccountSerializer(serializers.ModelSerializer):
+    """A user's login name and key on one server ("My SSH keys")."""
+
+    login = serializers.CharField(read_only=True, help_text="The login name jobs run as.")
+    has_key = serializers.SerializerMethodField(help_text="Whether a key pair was made.")
+
+    class Meta:
+        model = ServerAccount
+        fields = ["id", "server", "username", "login", "has_key", "public_key", "installed"]
+        read_only_fields = ["public_key", "installed"]
+
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        request = self.context.get("request")
+        if request is not None and "server" in fields:
+            fields["server"].queryset = policy.usable_servers(request.user).filter(local=False)
+        return fields
+
+    @extend_schema_field(OpenApiTypes.BOOL)
+    def get_has_key(self, account: ServerAccount) -> bool:
+        return bool(account.public_key)
+
+
+class InstallKeySerializer(serializers.Serializer):
+    """Body of ``install``: the password that adds the key on the host, once."""
+
+    password = serializers.CharField(
+        write_only=True,
+        trim_whitespace=False,
+        max_length=4096,
+        style={"input_type": "password"},
+        help_text="Your password on the server; used once, never stored.",
+    )
+
+
+class RemoveKeySerializer(serializers.Serializer):
+    """Body of ``remove_key``: a password, when the key itself can no longer log in."""
+
+    password = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=4096,
+        style={"input_type": "password"},
+        help_text="Your password on the server (default: log in with the key itself).",
+    )

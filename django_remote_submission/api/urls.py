@@ -15,6 +15,7 @@ from rest_framework.routers import DefaultRouter
 
 from .schemas import DocsView, SchemaView
 from .views import (
+    AccountViewSet,
     EventViewSet,
     InterpreterViewSet,
     JobViewSet,
@@ -34,12 +35,13 @@ router.register("jobs", JobViewSet, basename="job")
 router.register("logs", LogViewSet, basename="log")
 router.register("results", ResultViewSet, basename="result")
 router.register("events", EventViewSet, basename="event")
+router.register("accounts", AccountViewSet, basename="account")
 
 urlpatterns = [
-    path("schema/", SchemaView.as_view(), name="schema"),
+    path("schema/", SchemaView.as_view(api_patterns=router.urls), name="schema"),
     path("docs/", DocsView.as_view(), name="docs"),
     path("", include(router.urls)),
     # Ids the routes refuse (e.g. "0.5"), unknown paths: JSON 404s too. Only paths ending
     # with "/", so that APPEND_SLASH still redirects "jobs" to "jobs/".
-    re_path(r"^.*/$", not_found),
+    re_path(r"^[\s\S]*/$", not_found),  # [\s\S]: a newline in the path too
 ]

@@ -34,8 +34,9 @@ from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from .. import policy, services
-from ..models import Event, Interpreter, Job, Log, Result, Server
-from .exceptions import Conflict, NotQueued
+from ..models import Event, Interpreter, Job, Log, Result, Server, ServerAccount
+from ..remote import RemoteError
+from .exceptions import BadGateway, Conflict, NotQueued
 from .filters import (
     EventFilter,
     InterpreterFilter,
@@ -48,10 +49,13 @@ from .pagination import AfterPagination, StandardPagination
 from .permissions import CanActOnJob
 from .schemas import ApiSchema
 from .serializers import (
+    AccountSerializer,
     EventSerializer,
+    InstallKeySerializer,
     InterpreterSerializer,
     JobSerializer,
     LogSerializer,
+    RemoveKeySerializer,
     ResubmitSerializer,
     ResultSerializer,
     ServerSerializer,
@@ -318,3 +322,87 @@ class EventViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
             return events
         jobs = policy.visible_jobs(user).values("pk")
         return events.filter(Q(job__in=jobs) | Q(actor=user, job__isnull=True))
+
+
+class AccountViewSet(ApiViewMixin, viewsets.ModelViewSet):
+    """Your login name and SSH key on each server ("My SSH keys"): make a key, install it with
+    your password once, and jobs there need no password."""
+
+    serializer_class = AccountSerializer
+    permission_classes = [IsAuthenticated]
+    filter_backends = [OrderingFilter]
+    ordering = ["server__title", "id"]
+    conflicts = {"create": "You have an account on this server already: change it instead."}
+    # action -> what a 502 means (the host refused or failed)
+    host_errors = {
+        "install": "The host refused the login or could not add the key.",
+        "remove_key": "The host refused the login or could not remove the key.",
+    }
+
+    def get_queryset(self):
+        return ServerAccount.objects.filter(user=self.request.user).select_related("server")
+
+    def get_serializer_class(self):
+        return {"install": InstallKeySerializer, "remove_key": RemoveKeySerializer}.get(
+            self.action, AccountSerializer
+        )
+
+    def perform_create(self, serializer: AccountSerializer) -> None:
+        data = serializer.validated_data
+        if self.get_queryset().filter(server=data["server"]).exists():
+            raise Conflict(self.conflicts["create"])
+        serializer.instance = self._set_login(data["server"], data.get("username", ""))
+
+    def perform_update(self, serializer: AccountSerializer) -> None:
+        account = serializer.instance
+        username = serializer.validated_data.get("username", account.username)
+        serializer.instance = self._set_login(account.server, username)
+
+    def _set_login(self, server, username: str) -> ServerAccount:
+        return _service(
+            services.set_login, self.request.user, server, username, request=self.request
+        )
+
+    def _key_action(self, work, *args) -> Response:
+        account = self.get_object()
+        try:
+            _service(work, self.request.user, account.server, *args, request=self.request)
+        except RemoteError as exc:
+            raise BadGateway(str(exc)) from None
+        account.refresh_from_db()
+        return Response(AccountSerializer(account, context=self.get_serializer_context()).data)
+
+    @extend_schema(
+        summary="Make a new key pair",
+        description="Replaces any key of this account; install the new one with `install`.",
+        request=None,
+        responses={200: AccountSerializer},
+    )
+    @api_action(detail=True, methods=["post"])
+    def key(self, request, pk=None) -> Response:
+        return self._key_action(services.make_key)
+
+    @extend_schema(
+        summary="Install the key on the server",
+        description="Logs in once with your password and adds the public key to "
+        "~/.ssh/authorized_keys (other keys kept). 502 when the host refuses.",
+        request=InstallKeySerializer,
+        responses={200: AccountSerializer},
+    )
+    @api_action(detail=True, methods=["post"])
+    def install(self, request, pk=None) -> Response:
+        body = self.get_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._key_action(services.install_key, body.validated_data["password"])
+
+    @extend_schema(
+        summary="Remove the key from the server and forget it",
+        request=RemoveKeySerializer,
+        responses={200: AccountSerializer},
+    )
+    @api_action(detail=True, methods=["post"], url_path="remove-key")
+    def remove_key(self, request, pk=None) -> Response:
+        body = self.get_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        password = body.validated_data.get("password") or None
+        return self._key_action(services.remove_key, password)

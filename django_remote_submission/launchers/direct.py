@@ -131,7 +131,7 @@ fi
 members() {
   if [ -n "$p" ]; then
     for s in /proc/[0-9]*/stat; do
-      read -r l < "$s" 2>/dev/null || continue
+      read -r l 2>/dev/null < "$s" || continue
       set -- ${l##*) }
       s=${s%/stat}
       [ "$4" = "$p" ] && [ "$1" != Z ] && printf '%s\n' "${s#/proc/}"
@@ -326,7 +326,7 @@ class DirectLauncher(Launcher):
         which survived (``Stopped.left``)."""
         run_dir = run.run_dir
         argv = sh(KILL, run_dir, max(0, int(grace * 10)), run.pid or "")
-        res = self.transport.run(argv, timeout=grace + 60, limit=4096)
+        res = self.transport.run(argv, timeout=grace + 60, limit=65536)
         words = res.text.split()
         if res.exit_code not in (0, 3) or len(words) != 3 or not all(w.isdigit() for w in words):
             raise RemoteError(

@@ -5,6 +5,8 @@ from .audit import Event
 from .jobs import (
     ACTIVE_STATES,
     FINAL_STATES,
+    FRESH_RUN,
+    STALE_BEATS,
     TRANSITIONS,
     Job,
     JobQuerySet,
@@ -12,6 +14,7 @@ from .jobs import (
     Result,
     Status,
     job_result_path,
+    stale_before,
 )
 from .servers import (
     Interpreter,
@@ -25,6 +28,8 @@ from .servers import (
 __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
+    "FRESH_RUN",
+    "STALE_BEATS",
     "TRANSITIONS",
     "Event",
     "Interpreter",
@@ -38,5 +43,6 @@ __all__ = [
     "Status",
     "TimeStampedModel",
     "job_result_path",
+    "stale_before",
     "validate_host_key",
 ]

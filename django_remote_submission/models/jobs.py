@@ -12,6 +12,7 @@ only ``runner.py`` moves a job from one state to another.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -49,9 +50,38 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
+# A run whose heartbeat is older than this many intervals has lost its worker.
+STALE_BEATS = 3
+
+# What a fresh run of a job starts from (its lease sets these, and its own bookkeeping).
+FRESH_RUN = {
+    "pid": None,
+    "scheduler_id": "",
+    "scheduler_state": "",
+    "stdout_offset": 0,
+    "stderr_offset": 0,
+    "exit_code": None,
+    "error": "",
+    "started_at": None,
+    "finished_at": None,
+    "deadline": None,
+    "cancel_requested": False,
+}
+
+
+def stale_before():
+    """Runs with a heartbeat before this moment have lost their worker."""
+    interval = float(drs_settings.HEARTBEAT_INTERVAL)
+    return timezone.now() - timedelta(seconds=STALE_BEATS * interval)
+
+
 class JobQuerySet(models.QuerySet):
     def active(self) -> JobQuerySet:
         return self.filter(status__in=ACTIVE_STATES)
+
+    def stale(self) -> JobQuerySet:
+        """Active runs whose worker stopped sending heartbeats."""
+        return self.active().filter(heartbeat__lt=stale_before())
 
 
 class Job(TimeStampedModel):
@@ -176,16 +206,26 @@ class Job(TimeStampedModel):
     def can_cancel(self) -> bool:
         return Status.cancelled in TRANSITIONS[self.status]
 
+    @property
+    def is_stale(self) -> bool:
+        """Its run lost its worker (no heartbeat for ``STALE_BEATS`` intervals)."""
+        return self.heartbeat is None or self.heartbeat < stale_before()
+
 
 class Log(models.Model):
     """A piece of a job's output: whole lines of one stream, as they arrived."""
 
-    # "system": messages of the app itself about the job (a skipped result, a reconnect).
-    STREAMS = (("stdout", "stdout"), ("stderr", "stderr"), ("system", "system"))
+    class Stream(models.TextChoices):
+        stdout = "stdout", "stdout"
+        stderr = "stderr", "stderr"
+        # Messages of the app itself about the job (a skipped result, a reconnect).
+        system = "system", "system"
 
     time = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
     content = models.TextField(_("content"))
-    stream = models.CharField(_("stream"), max_length=6, choices=STREAMS, default="stdout")
+    stream = models.CharField(
+        _("stream"), max_length=6, choices=Stream.choices, default=Stream.stdout
+    )
     offset = models.BigIntegerField(
         _("byte offset"), default=0, help_text=_("Position of this piece in its stream, in bytes.")
     )

@@ -14,6 +14,7 @@ import os
 import selectors
 import stat
 import subprocess
+import threading
 from typing import IO
 
 from .base import Process, Transport
@@ -59,6 +60,14 @@ class LocalProcess(Process):
             self.popen.wait()
 
 
+def _feed(pipe, data: bytes) -> None:
+    try:
+        pipe.write(data)
+        pipe.close()
+    except (BrokenPipeError, ValueError, OSError):
+        pass  # the command stopped reading: what it got is what it wanted
+
+
 class LocalTransport(Transport):
     def __init__(self) -> None:
         self.home = os.path.expanduser("~")
@@ -73,8 +82,9 @@ class LocalTransport(Transport):
             start_new_session=True,
         )
         if stdin is not None:
-            popen.stdin.write(stdin)
-            popen.stdin.close()
+            # Fed beside the reads: a command that answers while it reads (``cat``) would
+            # otherwise block on a full pipe while we block writing to it.
+            threading.Thread(target=_feed, args=(popen.stdin, stdin), daemon=True).start()
         return LocalProcess(popen)
 
     def open(self, path: str) -> IO[bytes]:

@@ -559,13 +559,23 @@ class SSHTransport(Transport):
         return key
 
     def _channel(self) -> paramiko.Channel:
-        tried = []
+        """A new channel: on this connection, else on another one with room (sshd's
+        ``MaxSessions``), trying again for up to ``CONNECT_TIMEOUT`` while channels are busy."""
+        tried: list[Connection] = []
         renewed = False
-        for _ in range(8):
+        deadline = time.monotonic() + float(drs_settings.CONNECT_TIMEOUT)
+        delay = 0.01
+        while True:
             try:
                 return self.conn.open_channel()
             except ChannelRefused:
                 tried.append(self.conn)
+                if time.monotonic() > deadline:
+                    break
+                if len(tried) >= 8:  # every connection is busy: wait for a channel to close
+                    tried = []
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
                 self.conn = pool.acquire(self.conn.target, self.conn.credentials, exclude=tried)
             except ConnectionLost:
                 # A pooled connection that died while idle: nothing was sent on it, so one

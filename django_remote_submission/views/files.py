@@ -22,7 +22,7 @@ from .jobs import job_or_404
 
 LOG_QUERY_ROWS = 200
 FILE_CHUNK = 256 * 1024
-STREAMS = ("stdout", "stderr", "system")
+STREAMS = tuple(Log.Stream.values)
 
 
 def _streamed(
@@ -61,7 +61,7 @@ def _log_chunks(job_pk: int, streams: tuple[str, ...], mark_system: bool) -> Ite
             return
         last = rows[-1][0]
         yield "".join(
-            f"[{stream}] {content}" if mark_system and stream == "system" else content
+            f"[{stream}] {content}" if mark_system and stream == Log.Stream.system else content
             for _pk, stream, content in rows
         ).encode()
 

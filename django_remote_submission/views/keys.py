@@ -6,22 +6,23 @@
     POST keys/<server>/install/     add the public key on the host ({"password": ...}, once)
     POST keys/<server>/remove/      take it off the host and forget it
 
-Once a key is installed, jobs on that server need no password. Every change is recorded in
-the audit trail.
+Once a key is installed, jobs on that server need no password. The work is done by
+``services`` (which records every change in the audit trail).
 """
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from .. import audit, keys, policy
+from .. import policy, services
 from ..forms import AccountForm, InstallKeyForm
-from ..models import Event, ServerAccount
+from ..models import Server, ServerAccount
 from ..remote import RemoteError
 
 
@@ -29,10 +30,8 @@ def _servers(request: HttpRequest):
     return policy.usable_servers(request.user).filter(local=False).order_by("title")
 
 
-def _account(request: HttpRequest, server_pk: int) -> ServerAccount:
-    server = get_object_or_404(_servers(request), pk=server_pk)
-    account, _created = ServerAccount.objects.get_or_create(user=request.user, server=server)
-    return account
+def _server(request: HttpRequest, server_pk: int) -> Server:
+    return get_object_or_404(_servers(request), pk=server_pk)
 
 
 @login_required
@@ -51,73 +50,56 @@ def key_list(request: HttpRequest) -> HttpResponse:
     return render(request, "django_remote_submission/keys.html", context)
 
 
-def _done(request: HttpRequest, account: ServerAccount, action: str, text: str) -> HttpResponse:
-    audit.record(
-        action, server=account.server, actor=request.user, login=account.login, request=request
-    )
-    messages.success(request, text)
+def _do(request: HttpRequest, done: str, work, *args) -> HttpResponse:
+    """``work(request.user, *args)`` (a ``services`` function); its success or failure becomes
+    the page's message."""
+    try:
+        work(request.user, *args, request=request)
+    except (RemoteError, ValidationError, policy.Refused) as exc:
+        text = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        messages.error(request, text)
+    else:
+        messages.success(request, done)
     return redirect("drs:key-list")
 
 
 @login_required
 @require_POST
 def account_edit(request: HttpRequest, server_pk: int) -> HttpResponse:
-    account = _account(request, server_pk)
-    form = AccountForm(request.POST, instance=account, prefix=f"s{server_pk}")
-    if not form.is_valid():
-        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
-        return redirect("drs:key-list")
-    form.save()
-    text = _("Your login on %(server)s is now %(login)s.")
-    return _done(
-        request,
-        account,
-        Event.Action.account,
-        text % {"server": account.server.title, "login": account.login},
-    )
+    server = _server(request, server_pk)
+    username = request.POST.get(f"s{server_pk}-username", "").strip()
+    done = _("Your login on %(server)s is now %(login)s.") % {
+        "server": server.title,
+        "login": username or request.user.get_username(),
+    }
+    return _do(request, done, services.set_login, server, username)
 
 
 @login_required
 @require_POST
 def key_create(request: HttpRequest, server_pk: int) -> HttpResponse:
-    account = _account(request, server_pk)
-    keys.generate(account)
-    text = _("A new key for %(server)s was made: install it with your password.")
-    return _done(request, account, Event.Action.key_created, text % {"server": account.server})
+    server = _server(request, server_pk)
+    done = _("A new key for %(server)s was made: install it with your password.")
+    return _do(request, done % {"server": server.title}, services.make_key, server)
 
 
 @login_required
 @require_POST
 def key_install(request: HttpRequest, server_pk: int) -> HttpResponse:
-    account = _account(request, server_pk)
+    server = _server(request, server_pk)
     form = InstallKeyForm(request.POST)
     if not form.is_valid():
         messages.error(request, _("Enter your password on the server to install the key."))
         return redirect("drs:key-list")
-    try:
-        keys.install(account, form.cleaned_data["password"])
-    except RemoteError as exc:
-        messages.error(request, str(exc))
-        return redirect("drs:key-list")
-    text = _("Your key is installed on %(server)s: jobs there need no password now.")
-    return _done(
-        request, account, Event.Action.key_installed, text % {"server": account.server.title}
-    )
+    done = _("Your key is installed on %(server)s: jobs there need no password now.")
+    password = form.cleaned_data["password"]
+    return _do(request, done % {"server": server.title}, services.install_key, server, password)
 
 
 @login_required
 @require_POST
 def key_remove(request: HttpRequest, server_pk: int) -> HttpResponse:
-    account = _account(request, server_pk)
-    try:
-        keys.uninstall(account, request.POST.get("password") or None)
-    except RemoteError as exc:
-        messages.error(request, _("%(error)s Enter your password to remove it.") % {"error": exc})
-        return redirect("drs:key-list")
-    text = _("Your key for %(server)s was removed from the server and forgotten.")
-    return _done(
-        request, account, Event.Action.key_removed, text % {"server": account.server.title}
-    )
-
-
-__all__ = ["account_edit", "key_create", "key_install", "key_list", "key_remove"]
+    server = _server(request, server_pk)
+    done = _("Your key for %(server)s was removed from the server and forgotten.")
+    password = request.POST.get("password") or None
+    return _do(request, done % {"server": server.title}, services.remove_key, server, password)
