@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import Counter
 
 import pytest
 
@@ -141,14 +142,29 @@ def make_cluster_job(cluster_server, sched_owner, python3, login, request):
 class Background:
     """``runner.submit`` in a thread, as a worker would run it."""
 
+    running: list[Background] = []
+
     def __init__(self, job: Job, **kwargs) -> None:
         kwargs.setdefault("password", TEST_PASSWORD)
+        self.job = job
         self.thread = threading.Thread(target=runner.submit, args=(job.pk,), kwargs=kwargs)
         self.thread.start()
+        self.running.append(self)
 
     def join(self, timeout: float = 120) -> None:
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "the run did not end"
+
+
+@pytest.fixture(autouse=True)
+def no_run_left_behind():
+    """A test that failed midway leaves no run going into the next test's database."""
+    yield
+    while Background.running:
+        run = Background.running.pop()
+        if run.thread.is_alive():
+            runner.cancel(run.job.pk)
+            run.thread.join(120)
 
 
 def stream(job: Job, name: str = "stdout") -> str:
@@ -502,7 +518,16 @@ def test_many_queued_jobs_cost_one_status_query_per_interval(
         print(f"\n{kind}: {count} queued jobs, {polls} status queries in {window:g} s")
         login.run({"slurm": f"scancel -u {USER}", "sge": f"qdel -u {USER}"}[kind])
         done = Job.objects.filter(pk__in=[j.pk for j in jobs], status=Job.STATUS.cancelled)
-        wait_for(lambda: done.count() == count, timeout=180, interval=0.5)
+        wait_for(
+            lambda: done.count() == count,
+            timeout=180,
+            interval=0.5,
+            message=lambda: str(
+                Counter(
+                    Job.objects.filter(pk__in=[j.pk for j in jobs]).values_list("status", "error")
+                )
+            ),
+        )
     finally:
         many.stop()
     reason = {

@@ -173,7 +173,14 @@ NOT_YET = SchedulerState("", phase=QUEUED)  # listed from the next poll on
 
 class Board:
     """The scheduler's states of the jobs of one server and login, shared by the runs of a
-    worker process: at most one status call per interval, whatever the number of jobs."""
+    worker process: at most one status call per interval, whatever the number of jobs.
+
+    A status call that fails (a busy scheduler answering with an error) changes nothing:
+    the last answers stand until a call succeeds, and only a scheduler that keeps failing
+    for ``FAILING_FOR`` seconds fails the runs that ask.
+    """
+
+    FAILING_FOR = 300.0
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
@@ -183,6 +190,7 @@ class Board:
         self.polled_at = -math.inf
         self.polling = False
         self.calls = 0
+        self.failing_since: float | None = None
 
     def state(self, sid: str, poll, interval: float) -> SchedulerState | None:
         """The latest answer for ``sid`` (None: the scheduler did not list it), polling all
@@ -203,11 +211,20 @@ class Board:
         try:
             answers = poll()
             return answers.get(sid)
+        except SchedulerError:
+            now = time.monotonic()
+            with self.cond:
+                self.failing_since = self.failing_since or now
+                self.polled_at = now  # the next try is one interval away
+                if now - self.failing_since > self.FAILING_FOR:
+                    raise
+                return self.answers.get(sid) if sid in self.polled else NOT_YET
         finally:
             with self.cond:
                 self.polling = False
                 if answers is not None:
                     self.calls += 1
+                    self.failing_since = None
                     self.answers = {k: v for k, v in answers.items() if k in ids}
                     self.polled, self.polled_at = ids, time.monotonic()
                 self.cond.notify_all()
@@ -389,7 +406,10 @@ class BatchLauncher(DirectLauncher):
         res = self.transport.run(sh(self.CANCEL, sid), timeout=120, limit=1 << 16)
         deadline = time.monotonic() + grace + 60
         while True:
-            state = self.poll().get(sid)
+            try:
+                state = self.poll().get(sid)
+            except SchedulerError:  # busy: ask again
+                state = SchedulerState("?", phase=QUEUED)
             if state is None or state.phase == DONE:
                 return Stopped(1, 0, True)  # (a refused cancel of an ended job is fine)
             if res.exit_code != 0:

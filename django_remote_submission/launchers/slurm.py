@@ -107,6 +107,7 @@ class SlurmLauncher(BatchLauncher):
     POLL = POLL
     CANCEL = CANCEL
     DETAILS = DETAILS
+    ACCOUNTING_WAIT = 30.0  # a busy slurmctld may not answer scontrol at once
 
     def directives(self, resources: dict) -> list[str]:
         out = []
