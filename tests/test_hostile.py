@@ -104,8 +104,15 @@ class Site:
         """Memory stayed bounded, storage matches the rows, and the worker still works."""
         growth = self.growth()
         for job in self.jobs:
+            job.refresh_from_db()
             rows = {r.local_file.name: (r.size, r.sha256) for r in job.results.all()}
             assert self.stored(job) == rows, job.title
+            stored = sum(size for size, _sha in rows.values())
+            print(  # the measured outcome, for the record (pytest -s shows it)
+                f"\nHOSTILE {job.title}: {job.status}, {job.error!r}; worker peak RSS "
+                f"+{growth / MiB:.1f} MiB; log {stored_bytes(job)} bytes; results "
+                f"{len(rows)} files, {stored} bytes"
+            )
         normal = self.run('print("still fine")')
         assert normal.status == Job.STATUS.success, normal.error
         assert text(normal) == "still fine\n"
