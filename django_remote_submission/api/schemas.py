@@ -202,7 +202,7 @@ the shared login, local runs and other login names need the permissions
 
 **Errors** answer `{"detail": "..."}`, or field errors (400) such as
 `{"timeout": ["The timeout must be a positive number of seconds."]}`. A job that is
-submitted or running cannot be edited, deleted or submitted again (409).
+submitted, queued or running cannot be edited, deleted or submitted again (409).
 
 **Websockets.** Browsers can also be told of changes as they happen; the app's websocket
 consumers forward these JSON messages (schemas in the components below):

@@ -9,7 +9,7 @@
     GET  results/{id}/download/                                  -> the file, streamed
 
 Work on hosts is queued as Celery tasks (``tasks.py``); the answers are 202 with the job as
-it stands. A job that is submitted or running cannot be edited, deleted or submitted (409).
+it stands. A job that is submitted, queued or running cannot be edited, deleted or submitted (409).
 """
 
 from __future__ import annotations
@@ -160,10 +160,10 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
     ordering_fields = ["id", "title", "status", "created", "modified", "started_at", "finished_at"]
     ordering = ["-created", "-id"]
     conflicts = {
-        "update": "The job is submitted or running.",
-        "partial_update": "The job is submitted or running.",
-        "destroy": "The job is submitted or running.",
-        "submit": "The job is already submitted or running.",
+        "update": "The job is submitted, queued or running.",
+        "partial_update": "The job is submitted, queued or running.",
+        "destroy": "The job is submitted, queued or running.",
+        "submit": "The job is already submitted, queued or running.",
         "resubmit": "The job has not finished (only success, failure or cancelled jobs can be "
         "resubmitted; use submit for a new job).",
         "cancel": "The job has already finished.",
