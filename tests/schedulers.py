@@ -161,7 +161,8 @@ def make_login(pub_key: str) -> Login:
         "# tests/schedulers.py: scheduler wrappers first\n"
     )
     rc = f"{home}/.bashrc"
-    with open(rc) as f:
+    with open(rc, "a+") as f:  # a home made without /etc/skel has none
+        f.seek(0)
         current = f.read()
     if not current.startswith(profile):
         with open(rc, "w") as f:
