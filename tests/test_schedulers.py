@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -497,6 +498,42 @@ def test_worker_killed_while_running_is_resumed(
     assert stream(job) == "line 0\nline 1\nline 2\nend\n"
     assert stream(job, "stderr") == "err\n"
     assert login.calls().count(SUBMIT.get(kind)) == (kind != "direct")
+
+
+def test_worker_killed_while_queued_is_resumed_and_runs(
+    kind, login, make_cluster_job, celery_app, redis_url
+):
+    env = {"DRS_TEST_HEARTBEAT": "1"}
+    job = make_cluster_job("print('ran')")
+    first = start_worker(redis_url, extra_env=env)
+    try:
+        submit_job_to_server.delay(job.pk, password=TEST_PASSWORD, resources=WAITING[kind])
+        wait_for(lambda: fresh(job).scheduler_state == WAITING_STATE[kind], timeout=60)
+        first.kill()
+    finally:
+        first.stop()
+    second = start_worker(redis_url, extra_env=env)
+    try:
+        # The cluster lets it run (Slurm: to a partition that is up) while no worker follows
+        # it: the recovery sweep of the new worker picks it up and follows it to its end.
+        release = {
+            "slurm": f"scontrol update JobId={job.scheduler_id} Partition=debug",
+            "sge": f"qrls {job.scheduler_id}",
+        }[kind]
+        done = (
+            subprocess.run(["sh", "-c", release], capture_output=True, text=True)
+            if kind == "slurm"
+            else login.run(release)
+        )
+        assert done.returncode == 0, done.stderr
+        final(job, timeout=90)
+    finally:
+        second.stop()
+    assert job.status == Job.STATUS.success, job.error
+    assert stream(job) == "ran\n"
+    states = list(job.events.values_list("to_state", flat=True))
+    assert states == ["submitted", "queued", "running", "success"]
+    assert login.count(SUBMIT[kind]) == 1
 
 
 def test_many_queued_jobs_cost_one_status_query_per_interval(
