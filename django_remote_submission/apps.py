@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import pre_migrate
 
 
 class DjangoRemoteSubmissionConfig(AppConfig):
@@ -8,3 +9,7 @@ class DjangoRemoteSubmissionConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from .upgrade import upgrade_before_migrate
+
+        # A database of 2.1.0 is brought to 0001's schema before migrations run.
+        pre_migrate.connect(upgrade_before_migrate, sender=self, dispatch_uid="drs-upgrade-2.1.0")

@@ -85,6 +85,9 @@ DEFAULTS: dict[str, Any] = {
     # ... and after this many seconds without an ack that brings it back under, closes it
     # with code 4408 (the browser reconnects and resumes after its last row).
     "WS_ACK_TIMEOUT": 30.0,
+    # Seconds a new personal API token lives (the tokens app): its default lifetime, and the
+    # longest a user may ask for.
+    "API_TOKEN_TTL": 90 * 24 * 3600,
 }
 
 

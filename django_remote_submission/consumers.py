@@ -45,8 +45,11 @@ A socket whose backlog stays over the bound for ``DRS["WS_ACK_TIMEOUT"]`` second
 closed with code 4408: the client is too slow, and reconnects with ``?after=<last id>``.
 So a server holds at most the bound plus one message for each socket, whatever the job prints.
 
-Anonymous users are closed with code 4401; a job the user may not see (someone else's, unless
-they may see every job, or missing) with 4403. Who may receive is checked again when group
+Scripts log in with an API token (the tokens app) in the handshake's ``Authorization:
+Bearer <key>`` header (``Token <key>`` works too), browsers with their session; a token that
+is revoked or expires closes its sockets with 4401. Anonymous users are closed with code
+4401; a job the user may not see (someone else's, unless they may see every job, or missing)
+with 4403. Who may receive is checked again when group
 messages arrive (at most once a second): a socket whose user logged out (the session was
 flushed), changed their password or was deactivated is closed with 4401, one whose user may
 no longer see the job with 4403. History goes to the connecting socket only. Live rows that the
@@ -70,6 +73,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.apps import apps
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth import get_user_model
@@ -141,13 +145,44 @@ def _rows_after(job_pk: int, after: int, before: int | None = None) -> list[dict
     return [events.log_payload(row) for row in rows.filter(id__lte=last)]
 
 
+def _tokens():
+    """The tokens app's ``authentication`` module; None when the project does not install it."""
+    if not apps.is_installed("django_remote_submission.tokens"):
+        return None
+    from .tokens import authentication
+
+    return authentication
+
+
+def _token_key(scope) -> str | None:
+    """The API token key of the handshake's ``Authorization`` header, if any."""
+    tokens = _tokens()
+    if tokens is None:
+        return None
+    header = dict(scope.get("headers") or ()).get(b"authorization")
+    return tokens.key_from_header(header) if header else None
+
+
+@database_sync_to_async
+def _token(key: str, scope):
+    """The live API token of ``key``; None when it is refused."""
+    tokens = _tokens()
+    try:
+        return tokens.authenticate(key, request=SimpleNamespace(client=scope.get("client")))
+    except tokens.TokenRefused:
+        return None
+
+
 @database_sync_to_async
 def _refusal(scope, job_pk: int | None = None) -> int | None:
     """None while the socket's user is still logged in (the session not flushed, the password
-    not changed, the account active) and may still see the job; else the close code."""
+    not changed, the account active, the API token not revoked or expired) and may still see
+    the job; else the close code."""
     user = scope.get("user")
     fresh = get_user_model()._default_manager.filter(pk=getattr(user, "pk", None)).first()
     if fresh is None or not fresh.is_active:
+        return CLOSE_UNAUTHENTICATED
+    if scope.get("drs_token") is not None and not _tokens().is_live(scope["drs_token"]):
         return CLOSE_UNAUTHENTICATED
     session = scope.get("session")
     if session is not None and getattr(session, "session_key", None):
@@ -192,6 +227,18 @@ class _AuthorisedConsumer(AsyncJsonWebsocketConsumer):
         self.acked = asyncio.Event()  # set by each ack that leaves the backlog under the bound
         self.stalled: asyncio.Task | None = None  # closes the socket unless acks come
         self.closing = False
+
+    async def authenticated_user(self):
+        """The socket's user: the API token's, when the handshake sends one (scripts), else
+        the session's (browsers); None for an anonymous or refused one."""
+        key = _token_key(self.scope)
+        if key is not None:
+            token = await _token(key, self.scope)
+            if token is None:
+                return None
+            self.scope["user"], self.scope["drs_token"] = token.user, token.pk
+        user = self.scope.get("user")
+        return user if user is not None and user.is_authenticated else None
 
     async def may_go_on(self, job_pk: int | None = None) -> bool:
         """Before forwarding a message (at most once a second): close the socket if its user
@@ -284,8 +331,8 @@ class JobUserConsumer(_AuthorisedConsumer):
         self.stale_list = False  # too many jobs waited: a fresh list replaces them
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
+        user = await self.authenticated_user()
+        if user is None:
             await self.refuse(CLOSE_UNAUTHENTICATED)
             return
         # Join before reading, so that no change falls between the list and the live feed.
@@ -328,8 +375,8 @@ class JobLogConsumer(_AuthorisedConsumer):
     """
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
+        user = await self.authenticated_user()
+        if user is None:
             await self.refuse(CLOSE_UNAUTHENTICATED)
             return
         self.job_pk = int(self.scope["url_route"]["kwargs"]["job_pk"])

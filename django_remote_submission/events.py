@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 # Messages larger than this are split: channel layers cap message sizes.
 MAX_MESSAGE_CHARS = 512 * 1024
+# Broadcasts of one process in flight at once (each holds a connection of the layer).
+MAX_CONCURRENT_SENDS = 16
 
 
 def job_group(job_pk: int) -> str:
@@ -86,6 +88,7 @@ class _EventLoop:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._gate: asyncio.Semaphore | None = None
 
     def run(self, coro, timeout: float = 10.0):
         with self._lock:
@@ -94,12 +97,21 @@ class _EventLoop:
                 threading.Thread(
                     target=self._loop.run_forever, daemon=True, name="drs-events"
                 ).start()
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        return asyncio.run_coroutine_threadsafe(self._gated(coro), self._loop).result(timeout)
+
+    async def _gated(self, coro):
+        # A layer's connection pool has a limit (redis-py raises "Too many connections" past
+        # it): hundreds of jobs broadcasting at once take turns instead.
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(MAX_CONCURRENT_SENDS)
+        async with self._gate:
+            return await coro
 
     def forget(self) -> None:
         """In a forked child the thread is gone: start another on the next message."""
         self._lock = threading.Lock()
         self._loop = None
+        self._gate = None
 
 
 _event_loop = _EventLoop()

@@ -2,6 +2,7 @@
 
     keys.deploy("ada", "password", "hpc.example.org")   # the worker's key (2.1.0's API)
     keys.remove("ada", None, "hpc.example.org")
+    keys.add_to(transport, None, "hpc")                 # the same through an open transport
 
     keys.generate(account)                # a key pair for a user's ServerAccount
     keys.install(account, "password")     # its public part on the host, with the password
@@ -23,7 +24,7 @@ from django.utils import timezone
 from .connections import connect
 from .launchers.direct import sh
 from .models import Server, ServerAccount
-from .remote import Credentials, RemoteError, Target, open_transport
+from .remote import Credentials, RemoteError, Target, Transport, open_transport
 
 ADD = r"""
 umask 077
@@ -47,20 +48,27 @@ s=$?; rm -f "$t"; exit $s
 DEFAULT_KEYS = ("~/.ssh/id_ed25519.pub", "~/.ssh/id_ecdsa.pub", "~/.ssh/id_rsa.pub")
 
 
-def public_key(filename: str | None = None) -> tuple[str, str]:
-    """(the key line, its base64 part) of ``filename`` or the worker's default key."""
+def public_key_file(filename: str | None = None) -> str:
+    """The path of ``filename`` (the ``.pub`` beside a private key) or of the worker's
+    default public key."""
     candidates = [filename] if filename else DEFAULT_KEYS
     for name in candidates:
         path = os.path.expanduser(name)
         if not path.endswith(".pub") and os.path.exists(path + ".pub"):
             path += ".pub"
         if os.path.exists(path):
-            with open(path) as f:
-                words = f.read().split()
-            if len(words) >= 2:
-                return " ".join(words[:3]), words[1]
-            raise RemoteError(f"{path} is not a public key file.")
+            return path
     raise RemoteError(f"No public key found (looked for {', '.join(candidates)}).")
+
+
+def public_key(filename: str | None = None) -> tuple[str, str]:
+    """(the key line, its base64 part) of ``filename`` or the worker's default key."""
+    path = public_key_file(filename)
+    with open(path) as f:
+        words = f.read().split()
+    if len(words) >= 2:
+        return " ".join(words[:3]), words[1]
+    raise RemoteError(f"{path} is not a public key file.")
 
 
 def _transport(username, password, hostname, port, remote, key_filename=None):
@@ -72,6 +80,12 @@ def _transport(username, password, hostname, port, remote, key_filename=None):
     if server is not None:
         return connect(server, creds, remote)
     return open_transport(Target(hostname, port, ""), creds, remote)
+
+
+def _apply(t: Transport, script: str, verb: str, line: str, b64: str, where: str) -> None:
+    res = t.run(sh(script, line, b64), timeout=60)
+    if res.exit_code:
+        raise RemoteError(f"Could not {verb} the key on {where}: {res.error_text}")
 
 
 def _edit(
@@ -87,9 +101,17 @@ def _edit(
 ) -> None:
     line, b64 = public_key(public_key_filename)
     with _transport(username, password, hostname, port, remote, login_key) as t:
-        res = t.run(sh(script, line, b64), timeout=60)
-    if res.exit_code:
-        raise RemoteError(f"Could not {verb} the key on {hostname}: {res.error_text}")
+        _apply(t, script, verb, line, b64, hostname)
+
+
+def add_to(t: Transport, public_key_filename: str | None, where: str) -> None:
+    """Add the public key to ``authorized_keys`` through an open transport (see ``deploy``)."""
+    _apply(t, ADD, "add", *public_key(public_key_filename), where)
+
+
+def remove_from(t: Transport, public_key_filename: str | None, where: str) -> None:
+    """Remove the public key from ``authorized_keys`` through an open transport."""
+    _apply(t, REMOVE, "remove", *public_key(public_key_filename), where)
 
 
 def deploy(
@@ -152,9 +174,7 @@ def _account_edit(account: ServerAccount, script: str, verb: str, creds: Credent
     words = account.public_key.split()
     server = account.server
     with connect(server, creds, remote=not server.local) as t:
-        res = t.run(sh(script, account.public_key, words[1]), timeout=60)
-    if res.exit_code:
-        raise RemoteError(f"Could not {verb} the key on {server.title}: {res.error_text}")
+        _apply(t, script, verb, account.public_key, words[1], server.title)
 
 
 def install(account: ServerAccount, password: str) -> None:

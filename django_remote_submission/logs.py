@@ -25,7 +25,7 @@ import time
 from django.db import transaction
 from django.utils import timezone
 
-from . import events
+from . import events, signals
 from .conf import drs_settings
 from .models import Job, Log
 
@@ -199,6 +199,7 @@ class LogWriter:
         if not rows and (out, err) == (self.job.stdout_offset, self.job.stderr_offset):
             return
         now = timezone.now()
+        signals.logs_saving(rows)
         with transaction.atomic():
             if rows:
                 Log.objects.bulk_create(rows)
@@ -208,6 +209,7 @@ class LogWriter:
         self.job.stdout_offset, self.job.stderr_offset, self.job.heartbeat = out, err, now
         self.stored_at = time.monotonic()
         if rows:
+            signals.logs_saved(self.job, rows)
             events.logs_stored(self.job, rows)
 
     def rewind(self) -> tuple[int, int]:
@@ -227,6 +229,9 @@ class LogWriter:
 
 def write_notice(job: Job, message: str) -> Log:
     """A message of the app itself about the job (stream "system"), e.g. a skipped result."""
-    row = Log.objects.create(job=job, stream=Log.Stream.system, content=message + "\n")
+    row = Log(job=job, stream=Log.Stream.system, content=message + "\n")
+    signals.logs_saving([row])
+    Log.objects.bulk_create([row])
+    signals.logs_saved(job, [row])
     events.logs_stored(job, [row])
     return row

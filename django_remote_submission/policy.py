@@ -21,6 +21,9 @@ The rules, one sentence each:
 - Another login name, or a key file of the worker: only with ``choose_login``.
 - Users see and act on their own jobs; ``view_job`` shows every job, ``change_job`` allows
   submitting, cancelling and editing every job.
+- Users make, see and revoke their own API tokens (a token never makes one: that needs the
+  password or a session); ``drs_tokens.view_apitoken`` shows every token,
+  ``drs_tokens.delete_apitoken`` allows revoking every token.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from .credentials import is_unreadable
 from .models import Job, Server, ServerAccount
 
 APP = "django_remote_submission"
+TOKENS_APP = "drs_tokens"  # the label of django_remote_submission.tokens
 
 # How a run logs in (``options["login_with"]``): a typed password, the key of the user's
 # ServerAccount, the server's shared credentials, a key file of the worker, or no login at
@@ -54,8 +58,8 @@ class Login:
     key_filename: str | None = None
 
 
-def _may(user, codename: str) -> bool:
-    return bool(user.is_active and user.has_perm(f"{APP}.{codename}"))
+def _may(user, codename: str, app: str = APP) -> bool:
+    return bool(user.is_active and user.has_perm(f"{app}.{codename}"))
 
 
 def may_run_locally(user) -> bool:
@@ -178,3 +182,19 @@ def may_act_on(user, job: Job) -> bool:
 def sees_every_job(user) -> bool:
     """Status changes of every job are for this user (the staff websocket group)."""
     return user.is_authenticated and _may(user, "view_job")
+
+
+def visible_tokens(user, queryset: QuerySet) -> QuerySet:
+    """API tokens (``queryset``) narrowed to those ``user`` may see: their own, or all (with
+    the permission to view or to revoke every token)."""
+    if not (user.is_authenticated and user.is_active):
+        return queryset.none()
+    if _may(user, "view_apitoken", TOKENS_APP) or _may(user, "delete_apitoken", TOKENS_APP):
+        return queryset
+    return queryset.filter(user=user)
+
+
+def may_revoke_token(user, token) -> bool:
+    return (user.is_authenticated and user.is_active and token.user_id == user.pk) or _may(
+        user, "delete_apitoken", TOKENS_APP
+    )

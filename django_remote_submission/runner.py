@@ -26,7 +26,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import credentials, events
+from . import credentials, events, signals
 from . import resources as resources_
 from .conf import drs_settings
 from .connections import connect, credentials_for
@@ -71,12 +71,14 @@ class AlreadyRunning(Exception):
 
 def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> bool:
     """Change the job's state and record it in the audit trail (``login``: the login the run
-    used; ``actor``: who asked, None for a worker).
+    used; ``actor``: who asked, None for a worker); then send the signals of the change (see
+    ``signals``).
 
     A conditional update: returns False, writing nothing, when another process changed the
     job's state first (a lost race); raises ``IllegalTransition`` for a move the state
     machine does not allow.
     """
+    old = job.status
     if to not in TRANSITIONS[job.status]:
         raise IllegalTransition(f"A job cannot go from {job.status} to {to}.")
     now = timezone.now()
@@ -105,6 +107,7 @@ def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> bool:
     for name, value in fields.items():
         setattr(job, name, value)
     transaction.on_commit(lambda: events.status_changed(job))
+    signals.state_changed(job, old, to, fields, actor)
     return True
 
 
@@ -272,6 +275,7 @@ class JobRun:
 
     def _launch(self, follow: bool) -> None:
         job = self.job
+        sent = timezone.now()  # a timeout counts from here, as 2.1.0's timeout(1) command did
         spec = Spec(
             _directory(job.remote_directory),
             job.remote_filename,
@@ -310,7 +314,7 @@ class JobRun:
             pid=launched.pid,
             run_dir=launched.run_dir,
             started_at=now,
-            deadline=now + timedelta(seconds=timeout) if timeout else None,
+            deadline=sent + timedelta(seconds=timeout) if timeout else None,
             options=options,
             heartbeat=now,
         )

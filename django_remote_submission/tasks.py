@@ -29,6 +29,7 @@ from .conf import drs_settings
 from .credentials import decrypt, encrypt, is_token
 from .logs import LogPolicy
 from .models import STALE_BEATS, Job, Status
+from .results import is_matching  # noqa: F401  (2.1.0 offered it here)
 
 __all__ = [
     "JobFailed",

@@ -9,6 +9,7 @@
 its own login page sets ``LOGIN_URL`` to it and need not use them.
 """
 
+from django.apps import apps
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
@@ -43,3 +44,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(next_page="drs:login"), name="logout"),
     path("api/", include("django_remote_submission.api.urls")),  # REST API, schema, docs
 ]
+if apps.is_installed("django_remote_submission.tokens"):  # "My API tokens"
+    from .tokens.urls import urlpatterns as token_urlpatterns
+
+    urlpatterns += token_urlpatterns

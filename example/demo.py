@@ -252,7 +252,8 @@ def main() -> int:
         password = env("DEMO_ADMIN_PASSWORD")
         print(
             f"\nThe demo runs at {url}\nLog in as {username} / {password}\n"
-            f"Admin: {url}admin/   API: {url}api/docs/\nPress Ctrl-C to stop.\n",
+            f"Admin: {url}admin/   API: {url}api/docs/   API tokens: {url}tokens/\n"
+            "Press Ctrl-C to stop.\n",
             flush=True,
         )
         while True:

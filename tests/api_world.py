@@ -2,11 +2,13 @@
 
 Usage: ``w = build_world(); client(w, "owner").get(f"/api/jobs/{w.job.pk}/")``.
 
-Roles: ``anonymous``, ``owner`` (alice: ``job``, ``done``, ``log``, ``result``, ``local_job``),
+Roles: ``anonymous``, ``owner`` (alice: ``job``, ``done``, ``log``, ``result``, ``local_job``,
+``api_token``),
 ``other`` (bob: ``bob_job``, ``bob_log``, ``bob_result``), ``staff`` (``is_staff`` and no
 permission: a plain user here), ``superuser`` and ``member`` (carol, in the group that
 ``group_server`` is for). ``local_server`` runs jobs on the worker's machine. No server is
-reachable (port 9 of 127.0.0.1): nothing here logs in anywhere.
+reachable (port 9 of 127.0.0.1): nothing here logs in anywhere. Requests carry the role's
+``rest_framework.authtoken`` key (``tokens``), which the API keeps accepting.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from django_remote_submission.models import Interpreter, Job, Log, Result, Server, ServerAccount
+from django_remote_submission.tokens.models import PREFIX, ApiToken
 
 ROLES = ("anonymous", "owner", "other", "staff", "superuser")
 RESULT_BYTES = b"\x00\x01 result bytes\n\xff"
@@ -48,6 +51,7 @@ class World:
     bob_log: Log
     result: Result
     bob_result: Result
+    api_token: ApiToken
 
 
 def _job(owner, server, interpreter, **fields) -> Job:
@@ -126,6 +130,7 @@ def build_world() -> World:
         bob_log=Log.objects.create(job=bob_job, content="bob's line\n"),
         result=_result(done, "out/data.bin", RESULT_BYTES),
         bob_result=_result(bob_job, "bob.txt", b"bob's file\n"),
+        api_token=ApiToken.objects.create(alice, prefix=PREFIX, name="alice's script")[0],
     )
 
 

@@ -43,7 +43,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "knox",
     "django_remote_submission",
+    "django_remote_submission.tokens",
 ]
 
 MIDDLEWARE = [

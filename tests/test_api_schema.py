@@ -75,6 +75,7 @@ def use_real_ids(case, world) -> None:
         "results": world.result.pk,
         "events": 1,
         "accounts": world.account.pk,
+        "tokens": world.api_token.pk,
     }
     real = {
         "server": world.server.pk,
@@ -111,3 +112,12 @@ def use_real_ids(case, world) -> None:
 def test_api_answers_as_documented(case, world, role):
     use_real_ids(case, world)
     case.call_and_validate(headers={"Authorization": f"Token {world.tokens[role]}"}, checks=CHECKS)
+
+
+def test_the_schema_is_the_same_on_every_request(client):
+    first, second = (client.get("/api/schema/?format=json").json() for _ in range(2))
+    assert first == second
+    assert first["components"]["schemas"]["WsLogsMessageTypeEnum"] == {
+        "enum": ["drs.logs"],
+        "type": "string",
+    }

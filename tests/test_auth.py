@@ -69,6 +69,29 @@ def test_public_key_path_means_the_private_key_beside_it(make_job, submit, sshd)
     assert ok(job)
 
 
+@pytest.mark.parametrize("kind", ["rsa", "ecdsa", "ed25519"])
+def test_a_refused_key_file_is_an_authentication_failure(make_job, submit, sshd, tmp_path, kind):
+    key = tmp_path / f"id_{kind}"
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(key)], check=True)
+    job = make_job("print(1)", key_user=True)
+    submit(job, password=None, public_key_filename=str(key) + ".pub", username=sshd.key_user)
+    job.refresh_from_db()
+    assert (job.status, job.error) == (
+        Job.STATUS.failure,
+        f"Authentication failed for {sshd.key_user}@{sshd.host}:{sshd.port} using key file.",
+    )
+
+
+def test_a_key_file_with_a_passphrase_needs_it(make_job, submit, sshd, keypair):
+    job = make_job("print(1)", key_user=True)
+    submit(job, password=None, public_key_filename=str(keypair), username=sshd.key_user)
+    job.refresh_from_db()
+    assert (job.status, job.error) == (
+        Job.STATUS.failure,
+        f"The private key {keypair} needs a passphrase; none is set.",
+    )
+
+
 def test_stored_private_key_text_with_passphrase(make_job, submit, sshd, server, keypair):
     if not sshd.password_user:
         pytest.skip("needs root for a second account")

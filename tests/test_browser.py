@@ -1,6 +1,7 @@
 """The whole stack in Debian's chromium: daphne, redis (broker and channel layer), a Celery
 worker and the test sshd. A user logs in, submits a job, sees its lines arrive while it runs,
-sees it succeed and downloads its result.
+sees it succeed and downloads its result. A token made on "My API tokens" authorizes Swagger
+UI.
 
 Playwright's sync API keeps an asyncio loop running in this thread while it is open, so the
 browser is opened for this module only (not pytest-playwright's session-wide fixtures, which
@@ -311,3 +312,52 @@ def test_the_job_list_and_the_admin_show_every_column_at_1280_px(
         assert box["x"] + box["width"] <= container, (path, box, container)
         scroll = page.evaluate("document.documentElement.scrollWidth")
         assert scroll <= container, (path, scroll, container)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_token_made_on_its_page_authorizes_swagger_ui(live_site, chromium):
+    from django.contrib.auth import get_user_model
+
+    from django_remote_submission.models import Interpreter, Server
+
+    user = get_user_model().objects.create_user("token-maker", password="pw")
+    python3 = Interpreter.objects.create(name="python3", path="/usr/bin/python3")
+    server = Server.objects.create(title="nowhere", hostname="127.0.0.1", port=9)
+    server.interpreters.set([python3])
+    Job.objects.create(
+        title="listed with a token",
+        program="print(1)",
+        owner=user,
+        server=server,
+        interpreter=python3,
+        remote_directory="d",
+        remote_filename="job.py",
+    )
+    pages = [chromium.new_context(), chromium.new_context()]
+    try:
+        page = pages[0].new_page()
+        log_in(page, live_site, "token-maker", "pw")
+        page.click("text=My API tokens")
+        page.fill("input[name=name]", "swagger")
+        page.click("#drs-token-form button[type=submit]")
+        key = page.locator("[data-role=token-key]").text_content()
+        assert key.startswith("drs_")
+        expect(page.locator("table.drs-tokens tbody tr")).to_have_count(1)
+
+        docs = pages[1].new_page()  # no session: only the token
+        docs.goto(live_site + "api/docs/")
+        docs.click(".swagger-ui .auth-wrapper .authorize")
+        bearer = docs.locator(".auth-container", has_text="apiToken")
+        bearer.locator("input").fill(key)
+        bearer.locator("button.authorize").click()
+        docs.click("button.btn-done")
+        operation = docs.locator("#operations-jobs-jobs_list")
+        operation.locator(".opblock-summary").click()
+        operation.locator("button.try-out__btn").click()
+        operation.locator("button.execute").click()
+        status = operation.locator(".live-responses-table tbody .response-col_status").first
+        expect(status).to_have_text("200", timeout=10_000)
+        expect(operation.locator(".live-responses-table")).to_contain_text("listed with a token")
+    finally:
+        for context in pages:
+            context.close()

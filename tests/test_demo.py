@@ -1,9 +1,12 @@
 """``make demo`` as a new user meets it: example/demo.py starts everything, the printed login
-works, the sample job runs and leaves its result, and Ctrl-C leaves no process behind."""
+works, the sample job runs and leaves its result, a script gets in with an API token, and
+Ctrl-C leaves no process behind."""
 
 from __future__ import annotations
 
+import base64
 import http.cookiejar
+import json
 import os
 import queue
 import re
@@ -53,6 +56,19 @@ class Browser:
         body = urllib.parse.urlencode({**data, "csrfmiddlewaretoken": token}).encode()
         with self.opener.open(self.url + path.lstrip("/"), body, timeout=10) as response:
             return response.read().decode()
+
+
+def api(url: str, path: str, body: dict | None = None, basic=None, bearer=None) -> dict:
+    """A JSON request to the demo's API, with HTTP basic or an API token."""
+    if basic:
+        auth = "Basic " + base64.b64encode(":".join(basic).encode()).decode()
+    else:
+        auth = f"Bearer {bearer}"
+    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{url}api/{path}", data, headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def read_lines(stream, lines: queue.Queue) -> None:
@@ -121,6 +137,12 @@ def test_demo_starts_runs_the_sample_job_and_stops_cleanly(tmp_path, redis_url):
         assert browser.get(result) == "The sample job ran.\n"
         log = browser.get(f"jobs/{pk}/log.txt")
         assert "line 10 of 10" in log and "a note on stderr after line 4" in log
+
+        # A script's way in: a token made with the password, then the API with it.
+        assert printed(r"API tokens: (\S+)").group(1) == f"{url}tokens/"
+        assert "My API tokens" in browser.get("tokens/")
+        key = api(url, "tokens/", {"name": "demo script"}, basic=(username, password))["token"]
+        assert [j["id"] for j in api(url, "jobs/", bearer=key)["results"]] == [int(pk)]
     finally:
         demo.send_signal(signal.SIGINT)  # what Ctrl-C does
         try:

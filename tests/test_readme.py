@@ -1,8 +1,8 @@
 """The README's Quickstart, verbatim: ``django-admin startproject proj`` plus exactly the code
 blocks of README.rst (read from it, so the two cannot drift), then the README's commands: a
-real Celery worker and daphne. The README's job runs on the test sshd and succeeds; pages, API,
-admin, static files and websockets answer through daphne; a websocket left idle for 60 s is
-still open and still told of changes.
+real Celery worker and daphne. The README's job runs on the test sshd and succeeds; pages, API
+(with a session and with an API token), admin, static files and websockets answer through
+daphne; a websocket left idle for 60 s is still open and still told of changes.
 
 Only the values a reader replaces are replaced (host, port, login, password, directory, the
 Redis port): each must occur in the README, or the test fails.
@@ -10,6 +10,7 @@ Redis port): each must occur in the README, or the test fails.
 
 from __future__ import annotations
 
+import base64
 import http.cookiejar
 import json
 import os
@@ -272,6 +273,7 @@ def test_the_quickstart_verbatim_runs_a_live_job_in_a_fresh_project(tmp_path, ss
         pk = int(re.search(r"/jobs/(\d+)/", job_output).group(1))
 
         site.log_in(*admin)
+        key = make_token(site.url, admin)  # the tokens app of the Quickstart
         job = wait_for(
             lambda: final(site_json(site, f"api/jobs/{pk}/")),
             timeout=60,
@@ -281,6 +283,7 @@ def test_the_quickstart_verbatim_runs_a_live_job_in_a_fresh_project(tmp_path, ss
         live_after = time.monotonic() - started
         assert job["status"] == "success", (job, project.logs())
         logs = site_json(site, f"api/logs/?job={pk}")["results"]
+        assert bearer_json(site.url, key, f"api/jobs/{pk}/")["status"] == "success"
         assert "".join(r["content"] for r in logs if r["stream"] == "stdout") == "hello world\n"
         print(f"\nREADME quickstart: startproject to a succeeded job in {live_after:.1f} s")
 
@@ -316,6 +319,21 @@ def test_the_quickstart_verbatim_runs_a_live_job_in_a_fresh_project(tmp_path, ss
     finally:
         project.stop()
         redis.stop()
+
+
+def make_token(url: str, login: tuple[str, str]) -> str:
+    """An API token, made with the password (HTTP basic)."""
+    basic = base64.b64encode(":".join(login).encode()).decode()
+    headers = {"Authorization": f"Basic {basic}", "Content-Type": "application/json"}
+    request = urllib.request.Request(url + "api/tokens/", b'{"name": "readme"}', headers)
+    with urllib.request.urlopen(request, timeout=15) as response:
+        return json.loads(response.read())["token"]
+
+
+def bearer_json(url: str, key: str, path: str) -> dict:
+    request = urllib.request.Request(url + path, headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=15) as response:
+        return json.loads(response.read())
 
 
 def site_json(site: Site, path: str) -> dict:

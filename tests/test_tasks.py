@@ -125,3 +125,11 @@ def test_password_is_encrypted_before_the_broker(sshd):
     assert decrypt(sent["kwargs"]["password"]) == "hunter2"
     assert "hunter2" not in sent["options"]["kwargsrepr"]
     assert "hunter2" not in repr(sent["options"])
+
+
+def test_is_matching_is_still_in_tasks_as_in_2_1_0():
+    from django_remote_submission.tasks import is_matching
+
+    examples = [["1.txt"], ["[12].txt"], ["*.txt"], ["1.txt", "!*.txt"], ["!*.txt", "[12].txt"]]
+    assert [is_matching("1.txt", patterns=p) for p in examples] == [True, True, True, False, True]
+    assert is_matching("anything") is True

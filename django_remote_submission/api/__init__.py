@@ -3,7 +3,8 @@
     # project urls.py (the app's own urls.py already does this under its prefix)
     path("api/", include("django_remote_submission.api.urls"))
 
-    # a client, with a token from rest_framework.authtoken
+    # a client, with a personal API token ("My API tokens", or POST /api/tokens/ with the
+    # password over HTTP basic): Authorization: Bearer drs_...
     POST /api/jobs/               {"title", "program", "server", "interpreter",
                                    "remote_directory", "remote_filename"}
     POST /api/jobs/{id}/submit/   {"password": "...", "timeout": 60}          -> 202
@@ -13,5 +14,6 @@
 Everything needed is set on the views themselves (authentication, permissions, pagination,
 filters, parsers, schema class), so the project's ``REST_FRAMEWORK`` settings do not matter.
 The project needs ``rest_framework``, ``django_filters`` and ``drf_spectacular`` in
-``INSTALLED_APPS``, and ``rest_framework.authtoken`` for token authentication.
+``INSTALLED_APPS``, and ``knox`` with ``django_remote_submission.tokens`` for API tokens
+(``rest_framework.authtoken`` keys are accepted too where that app is installed).
 """

@@ -11,6 +11,8 @@ clients generated from the schema know them and a schema checker can hold the AP
 
 from __future__ import annotations
 
+import copy
+
 from django.templatetags.static import static
 from django.urls import include, path
 from drf_spectacular.openapi import AutoSchema
@@ -50,13 +52,17 @@ class ApiSchema(AutoSchema):
     def error_responses(self) -> dict[str, tuple[dict, str]]:
         error = self._component("Error", ERROR)
         codes = {
-            "401": (error, "Not authenticated: send `Authorization: Token <key>` or a session."),
+            "401": (
+                error,
+                "Not authenticated, or the token is invalid, revoked or expired: send "
+                "`Authorization: Bearer <API token>` or use a session.",
+            ),
             "403": (
                 error,
                 "Not allowed: the access policy refused (a server, login name or credential "
                 "you may not use), or the model permission to change servers and "
-                "interpreters is missing; session requests that change data need a CSRF "
-                "token.",
+                "interpreters is missing; a read-only API token only reads; session "
+                "requests that change data need a CSRF token.",
             ),
         }
         if "{" in self.path:
@@ -173,8 +179,13 @@ DESCRIPTION = """
 Run programs on remote hosts over SSH: create a job, submit it, follow its output, fetch the
 files it wrote.
 
-**Authentication.** Every endpoint needs a user: send `Authorization: Token <key>` (tokens of
-`rest_framework.authtoken`) or use a Django session (then send the CSRF token with writes).
+**Authentication.** Every endpoint needs a user. Scripts send a personal API token:
+`Authorization: Bearer <key>` (or `Token <key>`). Make one on the "My API tokens" page, or
+with your password: `POST tokens/` over HTTP basic, `{"name": "cron", "read_only": false,
+"days": 30}`; the answer holds the key (`token`), shown once. A token expires, can be revoked
+(`DELETE tokens/{id}/`, then 401), and a read-only one only reads (else 403). Websockets take
+the same header on the handshake. Browsers use their Django session (with the CSRF token on
+writes); `rest_framework.authtoken` keys work where the project installs that app.
 
 **Who sees what.** Users see and change their own jobs, logs and results; a job of someone
 else answers 404, like a missing one. Users see the servers they may use (every server with
@@ -242,12 +253,14 @@ class SchemaView(SpectacularAPIView):
     the path the API is mounted at (read from the request).
     """
 
-    custom_settings = SCHEMA_SETTINGS
     api_patterns: list = []
 
     def get(self, request, *args, **kwargs):
         prefix = _prefix(request.path_info, "schema/").lstrip("/")
         self.patterns = [path(prefix, include(self.api_patterns))]
+        # A copy for each request: spectacular's enum hook rewrites the appended components in
+        # place (an enum becomes a $ref), and the next schema would lack the enum's component.
+        self.custom_settings = copy.deepcopy(SCHEMA_SETTINGS)
         return super().get(request, *args, **kwargs)
 
 

@@ -6,10 +6,12 @@
     reverse("drs_api:job-detail", kwargs={"pk": 1})    # inside a namespace: "<ns>:drs_api:..."
 
 Routes: ``servers/``, ``interpreters/``, ``jobs/`` (+ ``{id}/submit/``, ``{id}/cancel/``,
-``{id}/resubmit/``), ``logs/``, ``results/`` (+ ``{id}/download/``), ``schema/`` (OpenAPI 3)
-and ``docs/`` (Swagger UI). Any other path below answers a JSON 404.
+``{id}/resubmit/``), ``logs/``, ``results/`` (+ ``{id}/download/``), ``events/``, ``accounts/``,
+``tokens/`` (with the tokens app), ``schema/`` (OpenAPI 3) and ``docs/`` (Swagger UI). Any
+other path below answers a JSON 404.
 """
 
+from django.apps import apps
 from django.urls import include, path, re_path
 from rest_framework.routers import DefaultRouter
 
@@ -36,6 +38,10 @@ router.register("logs", LogViewSet, basename="log")
 router.register("results", ResultViewSet, basename="result")
 router.register("events", EventViewSet, basename="event")
 router.register("accounts", AccountViewSet, basename="account")
+if apps.is_installed("django_remote_submission.tokens"):
+    from ..tokens.api import ApiTokenViewSet
+
+    router.register("tokens", ApiTokenViewSet, basename="token")
 
 urlpatterns = [
     path("schema/", SchemaView.as_view(api_patterns=router.urls), name="schema"),

@@ -46,7 +46,7 @@ from .filters import (
     ServerFilter,
 )
 from .pagination import AfterPagination, StandardPagination
-from .permissions import CanActOnJob
+from .permissions import CanActOnJob, TokenScope
 from .schemas import ApiSchema
 from .serializers import (
     AccountSerializer,
@@ -76,19 +76,43 @@ class ApiViewMixin:
     conflicts: dict[str, str] = {}
 
     def get_authenticators(self) -> list:
-        # Token first, so that an anonymous request answers 401 with WWW-Authenticate: Token.
-        classes = [SessionAuthentication]
-        if apps.is_installed("rest_framework.authtoken"):
-            from rest_framework.authentication import TokenAuthentication
+        return [cls() for cls in authentication_classes()]
 
-            classes.insert(0, TokenAuthentication)
-        return [cls() for cls in classes]
+    def get_permissions(self) -> list:
+        return [TokenScope(), *super().get_permissions()]
+
+
+def authentication_classes(*extra) -> list[type]:
+    """API tokens (the tokens app), ``rest_framework.authtoken`` tokens, ``extra``, sessions:
+    those installed. A token class first, so that an anonymous request answers 401 with its
+    ``WWW-Authenticate``."""
+    classes = []
+    if apps.is_installed("django_remote_submission.tokens"):
+        from ..tokens.authentication import ApiTokenAuthentication
+
+        classes.append(ApiTokenAuthentication)
+    if apps.is_installed("rest_framework.authtoken"):
+        from rest_framework.authentication import TokenAuthentication
+
+        classes.append(TokenAuthentication)
+    return [*classes, *extra, SessionAuthentication]
 
 
 def api_action(**kwargs):
     """DRF's ``@action`` with the app's schema class: ``@extend_schema`` on an action builds
     on the schema it finds there, else on the project's ``DEFAULT_SCHEMA_CLASS``."""
     return action(schema=ApiSchema(), **kwargs)
+
+
+def api_method(**kwargs):
+    """``@extend_schema`` for a viewset's own method (``create``, ``destroy``, ...), built on
+    the app's schema class as ``api_action`` does for actions."""
+
+    def decorate(method):
+        method.kwargs = {"schema": ApiSchema}
+        return extend_schema(**kwargs)(method)
+
+    return decorate
 
 
 @csrf_exempt  # nothing is changed; a CSRF check would answer an HTML 403 instead

@@ -113,7 +113,8 @@ case $c in ''|*[!0-9]*) echo malformed ;; *) echo "$c" ;; esac
 """
 
 # Stop every process of the run: its session, and processes that carry its DRS_RUN_ID (also
-# those that left the session). TERM, then KILL after the grace period; return once none is
+# those that left the session). STOP its process group at once, then TERM every process
+# (and CONT), then KILL after the grace period; return once none is
 # left (zombies do not count). Args: run grace_tenths [pid of the wrapper, when known].
 # The pid file belongs to the job and may have been changed: it is used only when it names
 # the wrapper itself. Prints "<stopped> <left> <verified>"; exit 3 when some survived.
@@ -140,8 +141,12 @@ members() {
   grep -lszx -- "DRS_RUN_ID=$tag" /proc/[0-9]*/environ | sed 's|^/proc/||; s|/environ$||'
 }
 alive() { members | sort -u | grep -vx "$$"; }
+# Freeze the session's process group first: one signal, so nothing the job does after the
+# deadline gets through while its processes are looked up; TERM arrives once it continues.
+[ -n "$p" ] && kill -STOP -- "-$p" 2>/dev/null
 first=$(alive | wc -l)
 kill -TERM $(alive) 2>/dev/null
+[ -n "$p" ] && kill -CONT -- "-$p" 2>/dev/null
 i=0
 while left=$(alive) && [ -n "$left" ]; do
   [ "$i" -ge "$grace" ] && kill -KILL $left 2>/dev/null

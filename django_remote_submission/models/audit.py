@@ -1,4 +1,5 @@
-"""The audit trail: every state change, submission, cancel and credential or access change.
+"""The audit trail: every state change, submission, cancel, credential or access change, and
+the life of each API token (made, first used, revoked).
 
     Event.objects.create(action=Event.Action.submit, job=job, actor=request.user,
                          login="ada", client="192.0.2.7")
@@ -37,6 +38,9 @@ class Event(models.Model):
         account = "account", _("login changed")
         access = "access", _("access changed")
         credentials = "credentials", _("stored credentials changed")
+        token_created = "token_created", _("API token created")
+        token_revoked = "token_revoked", _("API token revoked")
+        token_used = "token_used", _("API token first used")
 
     time = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
     action = models.CharField(_("action"), max_length=16, choices=Action.choices)

@@ -112,18 +112,36 @@ class _Policy(paramiko.MissingHostKeyPolicy):
             )
 
 
-def _load_pkey(text: str, passphrase: str | None) -> paramiko.PKey:
+def _load_pkey(
+    text: str, passphrase: str | None, what: str = "The stored private key"
+) -> paramiko.PKey:
     last: Exception | None = None
     for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
         try:
             return cls.from_private_key(io.StringIO(text), password=passphrase or None)
         except paramiko.PasswordRequiredException:
-            raise AuthError("The stored private key needs a passphrase; none is set.") from None
+            raise AuthError(f"{what} needs a passphrase; none is set.") from None
         except (paramiko.SSHException, ValueError) as exc:
             last = exc
-    raise AuthError(
-        f"The stored private key could not be read (wrong passphrase or format): {last}"
-    )
+    raise AuthError(f"{what} could not be read (wrong passphrase or format): {last}")
+
+
+def _load_key_file(path: str, passphrase: str | None) -> paramiko.PKey:
+    """The private key of a file, with the certificate beside it if there is one.
+
+    paramiko's own ``key_filename`` tries each key type in turn: for an RSA or ECDSA key that
+    the server refuses, it reports the next type's "Invalid key" instead of the refusal.
+    """
+    path = _key_file(path)
+    try:
+        with open(path) as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuthError(f"Cannot read the private key file: {exc}") from None
+    key = _load_pkey(text, passphrase, f"The private key {path}")
+    if os.path.isfile(path + "-cert.pub"):
+        key.load_certificate(path + "-cert.pub")
+    return key
 
 
 def _abandon(client: paramiko.SSHClient, sock: socket.socket) -> None:
@@ -143,6 +161,18 @@ def _transport(sock, **kwargs) -> paramiko.Transport:
     options = t.get_security_options()
     options.ciphers = FAST_CIPHERS + tuple(c for c in options.ciphers if c not in FAST_CIPHERS)
     return t
+
+
+def _key_arguments(c: Credentials) -> dict:
+    """paramiko's key arguments: the stored key text, the key file, or both (stored first)."""
+    if c.key_text:
+        kwargs = {"pkey": _load_pkey(c.key_text, c.passphrase)}
+        if c.key_filename:
+            kwargs.update(key_filename=_key_file(c.key_filename), passphrase=c.passphrase)
+        return kwargs
+    if c.key_filename:
+        return {"pkey": _load_key_file(c.key_filename, c.passphrase)}
+    return {}
 
 
 def _key_file(path: str) -> str:
@@ -177,6 +207,7 @@ class Connection:
                 f"The host key on record for {name} is not a known_hosts line; nothing was "
                 "sent. Replace it with the server's key (manage.py drs_fetch_host_key)."
             )
+        keys = _key_arguments(c)  # read before connecting: a bad key file sends nothing
         timeout = float(drs_settings.CONNECT_TIMEOUT)
         try:
             sock = socket.create_connection((t.hostname, t.port), timeout=timeout)
@@ -208,11 +239,7 @@ class Connection:
             look_for_keys=c.nothing_given,
             allow_agent=c.use_agent or c.nothing_given,
         )
-        if c.key_filename:
-            kwargs["key_filename"] = _key_file(c.key_filename)
-            kwargs["passphrase"] = c.passphrase
-        if c.key_text:
-            kwargs["pkey"] = _load_pkey(c.key_text, c.passphrase)
+        kwargs.update(keys)
         try:
             client.connect(t.hostname, t.port, **kwargs)
         except paramiko.BadHostKeyException as exc:

@@ -38,7 +38,9 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "knox",
     "django_remote_submission",
+    "django_remote_submission.tokens",  # "My API tokens": what scripts log in to the API with
     "demo_site",
 ]
 
