@@ -624,3 +624,79 @@ def start_postgres(timeout: float = 30) -> PostgresServer:
             server.stop()
             raise ServiceUnavailable(f"{argv[0]} failed: {done.stdout}{done.stderr}")
     return server
+
+
+@dataclass
+class DaphneServer:
+    """Usage: ``site = start_daphne(env); site.url + "login/"; site.stop()``."""
+
+    port: int
+    proc: subprocess.Popen[bytes] = field(repr=False)
+    log_file: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def ws(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/{path}"
+
+    def log(self) -> str:
+        with open(self.log_file, errors="replace") as f:
+            return f.read()
+
+    def memory(self, name: str = "VmRSS") -> int:
+        """Bytes of ``name`` (VmRSS, VmHWM, ...) in /proc/<pid>/status."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith(name + ":"):
+                    return int(line.split()[1]) * 1024
+        raise LookupError(name)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.log_file and os.path.exists(self.log_file):
+            os.unlink(self.log_file)
+
+
+def start_daphne(env: dict[str, str], timeout: float = 30) -> DaphneServer:
+    """Usage: ``site = start_daphne({"DRS_CHANNEL_REDIS": url})``: daphne serving
+    ``tests.asgi`` on a free 127.0.0.1 port, once its login page answers. ``env`` adds to
+    the environment (the test settings read it)."""
+    import sys
+    import urllib.request
+
+    fd, log_file = tempfile.mkstemp(prefix="drs-daphne-", suffix=".log")
+    port = free_port()
+    argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    proc = subprocess.Popen(
+        [*argv, "tests.asgi:application"],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **env},
+        stdout=fd,
+        stderr=subprocess.STDOUT,
+    )
+    os.close(fd)
+    server = DaphneServer(port, proc, log_file)
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise ServiceUnavailable(f"daphne exited: {server.log()[-3000:]}")
+        try:
+            with urllib.request.urlopen(server.url + "login/", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(answers, timeout=timeout, interval=0.05, message="daphne answers")
+    except BaseException:
+        server.stop()
+        raise
+    return server

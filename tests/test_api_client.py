@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import uuid
@@ -27,7 +26,7 @@ from websockets.sync.client import connect
 
 from django_remote_submission.models import FINAL_STATES, Job, Log
 from tests.conftest import unavailable
-from tests.services import ServiceUnavailable, free_port, start_worker, wait_for
+from tests.services import ServiceUnavailable, start_daphne, start_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "script-Passw0rd"
@@ -64,37 +63,16 @@ def site(redis_url, django_db_setup):
         worker = start_worker(broker, concurrency=4, extra_env=env)
     except ServiceUnavailable as exc:
         unavailable(str(exc))
-    port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="drs-daphne-", suffix=".log", delete=False)
-    daphne = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-        + ["tests.asgi:application"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/"
-
-    def answers() -> bool:
-        if daphne.poll() is not None:
-            raise AssertionError(f"daphne exited: {Path(log.name).read_text()}")
-        try:
-            import urllib.request
-
-            with urllib.request.urlopen(url + "login/", timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
     try:
-        wait_for(answers, timeout=30, interval=0.1, message="daphne answers")
-        yield url
-    finally:
-        daphne.terminate()
-        daphne.wait(10)
+        site = start_daphne(env)
+    except BaseException:
         worker.stop()
-        os.unlink(log.name)
+        raise
+    try:
+        yield site.url
+    finally:
+        site.stop()
+        worker.stop()
 
 
 @pytest.fixture

@@ -9,15 +9,9 @@ client that never reads while a job prints a million lines.
 from __future__ import annotations
 
 import json
-import os
 import socket as net
 import struct
-import subprocess
-import sys
-import tempfile
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -36,7 +30,7 @@ from django_remote_submission.conf import redis_channel_layer
 from django_remote_submission.logs import LogPolicy, LogWriter
 from django_remote_submission.models import Interpreter, Job, Log, Server
 from django_remote_submission.routing import websocket_urlpatterns
-from tests.services import free_port, wait_for
+from tests.services import start_daphne, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -628,67 +622,25 @@ def test_malformed_client_messages_are_ignored(users, make_job, flow):
 
 # --- a real server: daphne and a client that never reads --------------------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
 ACK_TIMEOUT = 2.0
 LINES = 1_000_000
 MB = 1_000_000
 TCP_ESTABLISHED = 1
 
 
-@dataclass
-class Daphne:
-    port: int
-    layer: str  # redis URL of its channel layer
-    proc: subprocess.Popen
-    log_file: str
-
-    def log(self) -> str:
-        return Path(self.log_file).read_text(errors="replace")
-
-    def url(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.port}/{path}"
-
-    def memory(self, field: str = "VmRSS") -> int:
-        """Bytes of ``field`` (VmRSS, VmHWM, ...) in /proc/<pid>/status."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-        raise LookupError(field)
-
-
 @pytest.fixture
 def daphne(redis_url, django_db_setup):
-    """Usage: ``daphne.url("ws/job-user/")``: daphne serving tests.asgi on a free port."""
+    """Usage: ``daphne.ws("ws/job-user/")``: daphne serving tests.asgi on a free port, with
+    ``daphne.layer`` its channel layer's redis URL."""
     layer = redis_url.rsplit("/", 1)[0] + "/3"
     env = {
-        **os.environ,
         "DRS_CHANNEL_REDIS": layer,
         "DRS_TEST_SETTINGS": json.dumps({"WS_ACK_TIMEOUT": ACK_TIMEOUT}),
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
     }
-    port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="drs-daphne-", suffix=".log", delete=False)
-    argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(
-        [*argv, "tests.asgi:application"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-
-    def listening() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"daphne exited: {Path(log.name).read_text()}")
-        try:
-            net.create_connection(("127.0.0.1", port), 0.5).close()
-            return True
-        except OSError:
-            return False
-
-    try:
-        wait_for(listening, timeout=30, interval=0.05, message="daphne listens")
-        yield Daphne(port, layer, proc, log.name)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        os.unlink(log.name)
+    server = start_daphne(env)
+    server.layer = layer
+    yield server
+    server.stop()
 
 
 def tcp_info(sock: net.socket) -> tuple[int, int]:
@@ -706,7 +658,7 @@ def test_a_client_that_never_reads_is_dropped_and_the_server_stays_small(
     browser = Client()
     browser.force_login(users["alice"])
     cookie = {"Cookie": f"sessionid={browser.cookies['sessionid'].value}"}
-    url = daphne.url(f"ws/job-log/{job.pk}/")
+    url = daphne.ws(f"ws/job-log/{job.pk}/")
     with connect(url, additional_headers=cookie, open_timeout=10) as first:  # warms daphne up
         assert json.loads(first.recv(timeout=10))["type"] == "status"
     before = daphne.memory()

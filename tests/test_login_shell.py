@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import pwd
 import secrets
+import shutil
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -25,27 +28,39 @@ USER = "drs_chatty"
 BASHRC = "echo hello from bashrc\necho and to stderr from bashrc >&2\nprintf 'no newline'\n"
 
 
+# The user's ~/.bashrc runs the file that this session's sshd names (SetEnv): test sessions
+# running at once on one machine share the account, not what its shell prints.
+SOURCE_SESSION_RC = 'if [ -n "$DRS_TEST_RC" ] && [ -r "$DRS_TEST_RC" ]; then . "$DRS_TEST_RC"; fi\n'
+
+
 @pytest.fixture(scope="module")
 def chatty():
-    """An sshd that lets in a user whose ~/.bashrc prints on both streams."""
+    """An sshd that lets in a user whose ~/.bashrc prints on both streams: ``(sshd, home,
+    rc)``; write ``rc`` to change what it prints."""
     if os.geteuid() != 0:
         unavailable("creating the chatty login user needs root")
     _ensure_user(USER, secrets.token_urlsafe(18))
     home = pwd.getpwnam(USER).pw_dir
     with open(os.path.join(home, ".bashrc"), "w") as f:
-        f.write(BASHRC)
-    server = start_sshd(extra=(f"AllowUsers {USER}",))
+        f.write(SOURCE_SESSION_RC)
+    folder = Path(tempfile.mkdtemp(prefix="drs-chatty-"))  # in /tmp: the user can read it
+    folder.chmod(0o755)
+    rc = folder / "bashrc"
+    rc.write_text(BASHRC)
+    rc.chmod(0o644)
+    server = start_sshd(extra=(f"AllowUsers {USER}", f"SetEnv DRS_TEST_RC={rc}"))
     with open(server.key_file + ".pub") as f:
         pub = f.read().strip()
     _edit_authorized_keys(USER, pub, add=True)
-    yield server, home
+    yield server, home, rc
     _edit_authorized_keys(USER, pub, add=False)
     server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
 def job(chatty, python3, owner):
-    sshd, home = chatty
+    sshd, _home, _rc = chatty
     server = Server.objects.create(
         title="chatty",
         hostname=sshd.host,
@@ -76,7 +91,7 @@ def text(job: Job, stream: str) -> str:
 
 
 def test_the_bashrc_talks_on_both_streams(chatty):
-    sshd, _home = chatty
+    sshd, _home, _rc = chatty
     said = sshd.ssh(USER, "echo command")
     assert said.stdout == "hello from bashrc\nno newlinecommand\n"
     assert said.stderr == "and to stderr from bashrc\n"
@@ -99,7 +114,7 @@ def test_output_and_results_are_exactly_the_program_s(job):
 
 
 def test_streaming_again_from_offsets_is_exact(job, chatty):
-    sshd, _home = chatty
+    sshd, _home, _rc = chatty
     j = job("print('one')\nprint('two')\n")
     runner.submit(j.pk)
     j.refresh_from_db()
@@ -110,7 +125,7 @@ def test_streaming_again_from_offsets_is_exact(job, chatty):
 
 
 def test_copy_job_to_server_reports_the_directory(job, chatty):
-    _sshd, home = chatty
+    _sshd, home, _rc = chatty
     j = job("print(1)")
     copy_job_to_server(j.pk)
     j.refresh_from_db()
@@ -130,9 +145,8 @@ def test_timeout_stops_the_job(job):
 
 
 def test_a_login_shell_that_exits_is_reported(job, chatty):
-    _sshd, home = chatty
-    with open(os.path.join(home, ".bashrc"), "w") as f:
-        f.write("echo closing; exit 7\n")
+    _sshd, _home, rc = chatty
+    rc.write_text("echo closing; exit 7\n")
     try:
         j = job("print(1)")
         runner.submit(j.pk)
@@ -142,19 +156,16 @@ def test_a_login_shell_that_exits_is_reported(job, chatty):
             "The login shell on 127.0.0.1 exited (status 7) before running the command: closing"
         )
     finally:
-        with open(os.path.join(home, ".bashrc"), "w") as f:
-            f.write(BASHRC)
+        rc.write_text(BASHRC)
 
 
 def test_a_login_shell_that_never_stops_talking_is_refused(chatty):
-    sshd, home = chatty
-    with open(os.path.join(home, ".bashrc"), "w") as f:
-        f.write("head -c 200000 /dev/zero | tr '\\0' x\n")
+    sshd, _home, rc = chatty
+    rc.write_text("head -c 200000 /dev/zero | tr '\\0' x\n")
     try:
         target = Target(sshd.host, sshd.port, sshd.host_key)
         with SSHTransport.connect(target, Credentials(USER, key_text=sshd.key_text)) as t:
             with pytest.raises(RemoteError, match="printed more than 65536 bytes before"):
                 t.run(["true"], timeout=30)
     finally:
-        with open(os.path.join(home, ".bashrc"), "w") as f:
-            f.write(BASHRC)
+        rc.write_text(BASHRC)

@@ -85,18 +85,32 @@ DRS_RUN_ID=${run##*/}; export DRS_RUN_ID
 """
 
 # Wait until the wrapper releases its lock; with "follow", stream out/err from byte offsets
-# meanwhile. The lock is opened read-write so that a job that puts a FIFO in its place cannot
-# block the open. Args: run stdout_offset stderr_offset follow|wait. Exit status: the job's, or 255
-# when it is not a plain number from 0 to 255 (``EXIT_CODE`` then says why).
+# meanwhile, and once the job is over send what tail did not (tail --pid may stop before the
+# last writes; dd counts what it sent). The lock is opened read-write so that a job that puts
+# a FIFO in its place cannot block the open. Args: run stdout_offset stderr_offset
+# follow|wait. Exit status: the job's, or 255 when it is not a plain number from 0 to 255
+# (``EXIT_CODE`` then says why).
 STREAM = r"""
 cd -- "$1" 2>/dev/null || exit 120
+export LC_ALL=C
 (flock -s 9) 9<> lock 2>/dev/null & w=$!
 if [ "$4" = follow ]; then
-  tail -c "+$(($2 + 1))" -F --pid="$w" out 2>/dev/null &
-  tail -c "+$(($3 + 1))" -F --pid="$w" err >&2 2>/dev/null &
+  { tail -c "+$(($2 + 1))" -F --pid="$w" out 2>/dev/null | dd bs=65536 2> "sent.$$.out"; } &
+  { tail -c "+$(($3 + 1))" -F --pid="$w" err 2>/dev/null | dd bs=65536 2> "sent.$$.err"; } >&2 &
 fi
 wait "$w"
 touch out err 2>/dev/null
+if [ "$4" = follow ]; then
+  wait
+  # tail may stop before the last writes it was told of: send the rest from the file.
+  rest() {
+    n=$(sed -n 's/^\([0-9][0-9]*\) bytes.*/\1/p' "sent.$$.$1" 2>/dev/null | tail -n 1)
+    rm -f "sent.$$.$1"
+    [ -n "$n" ] && [ -f "$1" ] && [ ! -L "$1" ] && tail -c "+$(($2 + n + 1))" "$1" 2>/dev/null
+  }
+  rest out "$2"
+  rest err "$3" >&2
+fi
 [ -f exit ] && [ ! -L exit ] && c=$(head -c 4 exit 2>/dev/null) || c=
 case $c in ''|*[!0-9]*) exit 255 ;; esac
 [ "$c" -le 255 ] && exit "$c"

@@ -461,6 +461,10 @@ class SSHProcess(Process):
         if not (ch.recv_ready() or ch.recv_stderr_ready() or ch.eof_received or ch.closed):
             select.select([ch], [], [], timeout)
         out = []
+        # Seen before the buffers are drained: paramiko buffers a channel's data before it
+        # marks its EOF, so once EOF is seen here, this drain takes everything that is left.
+        # (Checked after the drain, data arriving just before the EOF would be left behind.)
+        ended = ch.eof_received or ch.closed
         got = 0  # bytes taken: READ_BUDGET per stream and call at most
         try:
             got += self._take(ch.recv_ready, ch.recv, self.out, "stdout", out)
@@ -468,7 +472,7 @@ class SSHProcess(Process):
         except (EOFError, OSError, paramiko.SSHException) as exc:
             # Reading may send a window adjustment, which fails on a dead connection.
             raise self.lost(exc) from None
-        if got or not (ch.eof_received or ch.closed):
+        if got or not ended:
             if not got and not self.conn.alive:
                 raise self.lost()
             return out
