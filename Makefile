@@ -1,13 +1,14 @@
 # Usage: make test [PYTEST_ARGS="-k ssh -x"] | make test-fast | make test-postgres | make lint |
-#        make venv PYTHON=python3.12
+#        make docs | make docs-serve [DOCS_PORT=8100] | make venv PYTHON=python3.12
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 # Only the folders that exist (example/ and bench/ come later).
-LINT_PATHS := $(wildcard django_remote_submission tests example bench)
+LINT_PATHS := $(wildcard django_remote_submission tests example bench docs)
 
-.PHONY: venv sysdeps test test-fast test-postgres test-compat constraints lint bench demo clean
+.PHONY: venv sysdeps test test-fast test-postgres test-compat constraints lint docs docs-serve \
+	bench demo clean
 
 venv: $(VENV)/.installed
 
@@ -23,7 +24,8 @@ constraints:
 	rm -rf .venv-constraints
 	$(PYTHON) -m venv .venv-constraints
 	.venv-constraints/bin/pip install -q --upgrade pip
-	.venv-constraints/bin/pip install -q -r requirements_test.txt -r example/requirements.txt
+	.venv-constraints/bin/pip install -q -r requirements_test.txt -r example/requirements.txt \
+		-r requirements_docs.txt
 	{ sed -n '1,2p' constraints.txt; .venv-constraints/bin/pip freeze --exclude-editable | \
 		grep -v '^django-remote-submission'; } > constraints.new
 	mv constraints.new constraints.txt
@@ -45,8 +47,9 @@ test-compat: sysdeps
 	$(COMPAT_VENV)/bin/python -c 'import sys, django; print("compat:", sys.version.split()[0], "Django", django.__version__)'
 	$(COMPAT_VENV)/bin/python -m pytest -q -m "not (browser or slow)" $(CORE_TESTS)
 
-# Debian packages the tests need: sshd, redis-server, chromium, PostgreSQL, Slurm (munge,
-# slurmctld, slurmd, its client) and Grid Engine. Installed only when root.
+# Debian packages the tests and the docs need: sshd, redis-server, chromium, PostgreSQL,
+# graphviz, Slurm (munge, slurmctld, slurmd, its client) and Grid Engine. Installed only when
+# root.
 SLURM_PACKAGES := slurmctld slurmd slurm-client munge
 SGE_PACKAGES := gridengine-master gridengine-exec gridengine-client
 sysdeps:
@@ -55,10 +58,11 @@ sysdeps:
 	command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
 	for p in $(SGE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	for p in $(SLURM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || slurm="$$slurm $$p"; done; \
 	if [ -z "$$missing$$slurm" ]; then \
-		echo "sysdeps: sshd, redis-server, chromium, PostgreSQL, Slurm and Grid Engine present"; \
+		echo "sysdeps: sshd, redis-server, chromium, PostgreSQL, graphviz, Slurm and Grid Engine present"; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		echo "sysdeps: installing$$missing$$slurm"; \
 		export DEBIAN_FRONTEND=noninteractive; \
@@ -86,6 +90,28 @@ lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
+# The documentation site (docs/): warnings are errors, then every internal link is checked
+# and the doctests run. Needs graphviz's dot (installed here when root).
+DOCS_BUILD := docs/_build
+DOCS_PORT ?= 8100
+SPHINX = $(PY) -m sphinx -E -W --keep-going -q
+docs: venv $(VENV)/.docs-installed
+	@command -v dot >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q graphviz; }
+	@command -v dot >/dev/null 2>&1 || { echo "make docs needs graphviz: apt-get install graphviz"; exit 1; }
+	$(SPHINX) -b html docs $(DOCS_BUILD)/html
+	$(PY) docs/checklinks.py $(DOCS_BUILD)/html
+	$(SPHINX) -b doctest docs $(DOCS_BUILD)/doctest
+
+$(VENV)/.docs-installed: requirements_docs.txt constraints.txt $(VENV)/.installed
+	$(PY) -m pip install -c constraints.txt -r requirements_docs.txt
+	touch $@
+
+# Build, then serve the site on http://127.0.0.1:$(DOCS_PORT)/ until Ctrl-C.
+docs-serve: docs
+	@echo "The documentation: http://127.0.0.1:$(DOCS_PORT)/ (Ctrl-C stops)"
+	$(PY) -m http.server --bind 127.0.0.1 --directory $(DOCS_BUILD)/html $(DOCS_PORT)
+
 bench: venv
 	$(PY) -m bench
 
@@ -96,5 +122,5 @@ demo: venv
 	$(PY) example/demo.py
 
 clean:
-	rm -rf $(VENV) .venv-compat-* build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-compat-* build dist *.egg-info .pytest_cache .ruff_cache $(DOCS_BUILD)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

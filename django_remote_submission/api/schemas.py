@@ -151,26 +151,52 @@ _LOG_EVENT = {
         "offset": {"type": "integer", "description": "Byte offset in the stream."},
     },
 }
+_SEQ = {"type": "integer", "description": "1, 2, 3, ... on each connection: acknowledge it."}
 WEBSOCKET_COMPONENTS = {
     "WsLogsMessage": {
         "type": "object",
-        "description": "Websocket, job channel: a batch of new log rows of one job.",
-        "required": ["type", "job", "logs"],
+        "description": "ws/job-log/<id>/: log rows of the job, oldest first (history, then "
+        "live batches).",
+        "required": ["type", "job", "history", "logs", "seq"],
         "properties": {
-            "type": {"type": "string", "enum": ["drs.logs"]},
+            "type": {"type": "string", "enum": ["logs"]},
             "job": {"type": "integer", "description": "Job id."},
+            "history": {
+                "type": "boolean",
+                "description": "Rows read from the database rather than forwarded live.",
+            },
             "logs": {"type": "array", "items": {"$ref": "#/components/schemas/WsLogEvent"}},
+            "seq": _SEQ,
         },
     },
     "WsLogEvent": _LOG_EVENT,
     "WsStatusMessage": {
         "type": "object",
-        "description": "Websocket, user and job channels: a job changed state.",
-        "required": ["type", "job"],
+        "description": "ws/job-user/ and ws/job-log/<id>/: a job and its state (on connect, "
+        "then on each change).",
+        "required": ["type", "job", "seq"],
         "properties": {
-            "type": {"type": "string", "enum": ["drs.status"]},
+            "type": {"type": "string", "enum": ["status"]},
             "job": {"$ref": "#/components/schemas/WsJobEvent"},
+            "seq": _SEQ,
         },
+    },
+    "WsJobsMessage": {
+        "type": "object",
+        "description": "ws/job-user/: the latest jobs the user may see, newest first (on "
+        "connect, and again after a client fell too far behind).",
+        "required": ["type", "jobs", "seq"],
+        "properties": {
+            "type": {"type": "string", "enum": ["jobs"]},
+            "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/WsJobEvent"}},
+            "seq": _SEQ,
+        },
+    },
+    "WsAck": {
+        "type": "object",
+        "description": "Client to server: the seq of the last message processed.",
+        "required": ["type", "seq"],
+        "properties": {"type": {"type": "string", "enum": ["ack"]}, "seq": {"type": "integer"}},
     },
     "WsJobEvent": _JOB_EVENT,
 }
@@ -215,18 +241,22 @@ the shared login, local runs and other login names need the permissions
 `{"timeout": ["The timeout must be a positive number of seconds."]}`. A job that is
 submitted, queued or running cannot be edited, deleted or submitted again (409).
 
-**Websockets.** Browsers can also be told of changes as they happen; the app's websocket
-consumers forward these JSON messages (schemas in the components below):
+**Websockets.** `ws/job-user/` and `ws/job-log/{id}/?after={log id}` (the same credentials
+as the API: a session, or the token on the handshake) send JSON messages, each with a `seq`
+(schemas in the components below):
 
-* `WsStatusMessage` `{"type": "drs.status", "job": {"id", "uuid", "title", "status",
+* `WsJobsMessage` `{"type": "jobs", "jobs": [...], "seq"}` on ws/job-user/ when it opens.
+* `WsStatusMessage` `{"type": "status", "job": {"id", "uuid", "title", "status",
   "exit_code", "error", "server", "started_at", "finished_at", "modified", "scheduler_id",
-  "scheduler_state"}}`: one per state change (and per new scheduler state), on the owner's
-  channel and the job's channel.
-* `WsLogsMessage` `{"type": "drs.logs", "job": <id>, "logs": [{"id", "time", "stream",
-  "content", "offset"}, ...]}`: one per stored batch of log rows, on the job's channel.
+  "scheduler_state", "url"}, "seq"}`: a job's state, on connect (ws/job-log/) and on each
+  change (and each new state its batch scheduler reports).
+* `WsLogsMessage` `{"type": "logs", "job": <id>, "history": <bool>, "logs": [{"id", "time",
+  "stream", "content", "offset"}, ...], "seq"}`: the job's rows above `after`, oldest first,
+  each once.
 
-Messages are best effort: after a reconnect, catch up with `GET logs/?job={id}&after={last
-id received}` and `GET jobs/{id}/`.
+The client acknowledges with `WsAck` `{"type": "ack", "seq": <last seq processed>}`; a client
+that leaves too much unacknowledged is sent nothing more and closed with 4408 (reconnect with
+`?after=`). 4401: not logged in (or logged out); 4403: a job you may not see.
 """
 
 SCHEMA_SETTINGS = {
