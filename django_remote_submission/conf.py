@@ -60,6 +60,9 @@ DEFAULTS: dict[str, Any] = {
     # Every Celery worker resumes runs whose worker died (stale heartbeat), at start and
     # then every 3 heartbeat intervals.
     "RECOVER_IN_WORKER": True,
+    # Seconds between two status queries (squeue, qstat) of one server and login: one
+    # query answers for all of its jobs in a worker process.
+    "SCHEDULER_POLL_INTERVAL": 10.0,
     # Storage prefix of result files: <prefix>/<job uuid>/<relative path>.
     "RESULTS_PREFIX": "results",
     # Limits that keep one job from exhausting the worker, the database or the storage.

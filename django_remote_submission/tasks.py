@@ -116,6 +116,7 @@ def submit_job_to_server(
     remote=True,
     *,
     login_with=None,
+    resources=None,
 ):
     """Run the job on its server; return ``{remote_filename: result pk}``.
 
@@ -129,6 +130,9 @@ def submit_job_to_server(
     :param remote: False runs the job on the worker's own machine
     :param login_with: how the access policy decided the run logs in (``policy.LOGIN_WITH``;
         set by ``services``); None logs in as 2.1.0 did
+    :param resources: for a server with a batch scheduler: ``{"partition", "walltime",
+        "cpus", "memory", "gpus", "account", "extra"}`` over the server's defaults (see
+        ``resources.clean``)
     :raises JobFailed: in a worker, when the run leaves the job in ``failure``
     """
     since, submission = timezone.now(), self.submission_id()
@@ -143,6 +147,7 @@ def submit_job_to_server(
         remote=remote,
         submission=submission,
         login_with=login_with,
+        resources=resources,
     )
     return _end(self, job_pk, since, results, submission)
 

@@ -16,7 +16,14 @@ from .jobs import (
     job_result_path,
     stale_before,
 )
-from .servers import Interpreter, Server, ServerAccount, TimeStampedModel, validate_host_key
+from .servers import (
+    Interpreter,
+    Scheduler,
+    Server,
+    ServerAccount,
+    TimeStampedModel,
+    validate_host_key,
+)
 
 __all__ = [
     "ACTIVE_STATES",
@@ -30,6 +37,7 @@ __all__ = [
     "JobQuerySet",
     "Log",
     "Result",
+    "Scheduler",
     "Server",
     "ServerAccount",
     "Status",
