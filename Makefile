@@ -49,22 +49,29 @@ test-compat: sysdeps
 	$(COMPAT_VENV)/bin/python -m pytest -q -m "not (browser or slow)" $(CORE_TESTS)
 
 # Debian packages the tests and the docs need: sshd, redis-server, chromium, PostgreSQL,
-# graphviz. Installed only when root.
+# graphviz, Slurm (munge, slurmctld, slurmd, its client) and Grid Engine. Installed only when
+# root.
+SLURM_PACKAGES := slurmctld slurmd slurm-client munge
+SGE_PACKAGES := gridengine-master gridengine-exec gridengine-client
 sysdeps:
-	@missing=""; \
+	@missing=""; slurm=""; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
-	if [ -z "$$missing" ]; then \
-		echo "sysdeps: sshd, redis-server, chromium, PostgreSQL and graphviz present"; \
+	for p in $(SGE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for p in $(SLURM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || slurm="$$slurm $$p"; done; \
+	if [ -z "$$missing$$slurm" ]; then \
+		echo "sysdeps: sshd, redis-server, chromium, PostgreSQL, graphviz, Slurm and Grid Engine present"; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		echo "sysdeps: installing$$missing"; \
+		echo "sysdeps: installing$$missing$$slurm"; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -q && apt-get install -y -q $$missing; \
+		apt-get update -q && \
+		{ [ -z "$$missing" ] || apt-get install -y -q $$missing; } && \
+		{ [ -z "$$slurm" ] || apt-get install -y -q --no-install-recommends $$slurm; }; \
 	else \
-		echo "sysdeps: missing$$missing (not root, not installing: tests needing them skip, or fail with CI=true)"; \
+		echo "sysdeps: missing$$missing$$slurm (not root, not installing: tests needing them skip, or fail with CI=true)"; \
 	fi
 
 # The whole suite on SQLite, then again on a throwaway PostgreSQL cluster, but for the tests

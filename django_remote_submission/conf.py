@@ -77,6 +77,9 @@ DEFAULTS: dict[str, Any] = {
     # ago; and whole jobs (logs, archive, results and files; the audit trail keeps their title).
     "PURGE_RESULTS_AFTER_DAYS": 0,
     "PURGE_JOBS_AFTER_DAYS": 0,
+    # Seconds between two status queries (squeue, qstat) of one server and login: one
+    # query answers for all of its jobs in a worker process.
+    "SCHEDULER_POLL_INTERVAL": 10.0,
     # Storage prefix of result files: <prefix>/<job uuid>/<relative path>.
     "RESULTS_PREFIX": "results",
     # Limits that keep one job from exhausting the worker, the database or the storage.

@@ -9,8 +9,10 @@ Payloads (the ``type`` is the consumer method, per Channels' convention):
 ``drs.logs``  ``{"type": "drs.logs", "job": <pk>, "logs": [{"id", "time", "stream",
               "content", "offset"}, ...]}`` -- one message per stored batch of rows.
 ``drs.status`` ``{"type": "drs.status", "job": {"id", "uuid", "title", "status",
-              "exit_code", "error", "server", "started_at", "finished_at", "modified"}}``
-              -- one message per state change, to the owner's group and the job's group.
+              "exit_code", "error", "server", "started_at", "finished_at", "modified",
+              "scheduler_id", "scheduler_state"}}`` -- one message per state change (and
+              per change of what a batch scheduler says of the job), to the owner's group
+              and the job's group.
 
 Without a channel layer (``CHANNEL_LAYERS`` unset) nothing is sent. A failing layer never
 fails a job: the browser catches up from the database on reconnect.
@@ -70,6 +72,8 @@ def job_payload(job) -> dict:
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "modified": iso(job.modified),
+        "scheduler_id": job.scheduler_id,
+        "scheduler_state": job.scheduler_state,
     }
 
 

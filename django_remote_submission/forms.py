@@ -22,7 +22,9 @@ from django.utils.text import normalize_newlines
 from django.utils.translation import gettext_lazy as _
 
 from . import policy, services
+from . import resources as resources_
 from .credentials import UNREADABLE, is_unreadable
+from .launchers import reserved_check
 from .models import Interpreter, Job, Server, ServerAccount
 
 AUTH_PASSWORD = "password"
@@ -96,13 +98,16 @@ class InterpreterSelect(forms.Select):
 
 
 class ServerSelect(forms.Select):
-    """Options of servers that run jobs on the worker's machine say so (``data-local``)."""
+    """Options of servers that run jobs on the worker's machine say so (``data-local``), and
+    each says its scheduler (``data-scheduler``)."""
 
     def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
         option = super().create_option(name, value, label, selected, index, subindex, attrs)
         instance = getattr(value, "instance", None)
         if instance is not None and instance.local:
             option["attrs"]["data-local"] = "1"
+        if instance is not None:
+            option["attrs"]["data-scheduler"] = instance.scheduler
         return option
 
 
@@ -129,8 +134,25 @@ class JobForm(forms.ModelForm):
         label=_("Time limit (s)"),
         required=False,
         min_value=1,
-        help_text=_("Blank: no limit."),
+        help_text=_("Blank: no limit. On a batch scheduler: the walltime, unless one is set."),
     )
+    # What a batch scheduler is asked for (shown for servers with one; see resources.py).
+    partition = forms.CharField(label=_("Partition / queue"), required=False)
+    walltime = forms.CharField(
+        label=_("Walltime"), required=False, help_text=_("H:MM:SS (or seconds).")
+    )
+    cpus = forms.IntegerField(label=_("CPUs"), required=False, min_value=1)
+    memory = forms.CharField(label=_("Memory"), required=False, help_text=_("e.g. 512M, 4G."))
+    gpus = forms.IntegerField(label=_("GPUs"), required=False, min_value=0)
+    account = forms.CharField(label=_("Account"), required=False)
+    extra = forms.CharField(
+        label=_("Extra directives"),
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false", "class": "drs-code"}),
+        help_text=_("One per line, as after #SBATCH or #$ (e.g. --constraint=avx2)."),
+    )
+    RESOURCE_FIELDS = ("partition", "walltime", "cpus", "memory", "gpus", "account", "extra")
 
     class Meta:
         model = Job
@@ -177,6 +199,7 @@ class JobForm(forms.ModelForm):
             )
         if server is None:
             return data
+        self._clean_resources(data, server)
         password = self._password(data)
         if data.get("auth") == AUTH_PASSWORD and not password and not server.local:
             self.add_error("password", _("Enter your password, or log in with your SSH key."))
@@ -187,6 +210,18 @@ class JobForm(forms.ModelForm):
         except policy.Refused as exc:
             self.add_error(None, str(exc))
         return data
+
+    def _clean_resources(self, data: dict, server: Server) -> None:
+        """The resources asked for, checked for the server's scheduler (field errors)."""
+        self.resources = {}
+        if server.scheduler == "direct":
+            return
+        asked = {k: data.get(k) for k in self.RESOURCE_FIELDS if data.get(k) not in (None, "")}
+        try:
+            self.resources = resources_.clean(asked, reserved_check(server.scheduler))
+        except resources_.ResourceError as exc:
+            for key, message in exc.errors.items():
+                self.add_error(key if key in self.fields else None, message)
 
     @staticmethod
     def _password(data: dict) -> str | None:
@@ -201,6 +236,7 @@ class JobForm(forms.ModelForm):
             self.user,
             password=self._password(self.cleaned_data),
             timeout=self.cleaned_data.get("timeout"),
+            resources=getattr(self, "resources", None) or None,
             request=request,
         )
         return job, queued
@@ -247,6 +283,8 @@ class ServerAdminForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.initial.pop("private_key", None)
         self.initial.pop("private_key_passphrase", None)
+        if "scheduler" in self.fields:  # left out of a post: kept (direct for a new server)
+            self.fields["scheduler"].required = False
         stored = self.instance.private_key if self.instance.pk else ""
         if is_unreadable(stored):
             self.fields["private_key"].widget.attrs["placeholder"] = f"({UNREADABLE})"
@@ -254,6 +292,13 @@ class ServerAdminForm(forms.ModelForm):
             self.fields["private_key"].widget.attrs["placeholder"] = _(
                 "(a key is stored: leave blank to keep it)"
             )
+
+    def clean_scheduler(self) -> str:
+        stored = Server.objects.filter(pk=self.instance.pk).first() if self.instance.pk else None
+        return self.cleaned_data.get("scheduler") or (stored.scheduler if stored else "direct")
+
+    def clean_resources(self) -> dict:
+        return self.cleaned_data.get("resources") or {}
 
     def clean(self) -> dict:
         data = super().clean()

@@ -3,11 +3,14 @@
     from django_remote_submission import runner
     runner.submit(job.pk, password="...", timeout=timedelta(minutes=5))   # {"out.txt": 12}
 
-stage in -> launch (detached) -> stream output into Log rows -> wait (exit, timeout or
-cancel) -> stage out results -> final state. A dropped connection is re-established with
-backoff and the stream continues from the stored byte offsets. Every submission has an id
-(the Celery task id when there is one): a second delivery of the same submission attaches
-to the run or returns, it never launches the program twice.
+stage in -> launch (detached, or submitted to the server's batch scheduler) -> stream output
+into Log rows -> wait (exit, timeout or cancel) -> stage out results -> final state. A job
+on a scheduler is ``queued`` until the scheduler runs it; its state is followed through the
+launcher (one status query per server and interval, shared by every job of the worker). A
+dropped connection is re-established with backoff and the stream continues from the stored
+byte offsets. Every submission has an id (the Celery task id when there is one): a second
+delivery of the same submission attaches to the run or returns, it never launches (or
+submits) the program twice.
 """
 
 from __future__ import annotations
@@ -23,9 +26,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import credentials, db, events, signals
+from . import resources as resources_
 from .conf import drs_settings
 from .connections import connect, credentials_for
-from .launchers.direct import DirectLauncher, RunDirChanged, Stopped
+from .launchers import launcher_for, reserved_check
+from .launchers.base import DONE as SCHEDULER_DONE
+from .launchers.base import RUNNING as SCHEDULER_RUNNING
+from .launchers.base import Ending, Run, RunDirChanged, Spec, Stopped
+from .launchers.direct import DirectLauncher
 from .limits import human_size
 from .logs import LeaseLost, LogPolicy, LogWriter, clear_logs, write_notice
 from .models import (
@@ -113,6 +121,17 @@ def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> bool:
     transaction.on_commit(lambda: events.status_changed(job))
     signals.state_changed(job, old, to, fields, actor)
     return True
+
+
+def note_scheduler_state(job: Job, shown: str) -> None:
+    """Record what the scheduler says of the job (not a change of the job's state: no audit
+    event) and tell the pages."""
+    shown = shown[:255]
+    if not shown or shown == job.scheduler_state:
+        return
+    Job.objects.filter(pk=job.pk).update(scheduler_state=shown)
+    job.scheduler_state = shown
+    transaction.on_commit(lambda: events.status_changed(job))
 
 
 def _seconds(timeout) -> float | None:
@@ -220,22 +239,26 @@ class JobRun:
         self.noted_full = False
         self.started = None  # the launch's own output stream, when it just launched
         self.next_beat = time.monotonic() + float(drs_settings.HEARTBEAT_INTERVAL)
+        self.next_tick = 0.0  # when to ask the scheduler again (batch jobs)
+        self.over_at: float | None = None  # when the scheduler said the run ended
 
     def run(self) -> dict[str, int]:
         job = self.job
         try:
             transport = connect(job.server, self.creds, self.remote)
+            board = f"{job.server_id}:{self.creds.username}"
+            self.launcher = launcher_for(job.server.scheduler, transport, board)
             try:
-                self.launcher = DirectLauncher(transport)
                 writer = LogWriter(job, self.options.get("log_policy", LogPolicy.LOG_LIVE))
                 if job.status == Status.submitted:
                     # After a lost connection the launch is tried again: it attaches to the
-                    # run if the first attempt started it.
+                    # run if the first attempt started (or submitted) it.
                     self._retrying(lambda: self._launch(follow=_follows(writer)))
-                exit_code = self._follow(writer)
+                ending = self._follow(writer)
                 self._beat()  # still this run's job: only one run stages out
-                self._finish(exit_code, self._retrying(self._stage_out))
+                self._finish(ending, self._retrying(self._stage_out))
             finally:
+                self.launcher.forget(self._run())
                 self.launcher.transport.close()
         except StateChanged as exc:
             logger.info("%s Leaving it to whoever changed it.", exc)
@@ -249,26 +272,60 @@ class JobRun:
             self._fail(f"Internal error: {type(exc).__name__}: {exc}")
         return {r.remote_filename: r.pk for r in job.results.all()}
 
+    def _run(self) -> Run:
+        return Run(self.job.run_dir, self.job.pid, self.job.scheduler_id)
+
+    def _resources(self) -> dict:
+        """What the scheduler is asked for: the server's and the interpreter's defaults, then
+        the submission's own resources; its timeout is the walltime when none is set."""
+        if not self.launcher.queues:
+            return {}
+        job = self.job
+        return resources_.effective(
+            job.server.resources,
+            job.interpreter.resources,
+            self.options.get("resources"),
+            timeout=self.options.get("timeout"),
+        )
+
     def _launch(self, follow: bool) -> None:
         job = self.job
         sent = timezone.now()  # a timeout counts from here, as 2.1.0's timeout(1) command did
-        launched, self.started = self.launcher.launch(
+        spec = Spec(
             _directory(job.remote_directory),
             job.remote_filename,
             job.program.encode(),
             job.run_dir,
             _argv(job),
-            follow=follow,
+            self._resources(),
         )
+        launched, self.started = self.launcher.launch(spec, follow=follow)
         now = timezone.now()
         timeout = self.options.get("timeout")
         options = {**self.options, "directory": launched.directory}
         if launched.attached:
             options["directory"] = self.options.get("directory", launched.directory)
+        login = "" if not self.remote else self.creds.username
+        if self.launcher.queues:
+            # The scheduler enforces the walltime (the timeout, unless one is set).
+            moved = move(
+                job,
+                Status.queued,
+                login=login,
+                scheduler_id=launched.scheduler_id,
+                run_dir=launched.run_dir,
+                options=options,
+                heartbeat=now,
+            )
+            if not moved:
+                raise StateChanged(f"Job {job.pk} changed state while it was being submitted.")
+            self.options = options
+            self._beat()  # a cancel asked for while it was being submitted
+            return
         moved = move(
             job,
             Status.running,
-            login="" if not self.remote else self.creds.username,
+            login=login,
             pid=launched.pid,
             run_dir=launched.run_dir,
             started_at=now,
@@ -280,11 +337,31 @@ class JobRun:
             raise StateChanged(f"Job {job.pk} changed state while it was being launched.")
         self.options = options
 
-    def _follow(self, writer: LogWriter) -> int | None:
+    def _tick(self) -> None:
+        """Ask the scheduler (its shared answer) how the job stands, and show it."""
+        state = self.launcher.state(self._run())
+        self.next_tick = time.monotonic() + max(0.05, self.launcher.next_poll_in())
+        if state is None or state.phase == SCHEDULER_DONE:
+            self.over_at = self.over_at or time.monotonic()
+        if state is not None:
+            note_scheduler_state(self.job, state.shown)
+            if state.phase == SCHEDULER_RUNNING:
+                self._running()
+
+    def _running(self) -> None:
+        """A queued job has started (the scheduler says so, or its output arrives)."""
+        if self.job.status == Status.queued:
+            now = timezone.now()
+            if not move(self.job, Status.running, started_at=now, heartbeat=now):
+                raise StateChanged(f"Job {self.job.pk} changed state while it was queued.")
+
+    def _follow(self, writer: LogWriter) -> Ending:
         """Stream the output until the job is over; survive lost connections.
 
         Once the log is full (``LOG_MAX_BYTES``), or with ``LOG_NONE``/``LOG_TOTAL``, only
-        the end is awaited; ``LOG_TOTAL`` then reads the output once, after the end.
+        the end is awaited; ``LOG_TOTAL`` then reads the output once, after the end. A
+        batch job's stream ends before the job starts, or when its script ends before the
+        scheduler says so: it is then streamed again from the offsets reached.
         """
         job = self.job
         follow = _follows(writer)
@@ -300,13 +377,17 @@ class JobRun:
                     self._note_full(writer)
                     follow = False
                     continue
-                exit_code = self._exit_code(proc)
+                ending = self._ending(proc)
+                if ending is None:  # not over yet
+                    offsets = writer.rewind()
+                    self._idle(self.launcher.retry_in(proc))
+                    continue
                 if writer.policy == LogPolicy.LOG_TOTAL and not writer.full:
                     self._read_after_end(writer)
                 writer.close()
                 if writer.dropped:
                     self._note_full(writer)
-                return exit_code
+                return ending
             except ConnectionLost as exc:
                 offsets = writer.rewind()
                 lost_at = lost_at or time.monotonic()
@@ -315,12 +396,19 @@ class JobRun:
                 if proc is not None:
                     proc.close()
 
-    def _exit_code(self, proc) -> int | None:
+    def _ending(self, proc) -> Ending | None:
         try:
-            return self.launcher.exit_code(self.job.run_dir, proc)
+            return self.launcher.ending(self._run(), proc)
         except RunDirChanged as exc:
             self.problem = str(exc)
-            return None
+            return Ending(None)
+
+    def _idle(self, seconds: float) -> None:
+        """Wait, keeping the heartbeat (and noticing a cancel)."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            time.sleep(max(0.0, min(left, self.next_beat - time.monotonic())))
+            self._beat_if_due()
 
     def _read_after_end(self, writer: LogWriter) -> None:
         """``LOG_TOTAL``: the whole output, read once the job is over."""
@@ -381,23 +469,33 @@ class JobRun:
         end within STREAM_GRACE is given up (STOPPED): the job changed its run directory."""
         job = self.job
         deadline = job.deadline.timestamp() if job.deadline else None
+        ticks = self.launcher.queues
         while not proc.done:
             if follow and writer.full:
                 return FULL
             if draining.is_set():
                 self.hand_over(writer)
+            over_at = None
             if self.stopped is not None and not self.stopped.left:
-                give_up = self.stopped_at + STREAM_GRACE - time.monotonic()
-                if give_up <= 0:
-                    return STOPPED
-            else:
-                give_up = None
+                over_at = self.stopped_at
+            if self.over_at is not None:
+                over_at = min(over_at or self.over_at, self.over_at)
+            give_up = None if over_at is None else over_at + STREAM_GRACE - time.monotonic()
+            if give_up is not None and give_up <= 0:
+                return STOPPED
             waits = [writer.due_in(), self.next_beat - time.monotonic(), give_up, DRAIN_POLL]
+            if ticks:
+                waits.append(self.next_tick - time.monotonic())
             if deadline and not self.timed_out:
                 waits.append(deadline - time.time())
-            for stream, data in proc.read(max(0.0, min(w for w in waits if w is not None))):
+            chunks = proc.read(max(0.0, min(w for w in waits if w is not None)))
+            for stream, data in chunks:
                 writer.feed(stream, data)
+            if chunks and job.status == Status.queued:
+                self._running()  # its output is arriving: it runs
             writer.flush_if_due()
+            if ticks and time.monotonic() >= self.next_tick:
+                self._tick()
             if deadline and not self.timed_out and time.time() >= deadline:
                 self.timed_out = True
                 self._stop()
@@ -406,9 +504,7 @@ class JobRun:
 
     def _stop(self) -> Stopped:
         """Stop the job's processes (TERM, then KILL) and remember what the host said."""
-        self.stopped = self.launcher.kill(
-            self.job.run_dir, float(drs_settings.KILL_GRACE), self.job.pid
-        )
+        self.stopped = self.launcher.kill(self._run(), float(drs_settings.KILL_GRACE))
         self.stopped_at = time.monotonic()
         return self.stopped
 
@@ -476,11 +572,22 @@ class JobRun:
             progress=self._beat_if_due,
         )
 
-    def _finish(self, exit_code: int | None, results: list[Result]) -> None:
+    def _finish(self, ending: Ending, results: list[Result]) -> None:
         job = self.job
         db.retrying(lambda: job.refresh_from_db(fields=["cancel_requested"]), "a cancel check")
         timeout = self.options.get("timeout")
-        if job.cancel_requested:
+        exit_code = ending.exit_code
+        batch = self.launcher.queues
+        fields = {"scheduler_state": ending.state[:255]} if batch and ending.state else {}
+        if job.cancel_requested and batch:
+            # The scheduler's own account of the end confirms the cancel.
+            status = Status.cancelled
+            error = (
+                f"Cancelled on request; the scheduler confirmed it ended ({ending.state})."
+                if ending.state
+                else "Cancelled on request; the scheduler removed it from its queue."
+            )
+        elif job.cancel_requested:
             # The canceller stops the processes too; make sure none is left before saying so.
             status = Status.cancelled
             error = f"Cancelled on request; {_stopped_text(self._stop())}."
@@ -489,6 +596,10 @@ class JobRun:
             error = f"Timed out after {timeout:g} s; {_stopped_text(self.stopped)}."
         elif self.problem:
             status, error = Status.failure, f"{self.problem}{self._leftovers()}"
+        elif ending.cancelled:
+            status, error = Status.cancelled, ending.cancelled
+        elif ending.error:
+            status, error = Status.failure, ending.error
         elif exit_code == 0:
             status, error = Status.success, ""
         elif exit_code is None:
@@ -496,10 +607,12 @@ class JobRun:
             error = f"The job ended without an exit status (killed?){self._leftovers()}"
         else:
             status, error = Status.failure, f"The program exited with status {exit_code}."
-        move(job, status, exit_code=exit_code, error=error)
+        move(job, status, exit_code=exit_code, error=error, **fields)
 
     def _leftovers(self) -> str:
         """After an abnormal end: stop what is left of the job; say so if anything was."""
+        if self.launcher.queues:
+            return "."  # the scheduler ended the job: nothing of it is left
         stopped = self._stop()
         if stopped.left:
             return f"; {stopped.left} of its processes survived SIGKILL."
@@ -540,11 +653,21 @@ def _stopped_text(stopped: Stopped | None) -> str:
 
 
 def _options(
-    timeout, log_policy, store_results, remote, username, key_filename, login_with=None
+    timeout,
+    log_policy,
+    store_results,
+    remote,
+    username,
+    key_filename,
+    login_with=None,
+    resources=None,
+    scheduler="direct",
 ) -> dict:
     if login_with is not None and login_with not in LOGIN_WITH:
         raise ValueError(f"Unknown login_with {login_with!r}: use one of {', '.join(LOGIN_WITH)}.")
+    asked = resources_.clean(resources, reserved_check(scheduler)) if resources else None
     return {
+        "resources": asked,
         "timeout": _seconds(timeout),
         "log_policy": LogPolicy.validate(log_policy),
         "store_results": list(store_results) if store_results is not None else None,
@@ -566,16 +689,30 @@ def submit(
     remote: bool = True,
     submission: str | None = None,
     login_with: str | None = None,
+    resources: dict | None = None,
 ) -> dict[str, int]:
     """Run the job to its end; return ``{remote_filename: result pk}``.
 
     ``login_with`` (see ``policy.LOGIN_WITH``) is how the policy decided the run logs in;
-    None logs in as 2.1.0 did (see ``connections.credentials_for``).
+    None logs in as 2.1.0 did (see ``connections.credentials_for``). ``resources``: what a
+    batch scheduler is asked for (see ``resources.clean``), over the server's defaults.
     """
     submission = submission or uuid.uuid4().hex
     try:
+        scheduler = "direct"
+        if resources:
+            scheduler = Job.objects.filter(pk=job_pk).values_list("server__scheduler", flat=True)
+            scheduler = scheduler.first() or "direct"
         options = _options(
-            timeout, log_policy, store_results, remote, username, public_key_filename, login_with
+            timeout,
+            log_policy,
+            store_results,
+            remote,
+            username,
+            public_key_filename,
+            login_with,
+            resources,
+            scheduler,
         )
     except (TypeError, ValueError) as exc:
         job = Job.objects.get(pk=job_pk)
@@ -695,5 +832,8 @@ def cancel(job_pk: int, password: str | None = None) -> None:
         return
     if password is None and job.credential:
         password = credentials.decrypt(job.credential)
-    with connect(job.server, credentials_for(job, password), _is_remote(job)) as t:
-        DirectLauncher(t).kill(job.run_dir, float(drs_settings.KILL_GRACE), job.pid)
+    creds = credentials_for(job, password)
+    with connect(job.server, creds, _is_remote(job)) as t:
+        launcher = launcher_for(job.server.scheduler, t, f"{job.server_id}:{creds.username}")
+        run = Run(job.run_dir, job.pid, job.scheduler_id)
+        launcher.kill(run, float(drs_settings.KILL_GRACE))

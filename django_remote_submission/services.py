@@ -14,7 +14,8 @@ same options wherever it is called from, records an audit event and queues the C
 once the transaction commits. A password is handed to ``submit_job_to_server.delay``, which
 encrypts it before it reaches the broker.
 
-A resubmission keeps the previous run's ``timeout``, ``log_policy`` and ``store_results``;
+A resubmission keeps the previous run's ``timeout``, ``log_policy``, ``store_results`` and
+``resources`` (what a batch scheduler was asked for);
 the login is decided again for whoever resubmits (a login name or key file that someone with
 ``choose_login`` picked is never reused by the job's owner). When the broker cannot be
 reached, a job that never ran fails at once with the reason instead of waiting in
@@ -36,7 +37,7 @@ from .results import delete_files_on_commit
 
 logger = logging.getLogger(__name__)
 
-RESUBMITTED_OPTIONS = ("timeout", "log_policy", "store_results")
+RESUBMITTED_OPTIONS = ("timeout", "log_policy", "store_results", "resources")
 __all__ = [
     "JobBusy",
     "Queued",
@@ -91,6 +92,7 @@ def submit(
     timeout: float | None = None,
     log_policy: int | None = None,
     store_results: list[str] | None = None,
+    resources: dict | None = None,
     request=None,
     action: str = Event.Action.submit,
 ) -> Queued:
@@ -118,6 +120,7 @@ def submit(
         ("timeout", timeout),
         ("log_policy", log_policy),
         ("store_results", store_results),
+        ("resources", resources or None),
     ):
         if value is not None:
             kwargs[name] = value

@@ -24,9 +24,9 @@ Model signals, as 2.1.0 sent them with ``job.save()`` and ``Log.objects.create()
 
 - ``Job``: ``pre_save`` then ``post_save`` (``created=False``, ``update_fields`` naming the
   columns written) when a run is submitted and when it ends (success, failure, cancelled):
-  the two saves 2.1.0 made per run. The move to ``running``, a state 2.1.0 did not have, is
-  announced by ``job_state_changed`` only, so receivers written for 2.1.0 see the statuses
-  they know, as often as they did.
+  the two saves 2.1.0 made per run. The moves to ``queued`` and ``running``, states 2.1.0 did
+  not have, are announced by ``job_state_changed`` only, so receivers written for 2.1.0 see
+  the statuses they know, as often as they did.
 - ``Log``: ``pre_save`` and ``post_save`` (``created=True``) for every row, those the runner
   stores in batches included (a batch holds whole lines, so rows are few).
 - ``Result`` (and the one row ``copy_job_to_server`` writes): saved with ``save()``, so

@@ -142,6 +142,7 @@ def submit_job_to_server(
     remote=True,
     *,
     login_with=None,
+    resources=None,
 ):
     """Run the job on its server; return ``{remote_filename: result pk}``.
 
@@ -155,6 +156,9 @@ def submit_job_to_server(
     :param remote: False runs the job on the worker's own machine
     :param login_with: how the access policy decided the run logs in (``policy.LOGIN_WITH``;
         set by ``services``); None logs in as 2.1.0 did
+    :param resources: for a server with a batch scheduler: ``{"partition", "walltime",
+        "cpus", "memory", "gpus", "account", "extra"}`` over the server's defaults (see
+        ``resources.clean``)
     :raises JobFailed: in a worker, when the run leaves the job in ``failure``
     """
     since, submission = timezone.now(), self.submission_id()
@@ -169,6 +173,7 @@ def submit_job_to_server(
         remote=remote,
         submission=submission,
         login_with=login_with,
+        resources=resources,
     )
     _hand_over(job_pk)
     return _end(self, job_pk, since, results, submission)

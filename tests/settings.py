@@ -149,6 +149,8 @@ DRS = {
     # Reliability tests shorten the heartbeat so a dead worker is noticed in seconds.
     "HEARTBEAT_INTERVAL": float(os.environ.get("DRS_TEST_HEARTBEAT", "15")),
     "KILL_GRACE": 2.0,
+    # Batch schedulers: the test clusters answer at once; ask them every second.
+    "SCHEDULER_POLL_INTERVAL": 1.0,
     # The suite's storage is a temp dir on the machine's disk: no free-space floor there.
     "STORAGE_MIN_FREE_BYTES": 0,
     # DRS_TEST_SETTINGS: JSON of more DRS values, for workers that tests start with limits.

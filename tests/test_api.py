@@ -721,7 +721,12 @@ def test_new_user_submits_follows_logs_and_downloads_results(
 
     again = api.post(f"/api/jobs/{job['id']}/resubmit/", secrets, format="json")
     assert again.status_code == 202 and again.json()["status"] == "success"
-    assert again.json()["options"] == {"timeout": 60.0, "log_policy": 1, "store_results": ["*.bin"]}
+    assert again.json()["options"] == {
+        "timeout": 60.0,
+        "log_policy": 1,
+        "store_results": ["*.bin"],
+        "resources": None,
+    }
 
 
 def test_cancel_of_a_job_never_submitted_cancels_it(world, celery_app, eager):

@@ -348,6 +348,7 @@ def test_processes_that_leave_the_session_are_stopped_by_a_timeout_too(site):
 def test_kill_without_a_trusted_pid_ignores_the_rewritten_pid_file(site, sshd, victim):
     """The wrapper's pid is known from the launch; a second worker that attached to a run
     has only the pid file, which the job may have changed."""
+    from django_remote_submission.launchers.base import Run
     from django_remote_submission.launchers.direct import DirectLauncher
     from django_remote_submission.remote import Credentials, Target
     from django_remote_submission.remote.ssh import SSHTransport
@@ -367,7 +368,7 @@ def test_kill_without_a_trusted_pid_ignores_the_rewritten_pid_file(site, sshd, v
     target = Target(sshd.host, sshd.port, sshd.host_key)
     creds = Credentials(sshd.password_user, password=sshd.password)
     with SSHTransport.connect(target, creds) as t:
-        stopped = DirectLauncher(t).kill(job.run_dir, 1.0, pid=None)
+        stopped = DirectLauncher(t).kill(Run(job.run_dir), 1.0)
     assert stopped.verified is False and stopped.left == 0
     assert stopped.stopped >= 4  # wrapper, two cats, python, the escaped sleep
     assert _alive(victim)

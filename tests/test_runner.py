@@ -84,4 +84,4 @@ def test_state_predicates_follow_the_transitions():
         job = Job(status=status)
         assert job.can_cancel == (Job.STATUS.cancelled in TRANSITIONS[status])
         assert job.can_submit == (status in ("initial", "success", "failure", "cancelled"))
-        assert job.is_active == (status in ("submitted", "running"))
+        assert job.is_active == (status in ("submitted", "queued", "running"))

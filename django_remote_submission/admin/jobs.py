@@ -27,6 +27,8 @@ STATE_FIELDS = (
     "error",
     "started_at",
     "finished_at",
+    "scheduler_id",
+    "scheduler_state",
     "uuid",
     "created",
     "modified",
@@ -100,15 +102,26 @@ def _status_badge(job: Job) -> str:
     colours = {
         "initial": "#98a2b3",
         "submitted": "#7a5af8",
+        "queued": "#0e9384",
         "running": "#1570ef",
         "success": "#12b76a",
         "failure": "#d92d20",
         "cancelled": "#f79009",
     }
-    return format_html(
+    badge = format_html(
         '<span style="color:#fff;background:{};border-radius:9px;padding:1px 8px">{}</span>',
         colours.get(job.status, "#98a2b3"),
         job.get_status_display(),
+    )
+    if not job.scheduler_id:
+        return badge
+    # A batch job: the scheduler's id and what it last said, under the badge.
+    return format_html(
+        '{}<br><small title="{}">{} {}</small>',
+        badge,
+        _("scheduler job id and state"),
+        job.scheduler_id,
+        job.scheduler_state,
     )
 
 

@@ -120,18 +120,29 @@ class ServerAdmin(admin.ModelAdmin):
         "title",
         "hostname",
         "port",
+        "scheduler",
         "username",
         "local",
         "groups",
         "host_key_known",
         "key_stored",
     )
-    list_filter = ("local", "allowed_groups")
+    list_filter = ("scheduler", "local", "allowed_groups")
     search_fields = ("title", "hostname")
     filter_horizontal = ("interpreters", "allowed_groups")
     actions = ["test_connection"]
     fieldsets = (
         (None, {"fields": ("title", "hostname", "port", "local", "interpreters", "queue")}),
+        (
+            _("Scheduler"),
+            {
+                "fields": ("scheduler", "resources"),
+                "description": _(
+                    "On a cluster the host is a login node: jobs are submitted to its Slurm "
+                    "or Grid Engine, with these resources unless a job asks for others."
+                ),
+            },
+        ),
         (
             _("Who may use it"),
             {

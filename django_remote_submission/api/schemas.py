@@ -22,7 +22,7 @@ from drf_spectacular.utils import OpenApiResponse
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .. import __version__
-from ..models import Log
+from ..models import Log, Status
 
 ERROR = {
     "type": "object",
@@ -113,6 +113,8 @@ _JOB_EVENT = {
         "started_at",
         "finished_at",
         "modified",
+        "scheduler_id",
+        "scheduler_state",
     ],
     "properties": {
         "id": {"type": "integer"},
@@ -120,7 +122,7 @@ _JOB_EVENT = {
         "title": {"type": "string"},
         "status": {
             "type": "string",
-            "enum": ["initial", "submitted", "running", "success", "failure", "cancelled"],
+            "enum": list(Status.values),
         },
         "exit_code": {"type": "integer", "nullable": True},
         "error": {"type": "string"},
@@ -128,6 +130,14 @@ _JOB_EVENT = {
         "started_at": {"type": "string", "format": "date-time", "nullable": True},
         "finished_at": {"type": "string", "format": "date-time", "nullable": True},
         "modified": {"type": "string", "format": "date-time", "nullable": True},
+        "scheduler_id": {
+            "type": "string",
+            "description": 'The batch scheduler\'s job id ("" without a scheduler).',
+        },
+        "scheduler_state": {
+            "type": "string",
+            "description": 'What the scheduler last said, e.g. "PENDING (Priority)".',
+        },
     },
 }
 _LOG_EVENT = {
@@ -217,9 +227,11 @@ the shared login, local runs and other login names need the permissions
    `remote_directory` and `remote_filename`.
 2. `POST jobs/{id}/submit/` with the login `password` (leave it out to log in with your
    key for the server), optionally `timeout` (seconds),
-   `log_policy` and `store_results`. Answers 202: the job is queued and goes `submitted`,
-   `running`, then `success`, `failure` or `cancelled`. `POST jobs/{id}/cancel/` stops it;
-   `POST jobs/{id}/resubmit/` runs a finished job again with the same options.
+   `log_policy`, `store_results` and, on a server with a batch scheduler, `resources`.
+   Answers 202: the job is queued and goes `submitted`, (`queued`: waiting in the
+   scheduler's queue,) `running`, then `success`, `failure` or `cancelled`.
+   `POST jobs/{id}/cancel/` stops it; `POST jobs/{id}/resubmit/` runs a finished job again
+   with the same options.
 3. Follow the output with `GET logs/?job={id}&after={after}`: pass the `after` of each answer
    to the next request; rows come in order, none missed or repeated.
 4. `GET results/?job={id}` lists the files the job wrote; `GET results/{id}/download/` gives
@@ -227,7 +239,7 @@ the shared login, local runs and other login names need the permissions
 
 **Errors** answer `{"detail": "..."}`, or field errors (400) such as
 `{"timeout": ["The timeout must be a positive number of seconds."]}`. A job that is
-submitted or running cannot be edited, deleted or submitted again (409).
+submitted, queued or running cannot be edited, deleted or submitted again (409).
 
 **Websockets.** `ws/job-user/` and `ws/job-log/{id}/?after={log id}` (the same credentials
 as the API: a session, or the token on the handshake) send JSON messages, each with a `seq`
@@ -235,8 +247,9 @@ as the API: a session, or the token on the handshake) send JSON messages, each w
 
 * `WsJobsMessage` `{"type": "jobs", "jobs": [...], "seq"}` on ws/job-user/ when it opens.
 * `WsStatusMessage` `{"type": "status", "job": {"id", "uuid", "title", "status",
-  "exit_code", "error", "server", "started_at", "finished_at", "modified", "url"}, "seq"}`:
-  a job's state, on connect (ws/job-log/) and on each change.
+  "exit_code", "error", "server", "started_at", "finished_at", "modified", "scheduler_id",
+  "scheduler_state", "url"}, "seq"}`: a job's state, on connect (ws/job-log/) and on each
+  change (and each new state its batch scheduler reports).
 * `WsLogsMessage` `{"type": "logs", "job": <id>, "history": <bool>, "logs": [{"id", "time",
   "stream", "content", "offset"}, ...], "seq"}`: the job's rows above `after`, oldest first,
   each once.

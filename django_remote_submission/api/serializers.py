@@ -20,7 +20,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .. import policy
+from .. import resources as resources_
 from ..credentials import UNREADABLE, is_unreadable
+from ..launchers import reserved_check
 from ..logs import LogPolicy
 from ..models import Event, Interpreter, Job, Log, Result, Server, ServerAccount
 
@@ -38,16 +40,71 @@ def _url(serializer: serializers.Serializer, name: str, query: str = "", **kwarg
     return request.build_absolute_uri(reverse(name, kwargs=kwargs) + query)
 
 
+RESOURCES_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "partition": {"type": "string", "description": "Partition (Slurm) or queue (SGE)."},
+        "walltime": {
+            "oneOf": [{"type": "integer", "minimum": 1}, {"type": "string"}],
+            "description": 'Seconds, or "H:MM:SS" / "D-H:MM:SS".',
+        },
+        "cpus": {"type": "integer", "minimum": 1},
+        "memory": {
+            "oneOf": [{"type": "integer", "minimum": 1}, {"type": "string"}],
+            "description": 'MiB, or a size such as "512M", "4G".',
+        },
+        "gpus": {"type": "integer", "minimum": 0},
+        "account": {"type": "string"},
+        "extra": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Extra directives, one per item, as after #SBATCH or #$ "
+            '(e.g. "--constraint=avx2", "-l arch=lx-amd64").',
+        },
+    },
+    "additionalProperties": False,
+    "description": "What a batch scheduler is asked for; the server's and interpreter's "
+    "defaults fill in what is left out. Values stored: walltime in s, memory in MiB.",
+}
+
+
+@extend_schema_field(RESOURCES_SCHEMA)
+class ResourcesField(serializers.JSONField):
+    """Resources for a batch scheduler, checked field by field (``resources.clean``); the
+    extra directives also against the scheduler of ``scheduler()``, when known."""
+
+    def __init__(self, scheduler=None, **kwargs) -> None:
+        self.scheduler = scheduler
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data) -> dict:
+        data = super().to_internal_value(data)
+        kind = self.scheduler(self) if self.scheduler else None
+        try:
+            return resources_.clean(data, reserved_check(kind) if kind else None)
+        except resources_.ResourceError as exc:
+            raise serializers.ValidationError({k: [v] for k, v in exc.errors.items()}) from None
+
+
+def _posted(serializer: serializers.Serializer, name: str):
+    """The value of ``name`` in the body, else on the instance being changed."""
+    data = getattr(serializer, "initial_data", None)
+    if isinstance(data, dict) and name in data:
+        return data[name]
+    return getattr(serializer.instance, name, None)
+
+
 class InterpreterSerializer(serializers.ModelSerializer):
     arguments = serializers.ListField(
         child=serializers.CharField(allow_blank=True, trim_whitespace=False),
         required=False,
         help_text='Arguments before the program file, e.g. ["-u"].',
     )
+    resources = ResourcesField(required=False, help_text="Default resources of its jobs.")
 
     class Meta:
         model = Interpreter
-        fields = ["id", "name", "path", "arguments", "created", "modified"]
+        fields = ["id", "name", "path", "arguments", "resources", "created", "modified"]
 
 
 class ServerSerializer(serializers.ModelSerializer):
@@ -86,6 +143,11 @@ class ServerSerializer(serializers.ModelSerializer):
         required=False,
         help_text="Ids of the groups whose members may run jobs here (empty: every user).",
     )
+    resources = ResourcesField(
+        required=False,
+        help_text="Default resources of jobs on a batch scheduler.",
+        scheduler=lambda field: _posted(field.parent, "scheduler"),
+    )
 
     class Meta:
         model = Server
@@ -96,6 +158,8 @@ class ServerSerializer(serializers.ModelSerializer):
             "port",
             "username",
             "interpreters",
+            "scheduler",
+            "resources",
             "local",
             "use_agent",
             "queue",
@@ -131,6 +195,9 @@ class SubmissionOptionsSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Result patterns, or null: every new or modified file.",
     )
+    resources = ResourcesField(
+        allow_null=True, help_text="What the batch scheduler was asked for, or null."
+    )
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -156,13 +223,23 @@ class JobSerializer(serializers.ModelSerializer):
             "error",
             "started_at",
             "finished_at",
+            "scheduler_id",
+            "scheduler_state",
             "created",
             "modified",
             "options",
             "logs_url",
             "results_url",
         ]
-        read_only_fields = ["status", "exit_code", "error", "started_at", "finished_at"]
+        read_only_fields = [
+            "status",
+            "exit_code",
+            "error",
+            "started_at",
+            "finished_at",
+            "scheduler_id",
+            "scheduler_state",
+        ]
         extra_kwargs = {"program": {"trim_whitespace": False}}  # blanks may be part of it
 
     def validate_program(self, value: str) -> str:
@@ -197,7 +274,8 @@ class JobSerializer(serializers.ModelSerializer):
     @extend_schema_field(SubmissionOptionsSerializer)
     def get_options(self, job: Job) -> dict:
         options = job.options or {}
-        return {name: options.get(name) for name in ("timeout", "log_policy", "store_results")}
+        names = ("timeout", "log_policy", "store_results", "resources")
+        return {name: options.get(name) for name in names}
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_logs_url(self, job: Job) -> str | None:
@@ -332,6 +410,16 @@ class SubmitSerializer(ResubmitSerializer):
         max_length=1000,
         help_text='Which new or modified files to keep: fnmatch patterns, "!pattern" excludes '
         "(default: all of them; [] keeps none).",
+    )
+    resources = ResourcesField(
+        required=False,
+        help_text="On a server with a batch scheduler: partition, walltime, cpus, memory, "
+        "gpus, account and extra directives, over the server's defaults (the timeout is the "
+        "walltime when none is set).",
+        scheduler=lambda field: (
+            getattr(field.parent.context.get("job"), "server", None)
+            and field.parent.context["job"].server.scheduler
+        ),
     )
 
 

@@ -9,7 +9,7 @@
     GET  results/{id}/download/                                  -> the file, streamed
 
 Work on hosts is queued as Celery tasks (``tasks.py``); the answers are 202 with the job as
-it stands. A job that is submitted or running cannot be edited, deleted or submitted (409).
+it stands. A job that is submitted, queued or running cannot be edited, deleted or submitted (409).
 """
 
 from __future__ import annotations
@@ -186,10 +186,10 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
     ordering_fields = ["id", "title", "status", "created", "modified", "started_at", "finished_at"]
     ordering = ["-created", "-id"]
     conflicts = {
-        "update": "The job is submitted or running.",
-        "partial_update": "The job is submitted or running.",
-        "destroy": "The job is submitted or running.",
-        "submit": "The job is already submitted or running.",
+        "update": "The job is submitted, queued or running.",
+        "partial_update": "The job is submitted, queued or running.",
+        "destroy": "The job is submitted, queued or running.",
+        "submit": "The job is already submitted, queued or running.",
         "resubmit": "The job has not finished (only success, failure or cancelled jobs can be "
         "resubmitted; use submit for a new job).",
         "cancel": "The job has already finished.",
@@ -229,8 +229,9 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
         data = JobSerializer(job, context=self.get_serializer_context()).data
         return Response(data, status=status.HTTP_202_ACCEPTED)
 
-    def _body(self) -> dict:
-        body = self.get_serializer(data=self.request.data)
+    def _body(self, job: Job) -> dict:
+        context = {**self.get_serializer_context(), "job": job}
+        body = self.get_serializer(data=self.request.data, context=context)
         body.is_valid(raise_exception=True)
         return body.validated_data
 
@@ -245,21 +246,21 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
     @api_action(detail=True, methods=["post"])
     def submit(self, request, pk=None) -> Response:
         job = self.get_object()
-        _service(services.submit, job, request.user, request=request, **self._body())
+        _service(services.submit, job, request.user, request=request, **self._body(job))
         return self._accepted(job)
 
     @extend_schema(
         summary="Run a finished job again",
         description="Queue the job again with the options of its latest submission (`timeout`, "
-        "`log_policy`, `store_results`); the login is decided again for whoever resubmits. "
-        "Answers 202 with the job.",
+        "`log_policy`, `store_results`, `resources`); the login is decided again for whoever "
+        "resubmits. Answers 202 with the job.",
         request=ResubmitSerializer,
         responses={202: OpenApiResponse(JobSerializer, "Queued.")},
     )
     @api_action(detail=True, methods=["post"])
     def resubmit(self, request, pk=None) -> Response:
         job = self.get_object()
-        _service(services.resubmit, job, request.user, request=request, **self._body())
+        _service(services.resubmit, job, request.user, request=request, **self._body(job))
         return self._accepted(job)
 
     @extend_schema(

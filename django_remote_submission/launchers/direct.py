@@ -1,11 +1,11 @@
 """Run a job as a detached process on the host, with its output in files of a run directory.
 
     launcher = DirectLauncher(transport)
-    run, proc = launcher.launch("/tmp/job", "job.py", b'print("hi")', ".drs/runs/<uuid>",
-                                ["/usr/bin/python3", "-u"])
+    launched, proc = launcher.launch(Spec("/tmp/job", "job.py", b'print("hi")',
+                                          ".drs/runs/<uuid>", ["/usr/bin/python3", "-u"]))
     ...                                   # read proc (the job's output) until proc.done
-    launcher.exit_code(run.run_dir, proc) # 0
-    proc = launcher.stream(run.run_dir, stdout_offset=3, stderr_offset=0)  # again, from offsets
+    launcher.ending(Run(launched.run_dir, launched.pid), proc)  # Ending(exit_code=0)
+    proc = launcher.stream(launched.run_dir, stdout_offset=3, stderr_offset=0)  # from offsets
 
 The job runs in its own session (``setsid``), so it outlives the SSH connection that started
 it; its stdout and stderr go through ``cat`` into ``out`` and ``err`` (so output written by
@@ -26,9 +26,9 @@ numbers are checked, and the wrapper's pid comes from the launch itself, not fro
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
-from ..remote.base import Process, RemoteError, Transport
+from ..remote.base import Process, RemoteError
+from .base import Ending, Launched, Launcher, Run, RunDirChanged, Spec, Stopped
 
 # One record per directory entry, NUL-terminated: type, size, mtime, ctime, inode, path.
 # A file is new or modified exactly when its record is not in the snapshot taken before launch.
@@ -237,31 +237,8 @@ class _Replay(Process):
         self.proc.close()
 
 
-class RunDirChanged(RemoteError):
-    """The job removed or changed what the launcher keeps in its run directory."""
-
-
-@dataclass
-class Launched:
-    pid: int | None
-    run_dir: str
-    directory: str
-    attached: bool = False
-
-
-@dataclass
-class Stopped:
-    """What ``kill`` found: processes it stopped, processes left, and whether the job's
-    session was identified from a trusted pid (not only from its run id)."""
-
-    stopped: int
-    left: int
-    verified: bool
-
-
-class DirectLauncher:
-    def __init__(self, transport: Transport) -> None:
-        self.transport = transport
+class DirectLauncher(Launcher):
+    """The program starts at once, as a detached process on the host."""
 
     def _failure(self, code: int | None, stderr: bytes, directory, filename, run_dir, argv):
         template = LAUNCH_ERRORS.get(code, "Could not start the job (exit status {code})")
@@ -285,14 +262,7 @@ class DirectLauncher:
         return res.text.strip()
 
     def launch(
-        self,
-        directory: str,
-        filename: str,
-        program: bytes,
-        run_dir: str,
-        argv: list[str],
-        follow: bool = True,
-        timeout: float = 120,
+        self, spec: Spec, follow: bool = True, timeout: float = 120
     ) -> tuple[Launched, Process | None]:
         """Write the program, start ``argv + [filename]`` detached in ``directory``, and
         return the launch with the process that streams its output from offset 0 (with
@@ -302,13 +272,14 @@ class DirectLauncher:
         launch of the same run finds it and returns ``attached=True`` (and no process)
         instead of starting the program twice.
         """
+        directory, filename, run_dir, argv = spec.directory, spec.filename, spec.run_dir, spec.argv
         target = f"./{filename}" if filename.startswith("-") else filename
         mode = "follow" if follow else "wait"
         proc = self.transport.start(
             sh(
                 LAUNCH, "launch", directory, filename, run_dir, WRAPPER, STREAM, mode, *argv, target
             ),
-            stdin=program,
+            stdin=spec.program,
         )
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
@@ -345,6 +316,10 @@ class DirectLauncher:
         mode = "follow" if follow else "wait"
         return self.transport.start(sh(STREAM, run_dir, stdout_offset, stderr_offset, mode))
 
+    def ending(self, run: Run, proc: Process) -> Ending:
+        """A direct run is over when its stream ends: its exit code is the program's."""
+        return Ending(self.exit_code(run.run_dir, proc))
+
     def exit_code(self, run_dir: str, proc: Process) -> int | None:
         """The job's exit code once ``proc`` (from ``stream``) is done; None if it left none.
 
@@ -365,10 +340,11 @@ class DirectLauncher:
             "changed its run directory"
         )
 
-    def kill(self, run_dir: str, grace: float, pid: int | None = None) -> Stopped:
+    def kill(self, run: Run, grace: float) -> Stopped:
         """Stop the job's processes; return once the host confirms none is left, or says
         which survived (``Stopped.left``)."""
-        argv = sh(KILL, run_dir, max(0, int(grace * 10)), pid or "")
+        run_dir = run.run_dir
+        argv = sh(KILL, run_dir, max(0, int(grace * 10)), run.pid or "")
         res = self.transport.run(argv, timeout=grace + 60, limit=65536)
         words = res.text.split()
         if res.exit_code not in (0, 3) or len(words) != 3 or not all(w.isdigit() for w in words):

@@ -18,7 +18,14 @@ from .jobs import (
     log_archive_path,
     stale_before,
 )
-from .servers import Interpreter, Server, ServerAccount, TimeStampedModel, validate_host_key
+from .servers import (
+    Interpreter,
+    Scheduler,
+    Server,
+    ServerAccount,
+    TimeStampedModel,
+    validate_host_key,
+)
 
 __all__ = [
     "ACTIVE_STATES",
@@ -33,6 +40,7 @@ __all__ = [
     "Log",
     "LogArchive",
     "Result",
+    "Scheduler",
     "Server",
     "ServerAccount",
     "Status",

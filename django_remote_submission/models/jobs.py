@@ -27,6 +27,7 @@ from .servers import Interpreter, Server, TimeStampedModel
 class Status(models.TextChoices):
     initial = "initial", _("initial")
     submitted = "submitted", _("submitted")
+    queued = "queued", _("queued")
     running = "running", _("running")
     success = "success", _("success")
     failure = "failure", _("failure")
@@ -34,12 +35,14 @@ class Status(models.TextChoices):
 
 
 FINAL_STATES = frozenset({Status.success, Status.failure, Status.cancelled})
-ACTIVE_STATES = frozenset({Status.submitted, Status.running})
+ACTIVE_STATES = frozenset({Status.submitted, Status.queued, Status.running})
 
 # Legal moves. A final state may go back to ``submitted``: that is a resubmission.
+# ``queued``: accepted by a batch scheduler (Slurm, Grid Engine), waiting to start.
 TRANSITIONS: dict[str, frozenset[str]] = {
     Status.initial: frozenset({Status.submitted, Status.success, Status.failure, Status.cancelled}),
-    Status.submitted: frozenset({Status.submitted, Status.running, *FINAL_STATES}),
+    Status.submitted: frozenset({Status.submitted, Status.queued, Status.running, *FINAL_STATES}),
+    Status.queued: frozenset({Status.queued, Status.running, *FINAL_STATES}),
     Status.running: frozenset({Status.running, *FINAL_STATES}),
     Status.success: frozenset({Status.submitted}),
     Status.failure: frozenset({Status.submitted}),
@@ -53,6 +56,8 @@ STALE_BEATS = 3
 # What a fresh run of a job starts from (its lease sets these, and its own bookkeeping).
 FRESH_RUN = {
     "pid": None,
+    "scheduler_id": "",
+    "scheduler_state": "",
     "stdout_offset": 0,
     "stderr_offset": 0,
     "exit_code": None,
@@ -129,6 +134,20 @@ class Job(TimeStampedModel):
     )
     run_dir = models.CharField(max_length=1024, blank=True, editable=False)
     pid = models.IntegerField(null=True, blank=True, editable=False)
+    scheduler_id = models.CharField(
+        _("scheduler job id"),
+        max_length=64,
+        blank=True,
+        editable=False,
+        help_text=_("The batch scheduler's id of the current run (Slurm, Grid Engine)."),
+    )
+    scheduler_state = models.CharField(
+        _("scheduler state"),
+        max_length=255,
+        blank=True,
+        editable=False,
+        help_text=_('What the batch scheduler last said of the run, e.g. "PENDING (Priority)".'),
+    )
     stdout_offset = models.BigIntegerField(default=0, editable=False)
     stderr_offset = models.BigIntegerField(default=0, editable=False)
     heartbeat = models.DateTimeField(null=True, blank=True, editable=False)

@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from .. import resources
 from ..credentials import EncryptedTextField
 from ..remote.ssh import parse_host_key
 
@@ -39,6 +40,21 @@ def validate_host_key(line: str) -> None:
         )
 
 
+def validate_resources(value) -> None:
+    """Default resources must be valid resources (see ``resources.clean``)."""
+    try:
+        resources.clean(value)
+    except resources.ResourceError as exc:
+        raise ValidationError(str(exc), code="resources") from None
+
+
+RESOURCES_HELP = _(
+    'Default resources of jobs run by a batch scheduler, e.g. {"partition": "short", '
+    '"walltime": "1:00:00", "cpus": 4, "memory": "8G", "gpus": 1, "account": "proj42", '
+    '"extra": ["--constraint=avx2"]}. A job\'s own resources override them.'
+)
+
+
 class Interpreter(TimeStampedModel):
     """An executable that runs a job's program, e.g. ``/usr/bin/python3 -u``."""
 
@@ -57,6 +73,13 @@ class Interpreter(TimeStampedModel):
         blank=True,
         help_text=_('Arguments before the program file, e.g. ["-u"].'),
     )
+    resources = models.JSONField(
+        _("default resources"),
+        default=dict,
+        blank=True,
+        validators=[validate_resources],
+        help_text=RESOURCES_HELP,
+    )
 
     class Meta:
         verbose_name = _("interpreter")
@@ -73,8 +96,18 @@ class Interpreter(TimeStampedModel):
             raise ValidationError({"arguments": _("Arguments must be a list of strings.")})
 
 
+class Scheduler(models.TextChoices):
+    """How a server runs jobs: at once on the host, or through a batch scheduler."""
+
+    direct = "direct", _("direct (a detached process on the host)")
+    slurm = "slurm", _("Slurm (sbatch)")
+    sge = "sge", _("Grid Engine (qsub)")
+
+
 class Server(TimeStampedModel):
     """A host reachable over SSH, and how to log in to it."""
+
+    Scheduler = Scheduler
 
     title = models.CharField(_("name"), max_length=100)
     hostname = models.CharField(_("hostname"), max_length=255)
@@ -122,6 +155,23 @@ class Server(TimeStampedModel):
         blank=True,
         validators=[validate_host_key],
         help_text=_("known_hosts-style line of the server's public key. Blank until known."),
+    )
+    scheduler = models.CharField(
+        _("scheduler"),
+        max_length=16,
+        choices=Scheduler.choices,
+        default=Scheduler.direct,
+        help_text=_(
+            "direct: jobs start at once on the host. Slurm or Grid Engine: the host is a login "
+            "node and jobs are submitted to its batch scheduler."
+        ),
+    )
+    resources = models.JSONField(
+        _("default resources"),
+        default=dict,
+        blank=True,
+        validators=[validate_resources],
+        help_text=RESOURCES_HELP,
     )
     allowed_groups = models.ManyToManyField(
         Group,

@@ -17,7 +17,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from .. import policy, services
+from .. import policy, resources, services
 from ..forms import JobForm, SubmitForm
 from ..models import Job
 
@@ -68,7 +68,20 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = _detail_context(request, job)
     context["submit_form"] = SubmitForm(user=request.user)
     context["events"] = job.events.select_related("actor").order_by("time", "id")
+    context["resources"] = job_resources(job)
     return render(request, "django_remote_submission/job_detail.html", context)
+
+
+def job_resources(job: Job) -> list[tuple[str, str]]:
+    """What the scheduler is (or was) asked for: the defaults and the submission's own."""
+    options = job.options or {}
+    asked = resources.effective(
+        job.server.resources,
+        job.interpreter.resources,
+        options.get("resources"),
+        timeout=options.get("timeout"),
+    )
+    return resources.describe(asked)
 
 
 @login_required

@@ -10,7 +10,7 @@ from ... import runner
 
 
 class Command(BaseCommand):
-    help = "Resume jobs left submitted/running by a worker that stopped."
+    help = "Resume jobs left submitted, queued or running by a worker that stopped."
 
     def add_arguments(self, parser):
         parser.add_argument("--queue", action="store_true", help="Queue resume_job tasks instead.")

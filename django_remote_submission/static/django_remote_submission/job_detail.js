@@ -18,11 +18,12 @@ let converters = newConverters();
 formatTimes(root);
 showState();
 
-// A finished job has nothing more to stream: no "live" mark. Once the job runs or has ended,
-// the "queued" notice of the submission that led here is out of date.
+// A finished job has nothing more to stream: no "live" mark. Once the job waits in a batch
+// scheduler's queue, runs or has ended, the "queued" notice of the submission that led here
+// (the app's own queue) is out of date.
 function showState() {
   connection.hidden = FINAL.has(status);
-  if (status !== "running" && !FINAL.has(status)) return;
+  if (status !== "queued" && status !== "running" && !FINAL.has(status)) return;
   for (const notice of document.querySelectorAll('.drs-message[data-tags~="queued"]')) {
     const list = notice.parentElement;
     notice.remove();

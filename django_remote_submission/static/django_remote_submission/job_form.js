@@ -19,6 +19,11 @@ function update() {
     interpreter.value = first ? first.value : "";
   }
   const local = Boolean(option && option.dataset.local);
+  // Resources mean something only to a batch scheduler.
+  const batch = Boolean(option && option.dataset.scheduler && option.dataset.scheduler !== "direct");
+  for (const name of ["partition", "walltime", "cpus", "memory", "gpus", "account", "extra"]) {
+    field(name).hidden = !batch;
+  }
   field("auth").hidden = local;
   const auth = form.querySelector("input[name=auth]:checked");
   field("password").hidden = local || (auth && auth.value !== "password");

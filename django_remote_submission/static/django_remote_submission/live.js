@@ -94,6 +94,10 @@ export function applyJob(root, job) {
     badge.dataset.status = job.status;
     badge.textContent = job.status;
   }
+  const scheduler = root.querySelector("[data-role=scheduler_state]");
+  if (scheduler && job.scheduler_state !== undefined) scheduler.textContent = job.scheduler_state || "–";
+  const schedulerId = root.querySelector("[data-role=scheduler_id]");
+  if (schedulerId && job.scheduler_id !== undefined) schedulerId.textContent = job.scheduler_id || "–";
   const code = root.querySelector("[data-role=exit_code]");
   if (code) code.textContent = job.exit_code === null || job.exit_code === undefined ? "–" : job.exit_code;
   setTime(root.querySelector("[data-role=started_at]"), job.started_at);

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_remote_submission', '0003_api_token_events'),
+        ('django_remote_submission', '0004_schedulers'),
     ]
 
     operations = [

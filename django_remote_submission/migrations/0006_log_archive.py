@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_remote_submission', '0004_server_queue'),
+        ('django_remote_submission', '0005_server_queue'),
     ]
 
     operations = [
