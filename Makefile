@@ -1,5 +1,6 @@
-# Usage: make test [PYTEST_ARGS="-k ssh -x"] | make test-fast | make test-postgres | make lint |
-#        make docs | make docs-serve [DOCS_PORT=8100] | make venv PYTHON=python3.12
+# Usage: make test [PYTEST_ARGS="-k ssh -x"] | make test-fast | make test-postgres |
+#        make test-postgres-all | make lint | make docs | make docs-serve [DOCS_PORT=8100] |
+#        make bench | make demo | make venv PYTHON=python3.12
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,8 +8,8 @@ PYTEST_ARGS ?=
 # Only the folders that exist (example/ and bench/ come later).
 LINT_PATHS := $(wildcard django_remote_submission tests example bench docs)
 
-.PHONY: venv sysdeps test test-fast test-postgres test-compat constraints lint docs docs-serve \
-	bench demo clean
+.PHONY: venv sysdeps test test-fast test-postgres test-postgres-all test-compat constraints lint \
+	docs docs-serve bench demo clean
 
 venv: $(VENV)/.installed
 
@@ -73,18 +74,24 @@ sysdeps:
 		echo "sysdeps: missing$$missing$$slurm (not root, not installing: tests needing them skip, or fail with CI=true)"; \
 	fi
 
-# The whole suite on SQLite, then the tests marked "postgres" again on a throwaway PostgreSQL
-# (only when no PYTEST_ARGS narrow the run).
+# The whole suite on SQLite, then again on a throwaway PostgreSQL cluster, but for the tests
+# that build a project of their own with its own database (marked own_project); the second
+# run only when no PYTEST_ARGS narrow the first.
 test: sysdeps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
-	@[ -n "$(PYTEST_ARGS)" ] || $(MAKE) --no-print-directory test-postgres
+	@[ -n "$(PYTEST_ARGS)" ] || $(MAKE) --no-print-directory test-postgres-all
 
 # Database-level and unit tests only: no sshd, redis, worker or browser (well under a minute).
 test-fast: venv
 	$(PY) -m pytest -m "not (sshd or redis or worker or browser or slow or scheduler)" $(PYTEST_ARGS)
 
+# On PostgreSQL: the tests that matter to concurrency (marked postgres), a few minutes ...
 test-postgres: sysdeps venv
 	DRS_TEST_DATABASE=postgres $(PY) -m pytest -m postgres $(PYTEST_ARGS)
+
+# ... or every test that uses the suite's database.
+test-postgres-all: sysdeps venv
+	DRS_TEST_DATABASE=postgres $(PY) -m pytest -m "not own_project" $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)

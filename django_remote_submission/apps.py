@@ -8,7 +8,7 @@ class DjangoRemoteSubmissionConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import archive, checks  # noqa: F401  (system checks; archive files follow rows)
         from .upgrade import upgrade_before_migrate
 
         # A database of 2.1.0 is brought to 0001's schema before migrations run.

@@ -60,6 +60,23 @@ DEFAULTS: dict[str, Any] = {
     # Every Celery worker resumes runs whose worker died (stale heartbeat), at start and
     # then every 3 heartbeat intervals.
     "RECOVER_IN_WORKER": True,
+    # Seconds the runner keeps retrying a database write after the connection was lost (the
+    # database server restarted), with backoff; the job's output waits on the host meanwhile.
+    "DB_RETRY_FOR": 300.0,
+    # Celery queue of the job tasks (submit, copy, cancel, resume) of servers whose own
+    # ``queue`` field is blank. Empty: Celery's routing (CELERY_TASK_ROUTES, else the default
+    # queue). A worker consumes the queues named with ``-Q``.
+    "QUEUE": "",
+    # Retention (``manage.py drs_retention`` or the periodic task ``apply_retention``): the
+    # logs of jobs finished this many days ago move from the database into one compressed
+    # file per job in storage (0: never) ...
+    "ARCHIVE_LOGS_AFTER_DAYS": 30,
+    # ... under this storage prefix: <prefix>/<job uuid>.jsonl.gz.
+    "ARCHIVE_PREFIX": "logs",
+    # Opt-in purges (0: never): the result files and rows of jobs finished this many days
+    # ago; and whole jobs (logs, archive, results and files; the audit trail keeps their title).
+    "PURGE_RESULTS_AFTER_DAYS": 0,
+    "PURGE_JOBS_AFTER_DAYS": 0,
     # Seconds between two status queries (squeue, qstat) of one server and login: one
     # query answers for all of its jobs in a worker process.
     "SCHEDULER_POLL_INTERVAL": 10.0,

@@ -77,12 +77,11 @@ from django.apps import apps
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth import get_user_model
-from django.db.models.functions import Length
 from django.urls import NoReverseMatch, reverse
 
-from . import events, policy
+from . import events, logs, policy
 from .conf import drs_settings
-from .models import FINAL_STATES, Log, Status
+from .models import FINAL_STATES, Status
 
 logger = logging.getLogger(__name__)
 
@@ -129,20 +128,9 @@ def _visible_job(user, pk: int) -> dict | None:
 
 @database_sync_to_async
 def _rows_after(job_pk: int, after: int, before: int | None = None) -> list[dict]:
-    """The next rows above ``after`` (and below ``before``): at most HISTORY_ROWS, about
-    HISTORY_CHARS characters."""
-    rows = Log.objects.filter(job_id=job_pk, id__gt=after).order_by("id")
-    if before is not None:
-        rows = rows.filter(id__lt=before)
-    sizes = rows.annotate(chars=Length("content")).values_list("id", "chars")[:HISTORY_ROWS]
-    last, total = None, 0
-    for pk, chars in sizes:
-        if last is not None and total + chars > HISTORY_CHARS:
-            break
-        last, total = pk, total + chars
-    if last is None:
-        return []
-    return [events.log_payload(row) for row in rows.filter(id__lte=last)]
+    """The next rows above ``after`` (and below ``before``), from the database or the job's
+    log archive: at most HISTORY_ROWS, about HISTORY_CHARS characters."""
+    return logs.page(job_pk, after, before=before, max_rows=HISTORY_ROWS, max_chars=HISTORY_CHARS)
 
 
 def _tokens():

@@ -15,19 +15,36 @@ move in the same transaction, so a resumed stream starts exactly where the rows 
 ``LOG_TOTAL`` a stream is stored as one row when the job ends (rows of ``LOG_ROW_BYTES`` at
 most). No buffer grows with the output: past ``LOG_MAX_BYTES`` (both streams together)
 nothing more is kept, and ``full`` tells the runner to stop reading.
+
+Reading, wherever the rows are (the database, or the job's archive file once the retention
+moved them: see ``archive.py``), as ``events.log_payload`` dicts, oldest first:
+
+    for row in read(job.pk, after=120, streams=["stderr"]): ...
+    page(job.pk, after=120, max_rows=500, max_chars=256 * 1024)   # one bounded page
 """
 
 from __future__ import annotations
 
 import codecs
 import time
+from collections.abc import Iterable, Iterator
 
 from django.db import transaction
+from django.db.models import QuerySet
+from django.db.models.functions import Length
 from django.utils import timezone
 
-from . import events, signals
+from . import archive, db, events, signals
 from .conf import drs_settings
-from .models import Job, Log
+from .models import Job, Log, LogArchive
+
+
+class LeaseLost(Exception):
+    """Another worker follows the job now (this run was taken for dead): this run stops
+    without storing anything more."""
+
+    def __init__(self, job_pk: int) -> None:
+        super().__init__(f"Job {job_pk} is followed by another worker now; this run stops.")
 
 
 class LogPolicy:
@@ -198,18 +215,28 @@ class LogWriter:
         out, err = self.streams["stdout"].committed, self.streams["stderr"].committed
         if not rows and (out, err) == (self.job.stdout_offset, self.job.stderr_offset):
             return
-        now = timezone.now()
+        now, mine = timezone.now(), self.job.heartbeat
         signals.logs_saving(rows)
-        with transaction.atomic():
-            if rows:
-                Log.objects.bulk_create(rows)
-            Job.objects.filter(pk=self.job.pk).update(
-                stdout_offset=out, stderr_offset=err, heartbeat=now
-            )
+        stored = Job.objects.filter(pk=self.job.pk, stdout_offset=out, stderr_offset=err)
+
+        def store() -> None:
+            with transaction.atomic():
+                # Only while the job's heartbeat is still the one this run wrote: a run that
+                # lost the job to another worker stores nothing more (see LeaseLost).
+                if not Job.objects.filter(pk=self.job.pk, heartbeat=mine).update(
+                    stdout_offset=out, stderr_offset=err, heartbeat=now
+                ):
+                    raise LeaseLost(self.job.pk)
+                if rows:
+                    Log.objects.bulk_create(rows)
+
+        done = stored.filter(heartbeat=now).exists
+        db.retrying(store, f"the log of job {self.job.pk}", done=done)
         self.job.stdout_offset, self.job.stderr_offset, self.job.heartbeat = out, err, now
         self.stored_at = time.monotonic()
         if rows:
             signals.logs_saved(self.job, rows)
+        if rows and all(row.pk for row in rows):  # else the consumers read them from the database
             events.logs_stored(self.job, rows)
 
     def rewind(self) -> tuple[int, int]:
@@ -231,7 +258,86 @@ def write_notice(job: Job, message: str) -> Log:
     """A message of the app itself about the job (stream "system"), e.g. a skipped result."""
     row = Log(job=job, stream=Log.Stream.system, content=message + "\n")
     signals.logs_saving([row])
-    Log.objects.bulk_create([row])
+    db.retrying(lambda: Log.objects.bulk_create([row]), f"a notice of job {job.pk}")
     signals.logs_saved(job, [row])
     events.logs_stored(job, [row])
     return row
+
+
+# --- reading a log, wherever it is -----------------------------------------------------------
+
+
+def clear_logs(job: Job) -> None:
+    """Delete the job's log: its rows, and its archive (the file once the transaction commits)."""
+    job.logs.all().delete()
+    LogArchive.objects.filter(job_id=job.pk).delete()
+
+
+def _archive_of(job_pk: int, after: int) -> LogArchive | None:
+    """The job's archive, if it holds rows above ``after``."""
+    return LogArchive.objects.filter(job_id=job_pk, last_id__gt=after).first()
+
+
+def _stored(job_pk: int, after: int, before: int | None, streams) -> QuerySet:
+    rows = Log.objects.filter(job_id=job_pk, id__gt=after).order_by("id")
+    if before is not None:
+        rows = rows.filter(id__lt=before)
+    return rows.filter(stream__in=streams) if streams is not None else rows
+
+
+def read(
+    job_pk: int,
+    after: int = 0,
+    *,
+    before: int | None = None,
+    streams: Iterable[str] | None = None,
+    page_rows: int = 500,
+) -> Iterator[dict]:
+    """Every row of the job's log with an id above ``after`` (below ``before``; of ``streams``),
+    oldest first, as ``events.log_payload`` dicts: from its archive (see ``archive.py``), then
+    from the database, ``page_rows`` at a time."""
+    found = _archive_of(job_pk, after)
+    if found is not None:
+        for row in archive.rows(found, after, before=before, streams=streams):
+            after = row["id"]
+            yield row
+        after = max(after, found.last_id)
+    while True:
+        page = list(_stored(job_pk, after, before, streams)[:page_rows])
+        if not page:
+            return
+        yield from (events.log_payload(row) for row in page)
+        after = page[-1].pk
+
+
+def page(
+    job_pk: int,
+    after: int = 0,
+    *,
+    before: int | None = None,
+    streams: Iterable[str] | None = None,
+    max_rows: int = 500,
+    max_chars: int = 256 * 1024,
+) -> list[dict]:
+    """The next rows of ``read``: at most ``max_rows``, and no more once ``max_chars``
+    characters are reached (at least one row). Database rows are sized before they are read."""
+    rows: list[dict] = []
+    chars = 0
+    found = _archive_of(job_pk, after)
+    if found is not None:
+        for row in archive.rows(found, after, before=before, streams=streams):
+            if rows and (len(rows) >= max_rows or chars + len(row["content"]) > max_chars):
+                return rows
+            rows.append(row)
+            chars += len(row["content"])
+        after = max(rows[-1]["id"] if rows else after, found.last_id)
+    stored = _stored(job_pk, after, before, streams)
+    sizes = stored.annotate(chars=Length("content")).values_list("id", "chars")
+    last = None
+    for pk, size in sizes[: max(0, max_rows - len(rows))]:
+        if (rows or last is not None) and chars + size > max_chars:
+            break
+        last, chars = pk, chars + size
+    if last is not None:
+        rows += [events.log_payload(row) for row in stored.filter(id__lte=last)]
+    return rows

@@ -23,10 +23,9 @@ import uuid
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
-from . import credentials, events, signals
+from . import credentials, db, events, signals
 from . import resources as resources_
 from .conf import drs_settings
 from .connections import connect, credentials_for
@@ -36,7 +35,7 @@ from .launchers.base import RUNNING as SCHEDULER_RUNNING
 from .launchers.base import Ending, Run, RunDirChanged, Spec, Stopped
 from .launchers.direct import DirectLauncher
 from .limits import human_size
-from .logs import LogPolicy, LogWriter, write_notice
+from .logs import LeaseLost, LogPolicy, LogWriter, clear_logs, write_notice
 from .models import (
     ACTIVE_STATES,
     FINAL_STATES,
@@ -51,6 +50,7 @@ from .models import (
 from .policy import LOGIN_WITH
 from .remote import ConnectionLost, Credentials, RemoteError
 from .results import collect, delete_files_on_commit, parse_records
+from .shutdown import draining
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ class AlreadyRunning(Exception):
     """A new submission of a job whose run is still alive."""
 
 
+class HandedOver(Exception):
+    """The worker shuts down: the run released its job for another worker to follow."""
+
+
 def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> bool:
     """Change the job's state and record it in the audit trail (``login``: the login the run
     used; ``actor``: who asked, None for a worker); then send the signals of the change (see
@@ -76,7 +80,8 @@ def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> bool:
 
     A conditional update: returns False, writing nothing, when another process changed the
     job's state first (a lost race); raises ``IllegalTransition`` for a move the state
-    machine does not allow.
+    machine does not allow. A write cut by a lost database connection is retried (see
+    ``db.retrying``).
     """
     old = job.status
     if to not in TRANSITIONS[job.status]:
@@ -85,24 +90,31 @@ def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> bool:
     if to in FINAL_STATES:
         fields.setdefault("finished_at", now)
         fields.setdefault("credential", "")
-    with transaction.atomic():
-        updated = Job.objects.filter(pk=job.pk, status=job.status).update(
-            status=to, modified=now, **fields
-        )
-        if not updated:
-            return False
-        Event.objects.create(
-            time=now,
-            action=Event.Action.state,
-            job_id=job.pk,
-            job_title=job.title[:250],
-            server_id=job.server_id,
-            actor=actor,
-            from_state=job.status,
-            to_state=to,
-            login=login[:150],
-            reason=fields.get("error", ""),
-        )
+
+    def write() -> bool:
+        with transaction.atomic():
+            updated = Job.objects.filter(pk=job.pk, status=job.status).update(
+                status=to, modified=now, **fields
+            )
+            if not updated:
+                return False
+            Event.objects.create(
+                time=now,
+                action=Event.Action.state,
+                job_id=job.pk,
+                job_title=job.title[:250],
+                server_id=job.server_id,
+                actor=actor,
+                from_state=job.status,
+                to_state=to,
+                login=login[:150],
+                reason=fields.get("error", ""),
+            )
+            return True
+
+    moved = Job.objects.filter(pk=job.pk, status=to, modified=now).exists
+    if db.retrying(write, f"job {job.pk} becoming {to}", done=moved) is False:
+        return False  # (None: a lost answer to a commit that moved it)
     job.status, job.modified = to, now
     for name, value in fields.items():
         setattr(job, name, value)
@@ -180,20 +192,20 @@ def _run_dir(job: Job, submission: str) -> str:
 def _lease_again(job_pk: int, submission: str, options: dict, credential: str):
     """A redelivery (resumed when its worker died), or a new run of a finished job."""
     with transaction.atomic():
-        # Write to the row first: it locks it everywhere, and on SQLite takes the write lock
-        # before any read, so two leases cannot deadlock upgrading a read lock.
-        Job.objects.filter(pk=job_pk).update(heartbeat=F("heartbeat"))
-        job = Job.objects.select_for_update().get(pk=job_pk)
+        # The row is locked (on SQLite, written to first: that takes the write lock before
+        # any read, so two leases cannot deadlock upgrading a read lock).
+        (job,) = db.lock_rows(Job.objects.filter(pk=job_pk))
         if job.submission == submission and job.status != Status.initial:
             if job.status in FINAL_STATES or not job.is_stale:
                 return job, False  # done already, or the other delivery is on it
-            Job.objects.filter(pk=job.pk).update(heartbeat=timezone.now())
+            job.heartbeat = timezone.now()  # from now on the run writes only while it is this
+            Job.objects.filter(pk=job.pk).update(heartbeat=job.heartbeat)
             return job, True  # its worker died: resume the run
         if job.status in ACTIVE_STATES and not job.is_stale:
             raise AlreadyRunning(
                 f"Job {job.pk} is already {job.status}; cancel it before resubmitting."
             )
-        job.logs.all().delete()
+        clear_logs(job)
         # The files go once the new run is committed: should the move below fail, the old
         # rows come back and their files are still there.
         files = [name for name in job.results.values_list("local_file", flat=True) if name]
@@ -243,12 +255,15 @@ class JobRun:
                     # run if the first attempt started (or submitted) it.
                     self._retrying(lambda: self._launch(follow=_follows(writer)))
                 ending = self._follow(writer)
+                self._beat()  # still this run's job: only one run stages out
                 self._finish(ending, self._retrying(self._stage_out))
             finally:
                 self.launcher.forget(self._run())
                 self.launcher.transport.close()
         except StateChanged as exc:
             logger.info("%s Leaving it to whoever changed it.", exc)
+        except (LeaseLost, HandedOver) as exc:
+            logger.warning("%s", exc)  # another worker follows the job now
         except RemoteError as exc:
             logger.warning("Job %s failed: %s", job.pk, exc)
             self._fail(str(exc))
@@ -458,6 +473,8 @@ class JobRun:
         while not proc.done:
             if follow and writer.full:
                 return FULL
+            if draining.is_set():
+                self.hand_over(writer)
             over_at = None
             if self.stopped is not None and not self.stopped.left:
                 over_at = self.stopped_at
@@ -466,7 +483,7 @@ class JobRun:
             give_up = None if over_at is None else over_at + STREAM_GRACE - time.monotonic()
             if give_up is not None and give_up <= 0:
                 return STOPPED
-            waits = [writer.due_in(), self.next_beat - time.monotonic(), give_up]
+            waits = [writer.due_in(), self.next_beat - time.monotonic(), give_up, DRAIN_POLL]
             if ticks:
                 waits.append(self.next_tick - time.monotonic())
             if deadline and not self.timed_out:
@@ -492,14 +509,37 @@ class JobRun:
         return self.stopped
 
     def _beat(self) -> None:
+        """Write the heartbeat, if the job is still this run's (else LeaseLost); and stop the
+        job's processes once a cancel was requested."""
         self.next_beat = time.monotonic() + float(drs_settings.HEARTBEAT_INTERVAL)
-        Job.objects.filter(pk=self.job.pk).update(heartbeat=timezone.now())
-        if (
-            not self.cancelled
-            and Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+        job, now = self.job, timezone.now()
+        mine = Job.objects.filter(pk=job.pk, heartbeat=job.heartbeat)
+        beat = db.retrying(
+            lambda: mine.update(heartbeat=now),
+            f"the heartbeat of job {job.pk}",
+            done=Job.objects.filter(pk=job.pk, heartbeat=now).exists,
+        )
+        if beat == 0:
+            raise LeaseLost(job.pk)
+        job.heartbeat = now
+        if not self.cancelled and db.retrying(
+            Job.objects.filter(pk=job.pk, cancel_requested=True).exists, "a cancel check"
         ):
             self.cancelled = True
             self._stop()
+
+    def hand_over(self, writer: LogWriter) -> None:
+        """The worker shuts down: store the whole lines read, release the job (its heartbeat
+        cleared, as the recovery sweep does when it claims a job) and stop (HandedOver). The
+        job runs on; the worker queues its resumption (``tasks``)."""
+        writer.rewind()
+        job = self.job
+        released = Job.objects.filter(pk=job.pk, heartbeat=job.heartbeat)
+        db.retrying(
+            lambda: released.update(heartbeat=None, modified=timezone.now()),
+            f"the release of job {job.pk}",
+        )
+        raise HandedOver(f"Job {job.pk} handed over: this worker shuts down.")
 
     def _stage_out(self) -> list[Result]:
         job = self.job
@@ -534,7 +574,7 @@ class JobRun:
 
     def _finish(self, ending: Ending, results: list[Result]) -> None:
         job = self.job
-        job.refresh_from_db(fields=["cancel_requested"])
+        db.retrying(lambda: job.refresh_from_db(fields=["cancel_requested"]), "a cancel check")
         timeout = self.options.get("timeout")
         exit_code = ending.exit_code
         batch = self.launcher.queues
@@ -582,7 +622,7 @@ class JobRun:
 
     def _fail(self, error: str) -> None:
         job = self.job
-        job.refresh_from_db()
+        db.retrying(job.refresh_from_db, f"the state of job {job.pk}")
         if job.status in FINAL_STATES:
             return
         move(job, Status.failure, error=error)
@@ -590,6 +630,7 @@ class JobRun:
 
 PROBLEMS_SHOWN = 20
 STREAM_GRACE = 5.0  # seconds a stream may take to end once the job's processes are gone
+DRAIN_POLL = 1.0  # seconds between two looks at the worker's shutdown flag
 DONE, FULL, STOPPED = "done", "full", "stopped"
 
 
@@ -739,11 +780,31 @@ def stale_jobs() -> list[int]:
     return list(Job.objects.stale().values_list("pk", flat=True))
 
 
+def claim_stale_jobs(limit: int = 500) -> list[int]:
+    """Stale jobs for the caller to resume, each given to one caller only.
+
+    Every worker sweeps: the rows another sweep has locked are skipped (PostgreSQL), and each
+    job is claimed with a conditional update that clears its heartbeat, so that the other
+    sweeps leave it alone for ``STALE_BEATS`` intervals (after that, its resume task is
+    taken for lost: ``Job.objects.stale``). ``resume`` takes a job with a cleared heartbeat at
+    once.
+    """
+    claimed = []
+    with transaction.atomic():
+        stale = Job.objects.stale()
+        first = stale.filter(pk__in=list(stale.order_by("pk").values_list("pk", flat=True)[:limit]))
+        for job in db.lock_rows(first, skip_locked=True):
+            same = Job.objects.filter(pk=job.pk, heartbeat=job.heartbeat, modified=job.modified)
+            if same.update(heartbeat=None, modified=timezone.now()):
+                claimed.append(job.pk)
+    return claimed
+
+
 def resume(job_pk: int) -> dict[str, int]:
     """Pick up a run whose worker died, with the options and secret stored on the job."""
     job = Job.objects.get(pk=job_pk)
-    if not job.is_active or not job.is_stale:
-        return {}
+    if not job.is_active or not job.is_stale or draining.is_set():
+        return {}  # running, finished, or this worker shuts down (it queues the job again)
     opts = job.options or {}
     password = None
     if job.credential:

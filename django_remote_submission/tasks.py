@@ -11,6 +11,14 @@ In a worker, a run that leaves its job in ``failure`` ends the task with ``JobFa
 FAILURE, its message the job's error): Celery's monitoring sees failed jobs. It is an
 expected error (``Task.throws``): logged without traceback, never retried. Called directly or
 eagerly, the tasks return their value as in 2.1.0 (``{}`` for a failed job).
+
+Routing: the tasks of a job (submit, copy, cancel, resume) go to the queue of its server
+(``Server.queue``, else ``DRS["QUEUE"]``; when both are blank, Celery's routing decides), so
+that workers started with ``-Q`` serve the servers they are meant for. A ``queue=`` given to
+``apply_async`` wins.
+
+Warm shutdown (SIGTERM): the worker's runs hand their jobs over (``shutdown.py``), and the
+worker queues a ``resume_job`` for each, which another worker takes.
 """
 
 from __future__ import annotations
@@ -21,15 +29,16 @@ import threading
 import uuid
 
 from celery import Task, shared_task
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from django.utils import timezone
 
-from . import keys, runner
+from . import keys, retention, runner
 from .conf import drs_settings
 from .credentials import decrypt, encrypt, is_token
 from .logs import LogPolicy
-from .models import STALE_BEATS, Job, Status
+from .models import ACTIVE_STATES, STALE_BEATS, Job, Status
 from .results import is_matching  # noqa: F401  (2.1.0 offered it here)
+from .shutdown import draining
 
 __all__ = [
     "JobFailed",
@@ -41,6 +50,7 @@ __all__ = [
     "cancel_job",
     "resume_job",
     "recover_jobs",
+    "apply_retention",
 ]
 
 SECRET_ARGUMENTS = ("password",)
@@ -67,7 +77,23 @@ def _end(task: Task, job_pk, since, value, submission: str | None = None):
     return value
 
 
-class SecretArgumentsTask(Task):
+def queue_of(job_pk) -> str | None:
+    """The queue of the job's tasks (its server's), or None for Celery's routing."""
+    server = Job.objects.filter(pk=job_pk).values_list("server__queue", flat=True).first()
+    return server or drs_settings.QUEUE or None
+
+
+class JobTask(Task):
+    """A task about a job (its first argument ``job_pk``): sent to its server's queue."""
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        job_pk = (kwargs or {}).get("job_pk", args[0] if args else None)
+        if job_pk is not None and "queue" not in options and (queue := queue_of(job_pk)):
+            options["queue"] = queue
+        return super().apply_async(args, kwargs, **options)
+
+
+class SecretArgumentsTask(JobTask):
     """Encrypts ``password`` arguments before they reach the broker."""
 
     def _bind(self, args, kwargs) -> dict:
@@ -149,6 +175,7 @@ def submit_job_to_server(
         login_with=login_with,
         resources=resources,
     )
+    _hand_over(job_pk)
     return _end(self, job_pk, since, results, submission)
 
 
@@ -202,20 +229,41 @@ def cancel_job(job_pk, password=None):
     return runner.cancel(job_pk, password=password)
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, throws=(JobFailed,))
+@shared_task(
+    bind=True, base=JobTask, acks_late=True, reject_on_worker_lost=True, throws=(JobFailed,)
+)
 def resume_job(self, job_pk):
     """Continue a run whose worker died (its output and results are picked up where they stand)."""
     since = timezone.now()
-    return _end(self, job_pk, since, runner.resume(job_pk))
+    results = runner.resume(job_pk)
+    _hand_over(job_pk)
+    return _end(self, job_pk, since, results)
+
+
+def _hand_over(job_pk) -> None:
+    """While this worker shuts down: queue the resumption of a job its run released."""
+    if (
+        draining.is_set()
+        and Job.objects.filter(pk=job_pk, status__in=ACTIVE_STATES, heartbeat__isnull=True).exists()
+    ):
+        resume_job.delay(job_pk)
 
 
 @shared_task
 def recover_jobs():
-    """Queue ``resume_job`` for every active job whose worker stopped sending heartbeats."""
-    pks = runner.stale_jobs()
+    """Queue ``resume_job`` for every active job whose worker stopped sending heartbeats (each
+    claimed, so that concurrent sweeps queue it once)."""
+    pks = runner.claim_stale_jobs()
     for pk in pks:
         resume_job.delay(pk)
     return pks
+
+
+@shared_task
+def apply_retention():
+    """Archive old logs and purge old jobs and results, as the ``DRS`` retention settings say
+    (``retention.apply``); run it daily with Celery beat."""
+    return retention.apply().as_dict()
 
 
 logger = logging.getLogger(__name__)
@@ -227,7 +275,7 @@ def _watchdog() -> None:
     interval = STALE_BEATS * float(drs_settings.HEARTBEAT_INTERVAL)
     while True:
         try:
-            for pk in runner.stale_jobs():
+            for pk in runner.claim_stale_jobs():
                 resume_job.delay(pk)
         except Exception:
             logger.warning("Recovery sweep failed", exc_info=True)
@@ -240,6 +288,12 @@ def _start_watchdog(**kwargs) -> None:
     if drs_settings.RECOVER_IN_WORKER:
         _stop_watchdog.clear()
         threading.Thread(target=_watchdog, name="drs-recovery", daemon=True).start()
+
+
+@worker_shutting_down.connect
+def _drain(**kwargs) -> None:
+    """A warm (or cold) shutdown begins: the runs hand their jobs over (see ``shutdown.py``)."""
+    draining.set()
 
 
 @worker_shutdown.connect

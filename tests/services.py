@@ -1,8 +1,11 @@
-"""Real services for the tests: a throwaway OpenSSH sshd and redis-server on 127.0.0.1.
+"""Real services for the tests: throwaway OpenSSH sshd, redis-server, PostgreSQL, Celery
+workers and daphne on 127.0.0.1.
 
 Usage: ``server = start_sshd(); ...; server.stop()`` or the ``sshd`` / ``redis_url`` fixtures
 in tests/conftest.py. No mocks: these start the real Debian binaries (``make sysdeps``
-installs them) and poll with deadlines instead of sleeping.
+installs them) and poll with deadlines instead of sleeping. sshd, redis and PostgreSQL can
+be restarted on the same port (``restart``, ``stop_server``/``start_server``), for the tests
+that restart a service under a running job.
 """
 
 from __future__ import annotations
@@ -189,6 +192,45 @@ class SSHServer:
         with open(self.log_file, errors="replace") as f:
             return f.read()
 
+    def session_pids(self) -> list[int]:
+        """The per-connection sshd processes (the listening sshd's sshd descendants: the
+        monitor and the unprivileged process of each connection), not the jobs they started."""
+        found, parents = [], [self.proc.pid]
+        while parents:
+            argv = ["pgrep", "-x", "-P", str(parents.pop()), "sshd"]
+            out = subprocess.run(argv, capture_output=True, text=True)
+            children = [int(p) for p in out.stdout.split()]
+            found += children
+            parents += children
+        return found
+
+    def stop_server(self) -> None:
+        """Usage: ``sshd.stop_server()``: the host's sshd goes down with every connection (its
+        port refuses); the jobs it started run on. ``start_server()`` brings it back."""
+        sessions = self.session_pids()
+        self.proc.terminate()
+        self.proc.wait(10)
+        for pid in sessions:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
+        def refused() -> bool:
+            try:
+                socket.create_connection((self.host, self.port), 0.5).close()
+                return False
+            except OSError:
+                return True
+
+        wait_for(refused, timeout=10, message=f"sshd on port {self.port} went down")
+
+    def start_server(self, timeout: float = 15) -> None:
+        """Usage: ``sshd.start_server()``: sshd again, same port, host key and users."""
+        cfg = os.path.join(self.tmp_dir, "sshd_config")
+        self.proc = subprocess.Popen([SSHD, "-D", "-f", cfg, "-E", self.log_file])
+        _wait_for_banner(self.proc, self.port, self.log_file, timeout)
+
     def stop(self) -> None:
         """Usage: ``sshd.stop()``: stop sshd, drop our key lines, remove temp and base dirs."""
         if self.proc and self.proc.poll() is None:
@@ -358,9 +400,11 @@ class RedisServer:
     port: int
     tmp_dir: str
     proc: subprocess.Popen[bytes] = field(repr=False)
+    argv: list[str] = field(default_factory=list, repr=False)
 
-    def stop(self) -> None:
-        """Usage: ``server.stop()``: terminate redis-server and remove its temp dir."""
+    def stop_server(self) -> None:
+        """Usage: ``server.stop_server()``: SIGTERM (redis saves its append-only file, if it
+        keeps one, and exits); the port refuses until ``start_server()``."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -368,11 +412,46 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+    def start_server(self, timeout: float = 15) -> None:
+        """Usage: ``server.start_server()``: redis again on the same port and files."""
+        self.proc = subprocess.Popen(
+            self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _wait_for_pong(self, timeout)
+
+    def stop(self) -> None:
+        """Usage: ``server.stop()``: terminate redis-server and remove its temp dir."""
+        self.stop_server()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 
-def start_redis(timeout: float = 15) -> RedisServer:
-    """Usage: ``server = start_redis()``: throwaway redis-server on a free loopback port."""
+def _wait_for_pong(server: RedisServer, timeout: float) -> None:
+    proc, port = server.proc, server.port
+
+    def pong() -> bool:
+        if proc.poll() is not None:
+            with open(os.path.join(server.tmp_dir, "redis.log"), errors="replace") as f:
+                raise ServiceUnavailable(f"redis-server exited with {proc.returncode}: {f.read()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    try:
+        wait_for(pong, timeout=timeout, message=f"redis PONG on port {port}")
+    except AssertionError as exc:
+        raise ServiceUnavailable(str(exc)) from exc
+
+
+def start_redis(timeout: float = 15, persistent: bool = False) -> RedisServer:
+    """Usage: ``server = start_redis()``: throwaway redis-server on a free loopback port.
+
+    ``persistent``: an append-only file, fsynced at every write, as a production redis keeps
+    (the queues survive ``stop_server``/``start_server``).
+    """
     binary = redis_binary()
     if not binary or not shutil.which(binary):
         raise ServiceUnavailable(
@@ -389,7 +468,9 @@ def start_redis(timeout: float = 15) -> RedisServer:
         "--save",
         "",
         "--appendonly",
-        "no",
+        "yes" if persistent else "no",
+        "--appendfsync",
+        "always",
         "--dir",
         tmp,
         "--daemonize",
@@ -398,24 +479,9 @@ def start_redis(timeout: float = 15) -> RedisServer:
         os.path.join(tmp, "redis.log"),
     ]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = RedisServer(url=f"redis://127.0.0.1:{port}/0", port=port, tmp_dir=tmp, proc=proc)
-
-    def pong() -> bool:
-        if proc.poll() is not None:
-            with open(os.path.join(tmp, "redis.log"), errors="replace") as f:
-                raise ServiceUnavailable(f"redis-server exited with {proc.returncode}: {f.read()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
+    server = RedisServer(f"redis://127.0.0.1:{port}/0", port, tmp, proc, argv)
     try:
-        wait_for(pong, timeout=timeout, message=f"redis PONG on port {port}")
-    except AssertionError as exc:
-        server.stop()
-        raise ServiceUnavailable(str(exc)) from exc
+        _wait_for_pong(server, timeout)
     except BaseException:
         server.stop()
         raise
@@ -445,6 +511,10 @@ class CeleryWorker:
         self.proc.kill()
         self.proc.wait(30)
 
+    def terminate(self) -> None:
+        """SIGTERM: Celery's warm shutdown (``wait()`` for the process to exit)."""
+        self.proc.terminate()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -460,10 +530,12 @@ def start_worker(
     timeout: float = 60,
     extra_env: dict[str, str] | None = None,
     queue: str = "celery",
+    pool: str = "threads",
 ) -> CeleryWorker:
     """Start a worker for ``tests.celery_app`` and wait until it answers a ping.
 
-    ``queue``: the only queue it consumes (tasks sent with ``apply_async(queue=...)``).
+    ``queue``: the queues it consumes, comma-separated (tasks sent with
+    ``apply_async(queue=...)``, or to a server's queue). ``pool``: "threads" or "prefork".
     """
     import sys
 
@@ -489,7 +561,7 @@ def start_worker(
                 "tests.celery_app",
                 "worker",
                 "--pool",
-                "threads",
+                pool,
                 "-c",
                 str(concurrency),
                 "-n",
@@ -558,9 +630,34 @@ class PostgresServer:
     port: int
     tmp_dir: str
     bin_dir: str
+    options: str = ""
 
     def _as_owner(self, argv: list[str]) -> list[str]:
         return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+    def _pg_ctl(self, *args: str) -> None:
+        pg_ctl = os.path.join(self.bin_dir, "pg_ctl")
+        argv = self._as_owner([pg_ctl, "-D", f"{self.tmp_dir}/data", *args])
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode:
+            raise ServiceUnavailable(f"pg_ctl {' '.join(args)} failed: {done.stdout}{done.stderr}")
+
+    def stop_server(self) -> None:
+        """Usage: ``pg.stop_server()``: a fast shutdown (sessions ended, data kept); the port
+        refuses until ``start_server()``."""
+        self._pg_ctl("-m", "fast", "-w", "stop")
+
+    def start_server(self, timeout: float = 30) -> None:
+        """Usage: ``pg.start_server()``: the same cluster again, on the same port."""
+        log = f"{self.tmp_dir}/server.log"
+        self._pg_ctl("-l", log, "-w", "-t", str(int(timeout)), "-o", self.options, "start")
+
+    def create_database(self, name: str) -> str:
+        """Usage: ``url = pg.create_database("other")``: an empty database; its URL."""
+        createdb = os.path.join(self.bin_dir, "createdb")
+        argv = [createdb, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name]
+        subprocess.run(argv, check=True, capture_output=True)
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
 
     def stop(self) -> None:
         """Usage: ``pg.stop()``: stop the server at once and remove its files."""
@@ -583,13 +680,14 @@ def start_postgres(timeout: float = 30) -> PostgresServer:
         raise ServiceUnavailable("PostgreSQL not found: install postgresql (make sysdeps as root)")
     tmp = tempfile.mkdtemp(prefix="drs-pg-")
     port = free_port()
-    server = PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/drs_test", port, tmp, bin_dir)
-    if os.geteuid() == 0:
-        shutil.chown(tmp, "postgres", "postgres")
     options = (
         f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp} -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     )
+    url = f"postgresql://postgres@127.0.0.1:{port}/drs_test"
+    server = PostgresServer(url, port, tmp, bin_dir, options)
+    if os.geteuid() == 0:
+        shutil.chown(tmp, "postgres", "postgres")
     steps = [
         [
             f"{bin_dir}/initdb",

@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 from django_remote_submission.models import Event, Job, Server
 from tests.services import wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
 RUNNER = """
 import django, sys

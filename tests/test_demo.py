@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 # The test run's own settings must not leak into the demo's processes.
+pytestmark = pytest.mark.own_project  # its own project and database
 PRIVATE = (
     "DJANGO_SETTINGS_MODULE",
     "DRS_TEST_TMP",

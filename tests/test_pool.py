@@ -11,7 +11,7 @@ from django_remote_submission import runner
 from django_remote_submission.models import Job, Server
 from tests.services import start_sshd
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
 
 @pytest.fixture(scope="module")

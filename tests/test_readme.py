@@ -35,6 +35,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.rst"
+pytestmark = pytest.mark.own_project  # its own project and database
 IDLE = 60.0  # seconds a websocket is left without a message
 # The test run's own settings must not leak into the project's processes.
 PRIVATE = (

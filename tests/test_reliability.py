@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from django.db import connection
 
 from django_remote_submission import runner
 from django_remote_submission.models import Job
 from django_remote_submission.tasks import cancel_job, submit_job_to_server
-from tests.services import session_alive, start_worker, wait_for
+from tests.services import postgres_bin, session_alive, start_worker, wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
 COUNTER = (
     "import sys, time\n"
@@ -168,11 +169,21 @@ def test_password_is_nowhere_in_redis_or_the_database(make_job, sshd, worker, re
     assert keys
     for key in keys:
         assert secret not in key and secret not in (r.dump(key) or b""), key
-    with open(settings.DATABASES["default"]["NAME"], "rb") as f:
-        assert secret not in f.read()
+    assert secret not in database_dump(settings)
     assert secret.decode() not in worker.log()
     job.refresh_from_db()
     assert job.credential == ""
+
+
+def database_dump(settings) -> bytes:
+    """Every byte the database holds: the SQLite file, or pg_dump's output."""
+    database = settings.DATABASES["default"]
+    if connection.vendor != "postgresql":
+        with open(database["NAME"], "rb") as f:
+            return f.read()
+    argv = [f"{postgres_bin()}/pg_dump", "-h", database["HOST"], "-p", str(database["PORT"])]
+    argv += ["-U", database["USER"], database["NAME"]]
+    return subprocess.run(argv, capture_output=True, check=True).stdout
 
 
 def stored_files(settings, job) -> set[str]:

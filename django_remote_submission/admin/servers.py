@@ -132,7 +132,7 @@ class ServerAdmin(admin.ModelAdmin):
     filter_horizontal = ("interpreters", "allowed_groups")
     actions = ["test_connection"]
     fieldsets = (
-        (None, {"fields": ("title", "hostname", "port", "local", "interpreters")}),
+        (None, {"fields": ("title", "hostname", "port", "local", "interpreters", "queue")}),
         (
             _("Scheduler"),
             {

@@ -36,17 +36,21 @@ class IdFilter(filters.NumberFilter):
 
 
 class SafeIsoDateTimeRangeField(IsoDateTimeRangeField):
-    """ISO 8601 bounds that the database can compare (no year 9999 at UTC+14)."""
+    """ISO 8601 bounds that the database can compare (no year 9999 at UTC+14), in UTC
+    (PostgreSQL refuses offsets beyond 15:59, which ISO 8601 allows)."""
 
     def clean(self, value):
         bounds = super().clean(value)
-        for bound in (bounds.start, bounds.stop) if bounds else ():
-            try:
-                if bound is not None:
-                    bound.astimezone(dt_timezone.utc).replace(tzinfo=None)
-            except (OverflowError, ValueError):
-                raise forms.ValidationError("Date out of range.", code="invalid") from None
-        return bounds
+        if not bounds:
+            return bounds
+        try:
+            start, stop = (
+                bound.astimezone(dt_timezone.utc) if bound is not None else None
+                for bound in (bounds.start, bounds.stop)
+            )
+        except (OverflowError, ValueError):
+            raise forms.ValidationError("Date out of range.", code="invalid") from None
+        return slice(start, stop)
 
 
 class SafeIsoDateTimeFromToRangeFilter(filters.IsoDateTimeFromToRangeFilter):

@@ -51,7 +51,10 @@ class AfterPagination(BasePagination):
     def paginate_queryset(self, queryset, request, view=None) -> list[Any]:
         self.request = request
         size = self.get_page_size(request)
-        rows = list(queryset.order_by("id")[: size + 1])
+        if isinstance(queryset, list):  # rows read elsewhere (an archive), in id order
+            rows = queryset[: size + 1]
+        else:
+            rows = list(queryset.order_by("id")[: size + 1])
         self.has_more = len(rows) > size
         self.rows = rows[:size]
         if self.rows:

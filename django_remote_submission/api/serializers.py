@@ -162,6 +162,7 @@ class ServerSerializer(serializers.ModelSerializer):
             "resources",
             "local",
             "use_agent",
+            "queue",
             "host_key",
             "private_key",
             "private_key_passphrase",

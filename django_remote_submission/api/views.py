@@ -14,7 +14,9 @@ it stands. A job that is submitted, queued or running cannot be edited, deleted 
 
 from __future__ import annotations
 
+import itertools
 import posixpath
+from datetime import datetime
 
 from django.apps import apps
 from django.db.models import ProtectedError, Q
@@ -33,8 +35,8 @@ from rest_framework.permissions import DjangoModelPermissions, IsAuthenticated
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 
-from .. import policy, services
-from ..models import Event, Interpreter, Job, Log, Result, Server, ServerAccount
+from .. import logs, policy, services
+from ..models import Event, Interpreter, Job, Log, LogArchive, Result, Server, ServerAccount
 from ..remote import RemoteError
 from .exceptions import BadGateway, Conflict, NotQueued
 from .filters import (
@@ -276,7 +278,12 @@ class JobViewSet(ApiViewMixin, viewsets.ModelViewSet):
 
 
 class LogViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
-    """Output of the user's jobs, oldest first. Follow a job with ``?job={id}&after={after}``."""
+    """Output of the user's jobs, oldest first. Follow a job with ``?job={id}&after={after}``.
+
+    The log of a job whose rows were moved into an archive file (see ``archive.py``) is read
+    from it with ``job=``, the same rows with the same ids; without ``job=`` only the rows
+    still in the database are listed.
+    """
 
     serializer_class = LogSerializer
     permission_classes = [IsAuthenticated]
@@ -288,6 +295,25 @@ class LogViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         logs = policy.visible_jobs(self.request.user, Log.objects.all(), "job__owner")
         return logs.order_by("id")
+
+    def list(self, request, *args, **kwargs) -> Response:
+        queryset = self.filter_queryset(self.get_queryset())  # answers 400 on a bad filter
+        filters = self.filterset_class(request.query_params, queryset=queryset, request=request)
+        wanted = filters.form.cleaned_data if filters.is_valid() else {}
+        job = wanted.get("job")
+        if job is None or not LogArchive.objects.filter(job=job).exists():
+            page = self.paginate_queryset(queryset)
+            return self.get_paginated_response(self.get_serializer(page, many=True).data)
+        stream = wanted.get("stream")
+        rows = logs.read(job.pk, wanted.get("after") or 0, streams=[stream] if stream else None)
+        size = self.paginator.get_page_size(request)
+        page = self.paginate_queryset([_log(job, row) for row in itertools.islice(rows, size + 1)])
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+def _log(job: Job, row: dict) -> Log:
+    """An archived row as a (not saved) Log, for the serializer."""
+    return Log(job=job, **{**row, "time": datetime.fromisoformat(row["time"])})
 
 
 class ResultViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):

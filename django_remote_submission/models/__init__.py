@@ -11,9 +11,11 @@ from .jobs import (
     Job,
     JobQuerySet,
     Log,
+    LogArchive,
     Result,
     Status,
     job_result_path,
+    log_archive_path,
     stale_before,
 )
 from .servers import (
@@ -36,6 +38,7 @@ __all__ = [
     "Job",
     "JobQuerySet",
     "Log",
+    "LogArchive",
     "Result",
     "Scheduler",
     "Server",
@@ -43,6 +46,7 @@ __all__ = [
     "Status",
     "TimeStampedModel",
     "job_result_path",
+    "log_archive_path",
     "stale_before",
     "validate_host_key",
 ]

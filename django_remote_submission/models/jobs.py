@@ -80,8 +80,12 @@ class JobQuerySet(models.QuerySet):
         return self.filter(status__in=ACTIVE_STATES)
 
     def stale(self) -> JobQuerySet:
-        """Active runs whose worker stopped sending heartbeats."""
-        return self.active().filter(heartbeat__lt=stale_before())
+        """Active runs whose worker stopped sending heartbeats, and runs claimed for
+        resumption (heartbeat cleared: ``runner.claim_stale_jobs``) whose resumption did not
+        start within as long (its task was lost)."""
+        limit = stale_before()
+        claimed_long_ago = models.Q(heartbeat__isnull=True, modified__lt=limit)
+        return self.active().filter(models.Q(heartbeat__lt=limit) | claimed_long_ago)
 
 
 class Job(TimeStampedModel):
@@ -167,6 +171,7 @@ class Job(TimeStampedModel):
         verbose_name = _("job")
         verbose_name_plural = _("jobs")
         ordering = ["-created"]
+        indexes = [models.Index(fields=["finished_at"], name="drs_job_finished_at")]
 
     def __str__(self) -> str:
         return self.title
@@ -239,6 +244,39 @@ class Log(models.Model):
 
     def __str__(self) -> str:
         return f"{self.time} {self.job}"
+
+
+def log_archive_path(instance: LogArchive, filename: str) -> str:
+    """``logs/<job uuid>.jsonl.gz`` (``DRS["ARCHIVE_PREFIX"]``)."""
+    return f"{drs_settings.ARCHIVE_PREFIX}/{instance.job.uuid}.jsonl.gz"
+
+
+class LogArchive(models.Model):
+    """The log of a finished job, moved out of the database into one compressed file.
+
+    The file is gzip (``zcat`` reads it: one JSON object per line, with the fields of the
+    API's and websockets' log rows: id, time, stream, content, offset), made of members of
+    about 1 MiB; ``index`` holds the first id and byte offset of each member, so that the
+    rows after an id are read without decompressing those before (see ``archive.py``).
+    """
+
+    job = models.OneToOneField(
+        Job, models.CASCADE, related_name="log_archive", verbose_name=_("job")
+    )
+    file = models.FileField(_("file"), upload_to=log_archive_path, max_length=1024)
+    rows = models.BigIntegerField(_("rows"))
+    size = models.BigIntegerField(_("size"), help_text=_("Bytes of the compressed file."))
+    first_id = models.BigIntegerField(_("first row id"))
+    last_id = models.BigIntegerField(_("last row id"))
+    index = models.JSONField(default=list, editable=False)
+    created = models.DateTimeField(_("archived"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("log archive")
+        verbose_name_plural = _("log archives")
+
+    def __str__(self) -> str:
+        return f"{self.file.name} <{self.job}>"
 
 
 def job_result_path(instance: Result, filename: str) -> str:

@@ -140,6 +140,16 @@ class Server(TimeStampedModel):
         default=False,
         help_text=_("Run jobs on the worker's own machine instead of over SSH (remote=False)."),
     )
+    queue = models.CharField(
+        _("Celery queue"),
+        max_length=200,
+        blank=True,
+        help_text=_(
+            "Queue of this server's jobs: workers started with -Q NAME run them, so a slow or "
+            "unreachable host holds only its own workers. Blank: DRS['QUEUE'], else Celery's "
+            "default. Servers may share a queue."
+        ),
+    )
     host_key = models.TextField(
         _("host key"),
         blank=True,
@@ -195,6 +205,13 @@ class Server(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.title} <{self.hostname}:{self.port}>"
+
+    @property
+    def celery_queue(self) -> str | None:
+        """The queue of this server's job tasks; None: Celery's own routing decides."""
+        from ..conf import drs_settings
+
+        return self.queue or drs_settings.QUEUE or None
 
 
 class ServerAccount(TimeStampedModel):

@@ -6,6 +6,7 @@ log or result file is never read whole into memory.
 
 from __future__ import annotations
 
+import itertools
 import mimetypes
 import posixpath
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils.http import content_disposition_header
 
+from .. import logs
 from ..models import Log
 from .jobs import job_or_404
 
@@ -50,19 +52,14 @@ def _streamed(
 
 
 def _log_chunks(job_pk: int, streams: tuple[str, ...], mark_system: bool) -> Iterator[bytes]:
-    last = 0
-    while True:
-        rows = list(
-            Log.objects.filter(job_id=job_pk, id__gt=last, stream__in=streams)
-            .order_by("id")
-            .values_list("id", "stream", "content")[:LOG_QUERY_ROWS]
-        )
-        if not rows:
-            return
-        last = rows[-1][0]
+    """The log in chunks of LOG_QUERY_ROWS rows, from the database or the job's archive."""
+    rows = logs.read(job_pk, streams=streams, page_rows=LOG_QUERY_ROWS)
+    while chunk := list(itertools.islice(rows, LOG_QUERY_ROWS)):
         yield "".join(
-            f"[{stream}] {content}" if mark_system and stream == Log.Stream.system else content
-            for _pk, stream, content in rows
+            f"[{row['stream']}] {row['content']}"
+            if mark_system and row["stream"] == Log.Stream.system
+            else row["content"]
+            for row in chunk
         ).encode()
 
 
