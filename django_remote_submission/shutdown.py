@@ -1,7 +1,7 @@
 """A worker's warm shutdown: its runs hand their jobs over instead of following them to the end.
 
     shutdown.draining.set()          # tasks.py, when Celery starts a warm shutdown (SIGTERM)
-    shutdown.draining.is_set()       # runner.py, in the loop that follows a job
+    shutdown.draining.is_set()       # runner/run.py, in the loop that follows a job
 
 A job runs detached on its host, so a worker that stops need not wait for it: each run stores
 the whole lines it has read, releases the job (see ``runner.JobRun.hand_over``) and returns,

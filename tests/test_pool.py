@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -9,6 +11,8 @@ from django.db import connection
 
 from django_remote_submission import runner
 from django_remote_submission.models import Job, Server
+from django_remote_submission.remote import Credentials, RemoteError, Target, ssh
+from django_remote_submission.remote.base import ChannelRefused
 from tests.services import start_sshd
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
@@ -51,3 +55,51 @@ def test_many_concurrent_jobs_share_a_few_connections(strict_sshd, make_job, pyt
     # Two channels per connection, never one connection per channel. (Fewer than 8: a job
     # that finds every channel busy waits for one to close instead of failing.)
     assert logins <= 16
+
+
+def _refusing(monkeypatch, until):
+    """Every connection refuses a new channel until ``until()`` is true (sshd's MaxSessions
+    reached on every connection the pool may open: not producible on one test host)."""
+    real = ssh.Connection.open_channel
+
+    def open_channel(self):
+        if not until():
+            raise ChannelRefused("open failed")
+        return real(self)
+
+    monkeypatch.setattr(ssh.Connection, "open_channel", open_channel)
+
+
+def test_a_job_waits_for_a_channel_as_long_as_others_move(sshd, settings, monkeypatch):
+    settings.DRS = {**settings.DRS, "CONNECT_TIMEOUT": 0.5}
+    target = Target(sshd.host, sshd.port, sshd.host_key)
+    t = ssh.SSHTransport.connect(target, Credentials(sshd.key_user, key_text=sshd.key_text))
+    stop = threading.Event()
+    moves = 0
+
+    def others():  # other jobs' channels open and close all along
+        nonlocal moves
+        while not stop.wait(0.1):
+            moves += 1
+            ssh.progress.signal(target)
+
+    started = time.monotonic()
+    _refusing(monkeypatch, until=lambda: moves >= 20)  # 2 s: four times the patience
+    mover = threading.Thread(target=others)
+    mover.start()
+    try:
+        assert t.run(["echo", "ok"]).stdout == b"ok\n"
+    finally:
+        stop.set()
+        mover.join()
+    assert time.monotonic() - started >= 2 * 0.5
+
+
+def test_a_job_gives_up_when_no_channel_moves(sshd, settings, monkeypatch):
+    settings.DRS = {**settings.DRS, "CONNECT_TIMEOUT": 0.5}
+    target = Target(sshd.host, sshd.port, sshd.host_key)
+    t = ssh.SSHTransport.connect(target, Credentials(sshd.key_user, key_text=sshd.key_text))
+    _refusing(monkeypatch, until=lambda: False)
+    with pytest.raises(RemoteError) as info:
+        t.run(["echo", "ok"])
+    assert str(info.value) == f"{sshd.host} refused every new SSH channel."

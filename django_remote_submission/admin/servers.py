@@ -26,7 +26,7 @@ from ..remote import (
     HostKeyUnknown,
     RemoteError,
 )
-from ..remote.ssh import fingerprint, parse_host_key
+from ..remote.hostkeys import fingerprint, parse_host_key
 from .actions import action_form, login_page
 
 

@@ -6,7 +6,7 @@
     job.status == Job.STATUS.initial
 
 The job state machine is declared here (``Job.STATUS``, ``FINAL_STATES``, ``TRANSITIONS``);
-only ``runner.py`` moves a job from one state to another.
+only the ``runner`` package (``runner/state.py``) moves a job from one state to another.
 """
 
 from __future__ import annotations

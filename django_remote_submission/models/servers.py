@@ -20,7 +20,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .. import resources
 from ..credentials import EncryptedTextField
-from ..remote.ssh import parse_host_key
+from ..remote.hostkeys import parse_host_key
 
 
 class TimeStampedModel(models.Model):

@@ -12,17 +12,12 @@ pool; one whose server refuses another channel (sshd's ``MaxSessions``) is joine
 
 from __future__ import annotations
 
-import errno
 import io
 import logging
 import os
-import select
-import shlex
 import socket
 import threading
 import time
-from base64 import b64decode, b64encode
-from hashlib import sha256
 from typing import IO
 
 import paramiko
@@ -37,79 +32,22 @@ from .base import (
     HostKeyInvalid,
     HostKeyMismatch,
     HostKeyUnknown,
-    Process,
     RemoteError,
     Target,
     Transport,
+)
+from .channel import OPEN, SSHProcess, _CatReader, command_line
+from .hostkeys import (  # noqa: F401  (fetch_host_key: this module's API too)
+    _Policy,
+    fetch_host_key,
+    fingerprint,
+    host_key_name,
+    parse_host_key,
 )
 
 logger = logging.getLogger(__name__)
 
 WINDOW_SIZE = 16 * 1024 * 1024
-READ_SIZE = 1 << 18
-READ_BUDGET = 1 << 20
-_KEY_TYPES = ("ssh-", "ecdsa-", "sk-")
-
-
-def parse_host_key(line: str) -> paramiko.PKey | None:
-    """The key of a known_hosts-style line (``[host]:port type base64`` or ``type base64``)."""
-    words = line.split()
-    while words and not words[0].startswith(_KEY_TYPES):
-        words.pop(0)
-    if len(words) < 2:
-        return None
-    try:
-        return paramiko.PKey.from_type_string(words[0], b64decode(words[1]))
-    except Exception:
-        return None
-
-
-def host_key_name(hostname: str, port: int) -> str:
-    return hostname if port == 22 else f"[{hostname}]:{port}"
-
-
-def fingerprint(key: paramiko.PKey) -> str:
-    """OpenSSH-style ``SHA256:...`` fingerprint."""
-    return "SHA256:" + b64encode(sha256(key.asbytes()).digest()).decode().rstrip("=")
-
-
-def fetch_host_key(hostname: str, port: int = 22) -> tuple[str, str]:
-    """(known_hosts line, SHA256 fingerprint) of the host's key; no login is attempted."""
-    timeout = float(drs_settings.CONNECT_TIMEOUT)
-    try:
-        sock = socket.create_connection((hostname, port), timeout=timeout)
-    except OSError as exc:
-        raise ConnectError(f"Cannot connect to {hostname}:{port}: {exc}") from None
-    t = paramiko.Transport(sock)
-    try:
-        t.start_client(timeout=timeout)
-        key = t.get_remote_server_key()
-    except (paramiko.SSHException, EOFError) as exc:
-        raise ConnectError(f"SSH handshake with {hostname}:{port} failed: {exc}") from None
-    finally:
-        t.close()
-    return f"{host_key_name(hostname, port)} {key.get_name()} {key.get_base64()}", fingerprint(key)
-
-
-class _Policy(paramiko.MissingHostKeyPolicy):
-    """Unknown host keys: reject, trust on first use, or warn (``DRS['HOST_KEY_POLICY']``)."""
-
-    def __init__(self, policy: str) -> None:
-        self.policy = policy
-        self.new_key: str = ""
-
-    def missing_host_key(self, client, hostname, key) -> None:
-        line = f"{hostname} {key.get_name()} {key.get_base64()}"
-        if self.policy == "auto_add":
-            self.new_key = line
-        elif self.policy == "warn":
-            logger.warning("Unverified host key for %s: %s", hostname, fingerprint(key))
-        else:
-            raise HostKeyUnknown(
-                f"The host key of {hostname} ({key.get_name()} {fingerprint(key)}) is not on "
-                "record. Confirm it and store it on the server (manage.py drs_fetch_host_key), "
-                "or set DRS['HOST_KEY_POLICY'] = 'auto_add' to trust it on first use."
-            )
 
 
 def _load_pkey(
@@ -295,14 +233,45 @@ class Connection:
             raise ConnectionLost(f"SSH connection to {self.target.hostname} lost: {exc}") from None
         with self._count_lock:
             self.channels += 1
+        progress.signal(self.target)
         return chan
 
     def release_channel(self) -> None:
         with self._count_lock:
             self.channels = max(0, self.channels - 1)
+        progress.signal(self.target)
 
     def close(self) -> None:
         self.client.close()
+
+
+class _Progress:
+    """Channels opened and given back, counted per host: a job that waits for a channel gives
+    up only when none moved for ``CONNECT_TIMEOUT``, however long the queue in front of it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._count: dict[tuple[str, int], int] = {}
+
+    def count(self, target: Target) -> int:
+        with self._cond:
+            return self._count.get((target.hostname, target.port), 0)
+
+    def signal(self, target: Target) -> None:
+        with self._cond:
+            key = (target.hostname, target.port)
+            self._count[key] = self._count.get(key, 0) + 1
+            self._cond.notify_all()
+
+    def wait(self, target: Target, seen: int, timeout: float) -> int:
+        """The count once it passes ``seen`` or after ``timeout`` seconds."""
+        key = (target.hostname, target.port)
+        with self._cond:
+            self._cond.wait_for(lambda: self._count.get(key, 0) != seen, timeout)
+            return self._count.get(key, 0)
+
+
+progress = _Progress()
 
 
 class Pool:
@@ -396,184 +365,6 @@ pool = Pool()
 os.register_at_fork(after_in_child=lambda: pool.clear(close=False))
 
 
-# Every command first prints this marker on both of its streams; whatever comes before it is
-# what the login shell printed on starting (a chatty ``~/.bashrc``) and is dropped.
-MARK = f"drs-{os.urandom(6).hex()}-go".encode()
-_LEAD = f"printf %s {MARK.decode()}; printf %s {MARK.decode()} >&2; "
-PRELUDE_LIMIT = 64 * 1024  # what a login shell may print before the marker
-
-
-def command_line(argv: list[str]) -> str:
-    """The shell command line that runs ``argv`` behind the marker, every word quoted."""
-    if len(argv) >= 3 and argv[:2] == ["sh", "-c"]:
-        return shlex.join(["sh", "-c", _LEAD + argv[2], *argv[3:]])
-    return shlex.join(["sh", "-c", _LEAD + 'exec "$@"', "sh", *argv])
-
-
-class _Prelude:
-    """Cuts one stream of a command at the marker: only what follows it is the command's."""
-
-    def __init__(self, host: str) -> None:
-        self.host = host
-        self.started = False
-        self.seen = bytearray()
-
-    def cut(self, data: bytes) -> bytes:
-        if self.started:
-            return data
-        self.seen += data
-        at = self.seen.find(MARK)
-        if at < 0:
-            if len(self.seen) > PRELUDE_LIMIT + len(MARK):
-                raise RemoteError(
-                    f"The login shell on {self.host} printed more than {PRELUDE_LIMIT} bytes "
-                    "before running the command: check the shell's start-up files (~/.bashrc)."
-                )
-            return b""
-        self.started = True
-        rest = bytes(self.seen[at + len(MARK) :])
-        self.seen = bytearray()
-        return rest
-
-    def never_started(self, exit_code: int | None) -> RemoteError:
-        said = " ".join(self.seen[-300:].decode(errors="replace").split())
-        return RemoteError(
-            f"The login shell on {self.host} exited (status {exit_code}) before running the "
-            f"command" + (f": {said}" if said else ".")
-        )
-
-
-class SSHProcess(Process):
-    def __init__(self, chan: paramiko.Channel, conn: Connection) -> None:
-        self.chan = chan
-        self.conn = conn
-        self._done = False
-        self._closed = False
-        self.out = _Prelude(conn.target.hostname)
-        self.err = _Prelude(conn.target.hostname)
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def read(self, timeout: float | None) -> list[tuple[str, bytes]]:
-        ch = self.chan
-        if not (ch.recv_ready() or ch.recv_stderr_ready() or ch.eof_received or ch.closed):
-            select.select([ch], [], [], timeout)
-        out = []
-        # Seen before the buffers are drained: paramiko buffers a channel's data before it
-        # marks its EOF, so once EOF is seen here, this drain takes everything that is left.
-        # (Checked after the drain, data arriving just before the EOF would be left behind.)
-        ended = ch.eof_received or ch.closed
-        got = 0  # bytes taken: READ_BUDGET per stream and call at most
-        try:
-            got += self._take(ch.recv_ready, ch.recv, self.out, "stdout", out)
-            got += self._take(ch.recv_stderr_ready, ch.recv_stderr, self.err, "stderr", out)
-        except (EOFError, OSError, paramiko.SSHException) as exc:
-            # Reading may send a window adjustment, which fails on a dead connection.
-            raise self.lost(exc) from None
-        if got or not ended:
-            if not got and not self.conn.alive:
-                raise self.lost()
-            return out
-        # All output is in; the exit status may trail the EOF by a packet. A channel closed
-        # because the connection died also wakes this wait, without a status.
-        # Every command we run exits with a status, so a channel closed without one means the
-        # session or the link died.
-        ch.status_event.wait(timeout if timeout is not None else 30)
-        if ch.exit_status == -1:
-            if ch.closed or not self.conn.alive:
-                raise self.lost()
-            return out
-        if not self.out.started:
-            raise self.out.never_started(ch.exit_status)
-        self.exit_code = ch.exit_status
-        self._done = True
-        return out
-
-    @staticmethod
-    def _take(ready, recv, prelude: _Prelude, stream: str, out: list) -> int:
-        taken = 0
-        while ready() and taken < READ_BUDGET:
-            data = recv(READ_SIZE)
-            taken += len(data)
-            if data := prelude.cut(data):
-                out.append((stream, data))
-        return taken
-
-    def lost(self, exc: BaseException | None = None) -> ConnectionLost:
-        detail = f": {exc}" if exc is not None and str(exc) else ""
-        return ConnectionLost(f"SSH connection to {self.conn.target.hostname} lost{detail}")
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            try:
-                self.chan.close()
-            except (EOFError, OSError, paramiko.SSHException):
-                pass  # the connection is gone already: nothing left to close
-            self.conn.release_channel()
-
-
-# Streams a regular file; a symbolic link or anything else is refused with a message.
-OPEN = r"""
-[ -L "$1" ] && { echo "a symbolic link" >&2; exit 3; }
-[ -e "$1" ] && [ ! -f "$1" ] && { echo "not a regular file" >&2; exit 3; }
-exec cat -- "$1"
-"""
-
-
-class _CatReader(io.RawIOBase):
-    """``read`` of a remote file through ``cat``; OSError if cat fails (missing, unreadable)
-    or the host sends nothing for ``HOST_READ_TIMEOUT`` seconds."""
-
-    def __init__(self, proc: SSHProcess, path: str) -> None:
-        self.proc, self.path = proc, path
-        self.timeout = float(drs_settings.HOST_READ_TIMEOUT)
-        proc.chan.settimeout(self.timeout)
-
-    def readable(self) -> bool:
-        return True
-
-    def _recv(self, n: int) -> bytes:
-        try:
-            return self.proc.chan.recv(n)
-        except TimeoutError:
-            raise OSError(
-                errno.ETIMEDOUT, f"the host sent nothing for {self.timeout:g} s"
-            ) from None
-        except (EOFError, OSError, paramiko.SSHException) as exc:
-            raise self.proc.lost(exc) from None
-
-    def read(self, n: int = -1) -> bytes:
-        ch = self.proc.chan
-        if n is None or n < 0:
-            return b"".join(iter(lambda: self.read(READ_SIZE), b""))
-        while data := self._recv(n):
-            if data := self.proc.out.cut(data):
-                return data
-        if not ch.status_event.wait(self.timeout) or ch.exit_status == -1:
-            raise self.proc.lost()
-        if not self.proc.out.started:
-            raise self.proc.out.never_started(ch.exit_status)
-        if ch.exit_status != 0:
-            err = b""
-            while ch.recv_stderr_ready() and len(err) < 4096:
-                err += self.proc.err.cut(ch.recv_stderr(4096))
-            message = err.decode(errors="replace").strip().rpartition(": ")[2]
-            raise OSError(errno.EIO, message or f"cat exited with status {ch.exit_status}")
-        return b""
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        self.proc.close()
-        super().close()
-
-
 class SSHTransport(Transport):
     """A job's view of a pooled connection. ``close`` returns it to the pool."""
 
@@ -591,22 +382,26 @@ class SSHTransport(Transport):
 
     def _channel(self) -> paramiko.Channel:
         """A new channel: on this connection, else on another one with room (sshd's
-        ``MaxSessions``), trying again for up to ``CONNECT_TIMEOUT`` while channels are busy."""
+        ``MaxSessions``), else waiting for one to be freed: it gives up only after
+        ``CONNECT_TIMEOUT`` in which no channel to this host was opened or closed."""
         tried: list[Connection] = []
         renewed = False
-        deadline = time.monotonic() + float(drs_settings.CONNECT_TIMEOUT)
-        delay = 0.01
+        patience = float(drs_settings.CONNECT_TIMEOUT)
+        deadline = time.monotonic() + patience
+        seen = progress.count(self.conn.target)
         while True:
             try:
                 return self.conn.open_channel()
             except ChannelRefused:
                 tried.append(self.conn)
-                if time.monotonic() > deadline:
-                    break
                 if len(tried) >= 8:  # every connection is busy: wait for a channel to close
                     tried = []
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.5)
+                    progress.wait(self.conn.target, seen, min(0.5, patience))
+                now = progress.count(self.conn.target)
+                if now != seen:  # the queue moves: keep waiting
+                    seen, deadline = now, time.monotonic() + patience
+                elif time.monotonic() > deadline:
+                    break
                 self.conn = pool.acquire(self.conn.target, self.conn.credentials, exclude=tried)
             except ConnectionLost:
                 # A pooled connection that died while idle: nothing was sent on it, so one

@@ -1,137 +1,43 @@
-"""The lifecycle of one job, and the only place that changes a job's state.
+"""One run of one job, from wherever it stands to a final state (``JobRun``).
 
-    from django_remote_submission import runner
-    runner.submit(job.pk, password="...", timeout=timedelta(minutes=5))   # {"out.txt": 12}
-
-stage in -> launch (detached, or submitted to the server's batch scheduler) -> stream output
-into Log rows -> wait (exit, timeout or cancel) -> stage out results -> final state. A job
-on a scheduler is ``queued`` until the scheduler runs it; its state is followed through the
-launcher (one status query per server and interval, shared by every job of the worker). A
-dropped connection is re-established with backoff and the stream continues from the stored
-byte offsets. Every submission has an id (the Celery task id when there is one): a second
-delivery of the same submission attaches to the run or returns, it never launches (or
-submits) the program twice.
+stage in -> launch -> stream the output -> wait (exit, timeout, cancel) -> stage out ->
+final state; a lost connection is re-established and the stream resumes from the stored
+byte offsets.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shlex
 import time
-import uuid
 from datetime import timedelta
 
-from django.db import transaction
 from django.utils import timezone
 
-from . import credentials, db, events, signals
-from . import resources as resources_
-from .conf import drs_settings
-from .connections import connect, credentials_for
-from .launchers import launcher_for, reserved_check
-from .launchers.base import DONE as SCHEDULER_DONE
-from .launchers.base import RUNNING as SCHEDULER_RUNNING
-from .launchers.base import Ending, Run, RunDirChanged, Spec, Stopped
-from .launchers.direct import DirectLauncher
-from .limits import human_size
-from .logs import LeaseLost, LogPolicy, LogWriter, clear_logs, write_notice
-from .models import (
-    ACTIVE_STATES,
+from .. import db
+from .. import resources as resources_
+from ..conf import drs_settings
+from ..connections import connect
+from ..launchers import launcher_for
+from ..launchers.base import DONE as SCHEDULER_DONE
+from ..launchers.base import RUNNING as SCHEDULER_RUNNING
+from ..launchers.base import Ending, Run, RunDirChanged, Spec, Stopped
+from ..limits import human_size
+from ..logs import LeaseLost, LogPolicy, LogWriter, write_notice
+from ..models import (
     FINAL_STATES,
-    FRESH_RUN,
-    TRANSITIONS,
-    Event,
     Job,
-    Log,
     Result,
     Status,
 )
-from .policy import LOGIN_WITH
-from .remote import ConnectionLost, Credentials, RemoteError
-from .results import collect, delete_files_on_commit, parse_records
-from .shutdown import draining
+from ..remote import ConnectionLost, Credentials, RemoteError
+from ..results import collect, parse_records
+from ..shutdown import draining
+from .state import HandedOver, StateChanged, move, note_scheduler_state
 
 logger = logging.getLogger(__name__)
 
 RECONNECT_FOR = 300.0  # seconds a run keeps trying to reach a host it lost
-
-
-class IllegalTransition(Exception):
-    """A move the state machine (``TRANSITIONS``) does not allow: a bug of the caller."""
-
-
-class StateChanged(Exception):
-    """Another process changed the job's state first: this run leaves the job alone."""
-
-
-class AlreadyRunning(Exception):
-    """A new submission of a job whose run is still alive."""
-
-
-class HandedOver(Exception):
-    """The worker shuts down: the run released its job for another worker to follow."""
-
-
-def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> bool:
-    """Change the job's state and record it in the audit trail (``login``: the login the run
-    used; ``actor``: who asked, None for a worker); then send the signals of the change (see
-    ``signals``).
-
-    A conditional update: returns False, writing nothing, when another process changed the
-    job's state first (a lost race); raises ``IllegalTransition`` for a move the state
-    machine does not allow. A write cut by a lost database connection is retried (see
-    ``db.retrying``).
-    """
-    old = job.status
-    if to not in TRANSITIONS[job.status]:
-        raise IllegalTransition(f"A job cannot go from {job.status} to {to}.")
-    now = timezone.now()
-    if to in FINAL_STATES:
-        fields.setdefault("finished_at", now)
-        fields.setdefault("credential", "")
-
-    def write() -> bool:
-        with transaction.atomic():
-            updated = Job.objects.filter(pk=job.pk, status=job.status).update(
-                status=to, modified=now, **fields
-            )
-            if not updated:
-                return False
-            Event.objects.create(
-                time=now,
-                action=Event.Action.state,
-                job_id=job.pk,
-                job_title=job.title[:250],
-                server_id=job.server_id,
-                actor=actor,
-                from_state=job.status,
-                to_state=to,
-                login=login[:150],
-                reason=fields.get("error", ""),
-            )
-            return True
-
-    moved = Job.objects.filter(pk=job.pk, status=to, modified=now).exists
-    if db.retrying(write, f"job {job.pk} becoming {to}", done=moved) is False:
-        return False  # (None: a lost answer to a commit that moved it)
-    job.status, job.modified = to, now
-    for name, value in fields.items():
-        setattr(job, name, value)
-    transaction.on_commit(lambda: events.status_changed(job))
-    signals.state_changed(job, old, to, fields, actor)
-    return True
-
-
-def note_scheduler_state(job: Job, shown: str) -> None:
-    """Record what the scheduler says of the job (not a change of the job's state: no audit
-    event) and tell the pages."""
-    shown = shown[:255]
-    if not shown or shown == job.scheduler_state:
-        return
-    Job.objects.filter(pk=job.pk).update(scheduler_state=shown)
-    job.scheduler_state = shown
-    transaction.on_commit(lambda: events.status_changed(job))
 
 
 def _seconds(timeout) -> float | None:
@@ -156,72 +62,6 @@ def _argv(job: Job) -> list[str]:
 
 def _is_remote(job: Job) -> bool:
     return bool((job.options or {}).get("remote", True)) and not job.server.local
-
-
-def lease(job_pk: int, submission: str, options: dict, credential: str) -> tuple[Job, bool]:
-    """Take the job for this submission. Returns (job, run_it).
-
-    The row is locked (``select_for_update``) and every state change is a conditional
-    update, so of two deliveries of one submission only one runs it; the other returns.
-    ``AlreadyRunning`` for a new submission of a job whose run is alive.
-    """
-    job = Job.objects.get(pk=job_pk)
-    if job.status == Status.initial:
-        # Never ran: nothing to clear, and ``move`` is a conditional UPDATE, so this one
-        # statement takes the job (a second delivery loses the race). A transaction of
-        # several statements would queue every concurrent job behind SQLite's write lock.
-        won = move(
-            job,
-            Status.submitted,
-            submission=submission,
-            run_dir=_run_dir(job, submission),
-            options=options,
-            credential=credential,
-            heartbeat=timezone.now(),
-        )
-        return (job, True) if won else (Job.objects.get(pk=job_pk), False)
-    return _lease_again(job_pk, submission, options, credential)
-
-
-def _run_dir(job: Job, submission: str) -> str:
-    """The run directory of one submission: a redelivery of it finds the same directory."""
-    tag = hashlib.sha256(submission.encode()).hexdigest()[:12]
-    return f"{drs_settings.RUN_ROOT}/{job.uuid}.{tag}"
-
-
-def _lease_again(job_pk: int, submission: str, options: dict, credential: str):
-    """A redelivery (resumed when its worker died), or a new run of a finished job."""
-    with transaction.atomic():
-        # The row is locked (on SQLite, written to first: that takes the write lock before
-        # any read, so two leases cannot deadlock upgrading a read lock).
-        (job,) = db.lock_rows(Job.objects.filter(pk=job_pk))
-        if job.submission == submission and job.status != Status.initial:
-            if job.status in FINAL_STATES or not job.is_stale:
-                return job, False  # done already, or the other delivery is on it
-            job.heartbeat = timezone.now()  # from now on the run writes only while it is this
-            Job.objects.filter(pk=job.pk).update(heartbeat=job.heartbeat)
-            return job, True  # its worker died: resume the run
-        if job.status in ACTIVE_STATES and not job.is_stale:
-            raise AlreadyRunning(
-                f"Job {job.pk} is already {job.status}; cancel it before resubmitting."
-            )
-        clear_logs(job)
-        # The files go once the new run is committed: should the move below fail, the old
-        # rows come back and their files are still there.
-        files = [name for name in job.results.values_list("local_file", flat=True) if name]
-        job.results.all().delete()
-        delete_files_on_commit(files, Result._meta.get_field("local_file").storage)
-        won = move(
-            job,
-            Status.submitted,
-            submission=submission,
-            run_dir=_run_dir(job, submission),
-            options=options,
-            credential=credential,
-            heartbeat=timezone.now(),
-            **FRESH_RUN,
-        )
-        return job, won
 
 
 class JobRun:
@@ -650,190 +490,3 @@ def _stopped_text(stopped: Stopped | None) -> str:
             "other processes of its session could not be checked"
         )
     return "its processes were stopped"
-
-
-def _options(
-    timeout,
-    log_policy,
-    store_results,
-    remote,
-    username,
-    key_filename,
-    login_with=None,
-    resources=None,
-    scheduler="direct",
-) -> dict:
-    if login_with is not None and login_with not in LOGIN_WITH:
-        raise ValueError(f"Unknown login_with {login_with!r}: use one of {', '.join(LOGIN_WITH)}.")
-    asked = resources_.clean(resources, reserved_check(scheduler)) if resources else None
-    return {
-        "resources": asked,
-        "timeout": _seconds(timeout),
-        "log_policy": LogPolicy.validate(log_policy),
-        "store_results": list(store_results) if store_results is not None else None,
-        "remote": bool(remote),
-        "username": username,
-        "key_filename": key_filename,
-        "login_with": login_with,
-    }
-
-
-def submit(
-    job_pk: int,
-    password: str | None = None,
-    public_key_filename: str | None = None,
-    username: str | None = None,
-    timeout=None,
-    log_policy: int = LogPolicy.LOG_LIVE,
-    store_results: list[str] | None = None,
-    remote: bool = True,
-    submission: str | None = None,
-    login_with: str | None = None,
-    resources: dict | None = None,
-) -> dict[str, int]:
-    """Run the job to its end; return ``{remote_filename: result pk}``.
-
-    ``login_with`` (see ``policy.LOGIN_WITH``) is how the policy decided the run logs in;
-    None logs in as 2.1.0 did (see ``connections.credentials_for``). ``resources``: what a
-    batch scheduler is asked for (see ``resources.clean``), over the server's defaults.
-    """
-    submission = submission or uuid.uuid4().hex
-    try:
-        scheduler = "direct"
-        if resources:
-            scheduler = Job.objects.filter(pk=job_pk).values_list("server__scheduler", flat=True)
-            scheduler = scheduler.first() or "direct"
-        options = _options(
-            timeout,
-            log_policy,
-            store_results,
-            remote,
-            username,
-            public_key_filename,
-            login_with,
-            resources,
-            scheduler,
-        )
-    except (TypeError, ValueError) as exc:
-        job = Job.objects.get(pk=job_pk)
-        if job.status not in ACTIVE_STATES:
-            lease(job_pk, submission, {}, "")
-            JobRun(job, None)._fail(f"Invalid submission: {exc}")
-        return {}
-    credential = credentials.encrypt(password) if password else ""
-    try:
-        job, run_it = lease(job_pk, submission, options, credential)
-    except AlreadyRunning as exc:
-        logger.warning("%s", exc)
-        return {}
-    if not run_it:
-        return {r.remote_filename: r.pk for r in job.results.all()}
-    return _run(job, password)
-
-
-def _run(job: Job, password: str | None) -> dict[str, int]:
-    try:
-        creds = credentials_for(job, password)
-    except RemoteError as exc:
-        JobRun(job, None)._fail(str(exc))
-        return {}
-    return JobRun(job, creds).run()
-
-
-def copy(
-    job_pk: int,
-    password: str | None = None,
-    public_key_filename: str | None = None,
-    username: str | None = None,
-    remote: bool = True,
-    submission: str | None = None,
-    login_with: str | None = None,
-) -> dict:
-    """Only write the program into the job's remote directory (status success)."""
-    options = _options(
-        None, LogPolicy.LOG_LIVE, None, remote, username, public_key_filename, login_with
-    )
-    job, run_it = lease(job_pk, submission or uuid.uuid4().hex, options, "")
-    if not run_it:
-        return {}
-    run = JobRun(job, None)
-    try:
-        run.creds = credentials_for(job, password)
-        with connect(job.server, run.creds, run.remote) as t:
-            where = DirectLauncher(t).stage(
-                _directory(job.remote_directory), job.remote_filename, job.program.encode()
-            )
-        host = job.server.hostname if run.remote else "localhost"
-        Log.objects.create(
-            job=job,
-            stream=Log.Stream.stdout,
-            content=f"{job.remote_filename} successfully copied to {host}:{where}\n",
-        )
-        move(job, Status.success, exit_code=None, error="")
-    except RemoteError as exc:
-        run._fail(str(exc))
-    return {}
-
-
-def stale_jobs() -> list[int]:
-    """Active jobs whose runner stopped sending heartbeats."""
-    return list(Job.objects.stale().values_list("pk", flat=True))
-
-
-def claim_stale_jobs(limit: int = 500) -> list[int]:
-    """Stale jobs for the caller to resume, each given to one caller only.
-
-    Every worker sweeps: the rows another sweep has locked are skipped (PostgreSQL), and each
-    job is claimed with a conditional update that clears its heartbeat, so that the other
-    sweeps leave it alone for ``STALE_BEATS`` intervals (after that, its resume task is
-    taken for lost: ``Job.objects.stale``). ``resume`` takes a job with a cleared heartbeat at
-    once.
-    """
-    claimed = []
-    with transaction.atomic():
-        stale = Job.objects.stale()
-        first = stale.filter(pk__in=list(stale.order_by("pk").values_list("pk", flat=True)[:limit]))
-        for job in db.lock_rows(first, skip_locked=True):
-            same = Job.objects.filter(pk=job.pk, heartbeat=job.heartbeat, modified=job.modified)
-            if same.update(heartbeat=None, modified=timezone.now()):
-                claimed.append(job.pk)
-    return claimed
-
-
-def resume(job_pk: int) -> dict[str, int]:
-    """Pick up a run whose worker died, with the options and secret stored on the job."""
-    job = Job.objects.get(pk=job_pk)
-    if not job.is_active or not job.is_stale or draining.is_set():
-        return {}  # running, finished, or this worker shuts down (it queues the job again)
-    opts = job.options or {}
-    password = None
-    if job.credential:
-        try:
-            password = credentials.decrypt(job.credential)
-        except credentials.CredentialError as exc:
-            JobRun(job, None)._fail(f"Cannot resume: {exc}")
-            return {}
-    job, run_it = lease(job_pk, job.submission, opts, job.credential)
-    if not run_it:
-        return {}
-    return _run(job, password)
-
-
-def cancel(job_pk: int, password: str | None = None) -> None:
-    """Ask the run to stop, stop its processes on the host, and return once they are gone."""
-    job = Job.objects.select_related("server", "owner").get(pk=job_pk)
-    if job.status in FINAL_STATES:
-        return
-    Job.objects.filter(pk=job.pk).update(cancel_requested=True)
-    if job.status == Status.initial:
-        move(job, Status.cancelled, error="Cancelled before it was submitted.")
-        return
-    if not job.run_dir:
-        return
-    if password is None and job.credential:
-        password = credentials.decrypt(job.credential)
-    creds = credentials_for(job, password)
-    with connect(job.server, creds, _is_remote(job)) as t:
-        launcher = launcher_for(job.server.scheduler, t, f"{job.server_id}:{creds.username}")
-        run = Run(job.run_dir, job.pid, job.scheduler_id)
-        launcher.kill(run, float(drs_settings.KILL_GRACE))
