@@ -17,6 +17,9 @@ import traceback
 
 from .harness import Bench, Row, table
 from .rows import ROWS, warm_up
+from .throughput import throughput
+
+ROWS = {**ROWS, "throughput": throughput}
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
 
