@@ -17,7 +17,7 @@ $(VENV)/.installed: $(wildcard requirements*.txt) pyproject.toml setup.py constr
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -c constraints.txt -r requirements_test.txt
+	$(PY) -m pip install -c constraints.txt -r requirements_test.txt -r requirements_lint.txt
 	touch $@
 
 # Refresh constraints.txt: the newest releases that the lower bounds allow, for this Python.
@@ -25,7 +25,7 @@ constraints:
 	rm -rf .venv-constraints
 	$(PYTHON) -m venv .venv-constraints
 	.venv-constraints/bin/pip install -q --upgrade pip
-	.venv-constraints/bin/pip install -q -r requirements_test.txt -r example/requirements.txt \
+	.venv-constraints/bin/pip install -q -r requirements_test.txt -r requirements_lint.txt -r example/requirements.txt \
 		-r requirements_docs.txt
 	{ sed -n '1,2p' constraints.txt; .venv-constraints/bin/pip freeze --exclude-editable | \
 		grep -v '^django-remote-submission'; } > constraints.new
@@ -96,6 +96,7 @@ test-postgres-all: sysdeps venv
 lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(PY) -m mypy
 
 # The documentation site (docs/): warnings are errors, then every internal link is checked
 # and the doctests run. Needs graphviz's dot (installed here when root).

@@ -63,7 +63,9 @@ def _lines(job_pk: int, last_id: int) -> Iterator[tuple[int, bytes]]:
 
 def _write(lines: Iterable[tuple[int, bytes]], out) -> tuple[int, list[list[int]]]:
     """Write gzip members of about MEMBER_BYTES; return (rows, [[first id, offset], ...])."""
-    count, index, member, size = 0, [], [], 0
+    count, size = 0, 0
+    index: list[list[int]] = []
+    member: list[bytes] = []
 
     def flush() -> None:
         nonlocal member, size
@@ -163,7 +165,7 @@ def rows(
     member = max(0, bisect.bisect_right(firsts, after + 1) - 1)
     start = archive.index[member][1] if archive.index else 0
     try:
-        handle = archive.file.storage.open(archive.file.name, "rb")
+        handle = archive.file.storage.open(archive.file.name or "", "rb")
     except FileNotFoundError:
         logger.error("The log archive %s of job %s is missing", archive.file.name, archive.job_id)
         return

@@ -37,7 +37,7 @@ README_LAYER = 'CHANNEL_LAYERS = {"default": redis_channel_layer("redis://127.0.
 
 @register()
 def check_settings(app_configs, **kwargs) -> list[CheckMessage]:
-    errors = []
+    errors: list[CheckMessage] = []
     unknown = sorted(set(drs_settings.user_settings) - set(DEFAULTS))
     if unknown:
         errors.append(

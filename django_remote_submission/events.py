@@ -141,7 +141,8 @@ def _send(*items: tuple[str, dict]) -> None:
 
 
 def logs_stored(job, rows: Iterable) -> None:
-    group, messages, batch, size = job_group(job.pk), [], [], 0
+    group, messages, size = job_group(job.pk), [], 0
+    batch: list = []
     for row in rows:
         if batch and size + len(row.content) > MAX_MESSAGE_CHARS:
             messages.append((group, {"type": "drs.logs", "job": job.pk, "logs": batch}))

@@ -190,7 +190,7 @@ class JobForm(forms.ModelForm):
             self.initial.setdefault("remote_directory", f"drs-jobs/{uuid.uuid4().hex[:8]}")
 
     def clean(self) -> dict:
-        data = super().clean()
+        data = super().clean() or {}
         server, interpreter = data.get("server"), data.get("interpreter")
         if interpreter and not data.get("remote_filename"):
             words = f"{interpreter.name} {interpreter.path}".lower()
@@ -301,7 +301,7 @@ class ServerAdminForm(forms.ModelForm):
         return self.cleaned_data.get("resources") or {}
 
     def clean(self) -> dict:
-        data = super().clean()
+        data = super().clean() or {}
         stored = Server.objects.filter(pk=self.instance.pk).first() if self.instance.pk else None
         for name in ("private_key", "private_key_passphrase"):
             if data.get("clear_secrets"):

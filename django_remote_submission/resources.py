@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
+from typing import Any
 
 FIELDS = ("partition", "walltime", "cpus", "memory", "gpus", "account", "extra")
 LABELS = {
@@ -159,7 +160,8 @@ def clean(value, reserved=None) -> dict:
         return {}
     if not isinstance(value, dict):
         raise ResourceError({"resources": "An object of partition, walltime, cpus, ..."})
-    errors, out = {}, {}
+    errors: dict[str, str] = {}
+    out: dict[str, Any] = {}
     for key, raw in value.items():
         if key not in PARSERS:
             errors[key] = f"Unknown resource: use {', '.join(FIELDS)}."

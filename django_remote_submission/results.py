@@ -24,6 +24,7 @@ import heapq
 import posixpath
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import IO, cast
 
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files import File
@@ -182,7 +183,7 @@ def _store(transport, job, directory, entry: Entry, stored: int, notices, progre
     """One result into storage and its row; None (and a notice) when it is skipped."""
     result = Result(job=job, remote_filename=entry.path)
     field = result.local_file.field
-    reason = limits.name_refusal(entry.path, field.max_length - len(job_prefix(job))) or (
+    reason = limits.name_refusal(entry.path, (field.max_length or 100) - len(job_prefix(job))) or (
         limits.result_refusal(entry.size, stored, field.storage)
     )
     if reason:
@@ -220,7 +221,7 @@ def _copy(transport, result: Result, path: str, stored: int, progress) -> None:
         with transport.open(path) as f:
             reader = _HashingReader(f, progress, limits.copy_cap(stored))
             result.local_file.name = storage.save(
-                name, _Upload(reader, name=name), max_length=field.max_length
+                name, _Upload(cast(IO[bytes], reader), name=name), max_length=field.max_length
             )
         result.size, result.sha256 = reader.size, reader.sha.hexdigest()
         result.save()
@@ -242,8 +243,10 @@ def _replace_older(result: Result) -> None:
         delete_files_on_commit([old.local_file.name], old.local_file.storage)
 
 
-def delete_files_on_commit(names: list[str], storage) -> None:
+def delete_files_on_commit(names: Iterable[str | None], storage) -> None:
     """Delete stored files once the current transaction commits (at once in autocommit)."""
+
+    names = list(names)
 
     def delete() -> None:
         for name in names:

@@ -22,11 +22,12 @@ with ``SKIP LOCKED`` where the database has it, and rechecked under the lock.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from . import archive, audit, db
@@ -52,12 +53,12 @@ class Report:
         return asdict(self)
 
 
-def _finished_before(days: float, now: datetime | None) -> object:
+def _finished_before(days: float, now: datetime | None) -> QuerySet[Job]:
     cutoff = (now or timezone.now()) - timedelta(days=days)
     return Job.objects.filter(status__in=FINAL_STATES, finished_at__lt=cutoff)
 
 
-def _batches(jobs) -> object:
+def _batches(jobs: QuerySet[Job]) -> Iterator[list[Job]]:
     """The jobs in pk order, BATCH at a time (each batch read afresh)."""
     after = 0
     while batch := list(jobs.filter(pk__gt=after).order_by("pk")[:BATCH]):

@@ -323,7 +323,7 @@ def upgrade(connection, state: ProjectState) -> ProjectState:
     for op in schema_2_1_0():
         op.state_forwards(APP, state)
     migration = migrations.Migration("upgrade_from_2_1_0", APP)
-    migration.operations = operations(target_state())
+    migration.operations = operations(target_state())  # type: ignore[misc]
     with connection.schema_editor(atomic=True) as editor:
         return migration.apply(state, editor)
 

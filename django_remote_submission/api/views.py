@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import posixpath
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from django.apps import apps
 from django.db.models import ProtectedError, Q
@@ -30,6 +31,7 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.filters import OrderingFilter
+from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import DjangoModelPermissions, IsAuthenticated
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
@@ -64,8 +66,13 @@ from .serializers import (
     SubmitSerializer,
 )
 
+if TYPE_CHECKING:  # what the mixin is mixed into, for the type checker
+    _View = GenericAPIView
+else:
+    _View = object
 
-class ApiViewMixin:
+
+class ApiViewMixin(_View):
     """Everything the views need, set here: the project's ``REST_FRAMEWORK`` does not matter."""
 
     permission_classes = [IsAuthenticated]

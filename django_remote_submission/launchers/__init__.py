@@ -34,4 +34,4 @@ def launcher_for(scheduler: str, transport: Transport, board: str = "") -> Launc
 def reserved_check(scheduler: str):
     """The scheduler's check of extra directives (see ``resources.clean``), or None."""
     cls = LAUNCHERS.get(scheduler) if isinstance(scheduler, str) else None
-    return cls.reserved if cls is not None and cls.queues else None
+    return getattr(cls, "reserved", None) if cls is not None and cls.queues else None

@@ -241,7 +241,8 @@ class DirectLauncher(Launcher):
     """The program starts at once, as a detached process on the host."""
 
     def _failure(self, code: int | None, stderr: bytes, directory, filename, run_dir, argv):
-        template = LAUNCH_ERRORS.get(code, "Could not start the job (exit status {code})")
+        unknown = "Could not start the job (exit status {code})"
+        template = unknown if code is None else LAUNCH_ERRORS.get(code, unknown)
         message = template.format(
             dir=directory,
             file=filename,
@@ -316,7 +317,7 @@ class DirectLauncher(Launcher):
         mode = "follow" if follow else "wait"
         return self.transport.start(sh(STREAM, run_dir, stdout_offset, stderr_offset, mode))
 
-    def ending(self, run: Run, proc: Process) -> Ending:
+    def ending(self, run: Run, proc: Process) -> Ending | None:
         """A direct run is over when its stream ends: its exit code is the program's."""
         return Ending(self.exit_code(run.run_dir, proc))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -54,7 +55,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 STALE_BEATS = 3
 
 # What a fresh run of a job starts from (its lease sets these, and its own bookkeeping).
-FRESH_RUN = {
+FRESH_RUN: dict[str, Any] = {
     "pid": None,
     "scheduler_id": "",
     "scheduler_state": "",

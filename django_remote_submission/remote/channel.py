@@ -96,7 +96,7 @@ class SSHProcess(Process):
         ch = self.chan
         if not (ch.recv_ready() or ch.recv_stderr_ready() or ch.eof_received or ch.closed):
             select.select([ch], [], [], timeout)
-        out = []
+        out: list[tuple[str, bytes]] = []
         # Seen before the buffers are drained: paramiko buffers a channel's data before it
         # marks its EOF, so once EOF is seen here, this drain takes everything that is left.
         # (Checked after the drain, data arriving just before the EOF would be left behind.)

@@ -15,7 +15,7 @@ import selectors
 import stat
 import subprocess
 import threading
-from typing import IO
+from typing import IO, cast
 
 from .base import Process, Transport
 
@@ -26,6 +26,7 @@ class LocalProcess(Process):
     def __init__(self, popen: subprocess.Popen) -> None:
         self.popen = popen
         self._sel = selectors.DefaultSelector()
+        assert popen.stdout is not None and popen.stderr is not None  # both are PIPEs
         self._sel.register(popen.stdout, selectors.EVENT_READ, "stdout")
         self._sel.register(popen.stderr, selectors.EVENT_READ, "stderr")
         self._open = 2
@@ -35,15 +36,16 @@ class LocalProcess(Process):
         return self.exit_code is not None
 
     def read(self, timeout: float | None) -> list[tuple[str, bytes]]:
-        out = []
+        out: list[tuple[str, bytes]] = []
         if self._open:
             for key, _ in self._sel.select(timeout):
-                data = os.read(key.fileobj.fileno(), READ_SIZE)
+                pipe = cast(IO[bytes], key.fileobj)
+                data = os.read(pipe.fileno(), READ_SIZE)
                 if data:
                     out.append((key.data, data))
                 else:
-                    self._sel.unregister(key.fileobj)
-                    key.fileobj.close()
+                    self._sel.unregister(pipe)
+                    pipe.close()
                     self._open -= 1
         if not self._open:
             self.exit_code = self.popen.wait()
@@ -51,7 +53,7 @@ class LocalProcess(Process):
 
     def close(self) -> None:
         for key in list(self._sel.get_map().values()):
-            key.fileobj.close()
+            cast(IO[bytes], key.fileobj).close()
         self._sel.close()
         if self.popen.stdin:
             self.popen.stdin.close()

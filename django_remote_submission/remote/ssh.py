@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from typing import IO
+from typing import IO, Any, cast
 
 import paramiko
 
@@ -101,10 +101,10 @@ def _transport(sock, **kwargs) -> paramiko.Transport:
     return t
 
 
-def _key_arguments(c: Credentials) -> dict:
+def _key_arguments(c: Credentials) -> dict[str, Any]:
     """paramiko's key arguments: the stored key text, the key file, or both (stored first)."""
     if c.key_text:
-        kwargs = {"pkey": _load_pkey(c.key_text, c.passphrase)}
+        kwargs: dict[str, Any] = {"pkey": _load_pkey(c.key_text, c.passphrase)}
         if c.key_filename:
             kwargs.update(key_filename=_key_file(c.key_filename), passphrase=c.passphrase)
         return kwargs
@@ -132,7 +132,9 @@ class Connection:
         self.channels = 0  # open channels (sessions) on this connection
         self.capacity: int | None = None  # learnt when the server refuses a channel
         self.client = self._open()
-        self.transport: paramiko.Transport = self.client.get_transport()
+        transport = self.client.get_transport()
+        assert transport is not None  # connected
+        self.transport: paramiko.Transport = transport
         self.transport.set_keepalive(int(drs_settings.KEEPALIVE))
 
     def _open(self) -> paramiko.SSHClient:
@@ -165,7 +167,7 @@ class Connection:
         client.set_missing_host_key_policy(policy)
         if known is not None:
             client.get_host_keys().add(name, known.get_name(), known)
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             username=c.username,
             password=c.password,
             sock=sock,
@@ -431,7 +433,7 @@ class SSHTransport(Transport):
     def open(self, path: str) -> IO[bytes]:
         """The file streamed by ``cat`` on an exec channel: one flow-controlled stream with
         the connection's big window, several times faster than paramiko's SFTP."""
-        return _CatReader(self.start(["sh", "-c", OPEN, "sh", path]), path)
+        return cast(IO[bytes], _CatReader(self.start(["sh", "-c", OPEN, "sh", path]), path))
 
     def close(self) -> None:
         self.conn.last_used = time.monotonic()

@@ -111,8 +111,8 @@ def submit(
     try:
         scheduler = "direct"
         if resources:
-            scheduler = Job.objects.filter(pk=job_pk).values_list("server__scheduler", flat=True)
-            scheduler = scheduler.first() or "direct"
+            schedulers = Job.objects.filter(pk=job_pk).values_list("server__scheduler", flat=True)
+            scheduler = schedulers.first() or "direct"
         options = _options(
             timeout,
             log_policy,

@@ -30,7 +30,7 @@ from ..models import (
     Result,
     Status,
 )
-from ..remote import ConnectionLost, Credentials, RemoteError
+from ..remote import ConnectionLost, Credentials, Process, RemoteError
 from ..results import collect, parse_records
 from ..shutdown import draining
 from .state import HandedOver, StateChanged, move, note_scheduler_state
@@ -67,7 +67,7 @@ def _is_remote(job: Job) -> bool:
 class JobRun:
     """One run of one job, from wherever it stands to a final state."""
 
-    def __init__(self, job: Job, creds: Credentials) -> None:
+    def __init__(self, job: Job, creds: Credentials | None) -> None:
         self.job = job
         self.creds = creds
         self.options = job.options
@@ -77,16 +77,22 @@ class JobRun:
         self.stopped: Stopped | None = None  # what the last stop of its processes found
         self.problem = ""  # what the job did to its run directory, if anything
         self.noted_full = False
-        self.started = None  # the launch's own output stream, when it just launched
+        self.started: Process | None = None  # the launch's own output stream, when it just launched
         self.next_beat = time.monotonic() + float(drs_settings.HEARTBEAT_INTERVAL)
         self.next_tick = 0.0  # when to ask the scheduler again (batch jobs)
         self.over_at: float | None = None  # when the scheduler said the run ended
 
+    @property
+    def credentials(self) -> Credentials:
+        """The login of a run that reaches the host (not of one that only fails a job)."""
+        assert self.creds is not None, "this run was made to fail its job, not to connect"
+        return self.creds
+
     def run(self) -> dict[str, int]:
         job = self.job
         try:
-            transport = connect(job.server, self.creds, self.remote)
-            board = f"{job.server_id}:{self.creds.username}"
+            transport = connect(job.server, self.credentials, self.remote)
+            board = f"{job.server_id}:{self.credentials.username}"
             self.launcher = launcher_for(job.server.scheduler, transport, board)
             try:
                 writer = LogWriter(job, self.options.get("log_policy", LogPolicy.LOG_LIVE))
@@ -145,7 +151,7 @@ class JobRun:
         options = {**self.options, "directory": launched.directory}
         if launched.attached:
             options["directory"] = self.options.get("directory", launched.directory)
-        login = "" if not self.remote else self.creds.username
+        login = "" if not self.remote else self.credentials.username
         if self.launcher.queues:
             # The scheduler enforces the walltime (the timeout, unless one is set).
             moved = move(
@@ -287,7 +293,7 @@ class JobRun:
         delay = 0.2
         while True:
             try:
-                self.launcher.transport = connect(self.job.server, self.creds, self.remote)
+                self.launcher.transport = connect(self.job.server, self.credentials, self.remote)
                 return
             except (ConnectionLost, RemoteError) as again:
                 if time.monotonic() - lost_at > RECONNECT_FOR:

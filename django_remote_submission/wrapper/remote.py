@@ -29,6 +29,7 @@ import stat
 import warnings
 from collections import namedtuple
 from datetime import timedelta
+from typing import Any
 
 from django.utils.timezone import now
 
@@ -145,6 +146,7 @@ class RemoteWrapper:
     def open(self, filename: str, mode: str = "r"):
         """A file of the current directory; written on the host when closed (``w``, ``a``)."""
         path = self._path(filename)
+        f: Any
         if "w" in mode or "a" in mode:
             f = _Upload(self._connected(), path, "a" if "a" in mode else "w")
         else:
