@@ -25,6 +25,7 @@ from rest_framework.test import APIClient
 
 from django_remote_submission.models import Interpreter, Job, Log, Result, Server, ServerAccount
 from django_remote_submission.tokens.models import PREFIX, ApiToken
+from tests import factories
 
 ROLES = ("anonymous", "owner", "other", "staff", "superuser")
 RESULT_BYTES = b"\x00\x01 result bytes\n\xff"
@@ -56,15 +57,9 @@ class World:
 
 def _job(owner, server, interpreter, **fields) -> Job:
     fields.setdefault("title", f"{owner.username}'s job")
-    return Job.objects.create(
-        owner=owner,
-        server=server,
-        interpreter=interpreter,
-        program='print("hi")',
-        remote_directory="/tmp/drs-api",
-        remote_filename="job.py",
-        **fields,
-    )
+    fields.setdefault("program", 'print("hi")')
+    fields.setdefault("remote_directory", "/tmp/drs-api")
+    return factories.job(owner, server, interpreter, **fields)
 
 
 def _result(job: Job, name: str, data: bytes) -> Result:

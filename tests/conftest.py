@@ -128,36 +128,32 @@ def pytest_collection_modifyitems(config, items) -> None:
 @pytest.fixture
 def python3(db):
     """Usage: ``Job(interpreter=python3, ...)``: /usr/bin/python3 -u."""
-    from django_remote_submission.models import Interpreter
+    from tests import factories
 
-    return Interpreter.objects.create(name="python3", path="/usr/bin/python3", arguments=["-u"])
+    return factories.interpreter("python3")
 
 
 @pytest.fixture
 def bash(db):
-    from django_remote_submission.models import Interpreter
+    from tests import factories
 
-    return Interpreter.objects.create(name="bash", path="/bin/bash", arguments=[])
+    return factories.interpreter("bash", "/bin/bash")
 
 
 @pytest.fixture
 def server(db, sshd, python3, bash):
     """Usage: ``Job(server=server, ...)``: the test sshd with its host key on record."""
-    from django_remote_submission.models import Server
+    from tests import factories
 
-    s = Server.objects.create(
-        title="test sshd", hostname=sshd.host, port=sshd.port, host_key=sshd.host_key
-    )
-    s.interpreters.set([python3, bash])
-    return s
+    return factories.server(sshd, python3, bash, title="test sshd")
 
 
 @pytest.fixture
 def owner(db, sshd):
     """A Django user named like the sshd password user (the default login name)."""
-    from django.contrib.auth import get_user_model
+    from tests import factories
 
-    return get_user_model().objects.create_user(sshd.password_user or sshd.key_user)
+    return factories.user(sshd.password_user or sshd.key_user)
 
 
 @pytest.fixture
@@ -165,19 +161,18 @@ def make_job(server, owner, python3, sshd, request):
     """Usage: ``job = make_job("print(1)")``: a job in a fresh directory of the password user."""
     import uuid
 
-    from django_remote_submission.models import Job
+    from tests import factories
 
     def make(
         program: str, interpreter=None, directory: str | None = None, key_user=False, **fields
     ):
         base = sshd.base_dir_key if key_user else (sshd.base_dir_pw or sshd.base_dir_key)
-        fields.setdefault("remote_filename", "job.py")
-        return Job.objects.create(
-            title=request.node.name,
+        fields.setdefault("title", request.node.name)
+        return factories.job(
+            owner,
+            server,
+            interpreter or python3,
             program=program,
-            owner=owner,
-            server=server,
-            interpreter=interpreter or python3,
             remote_directory=directory or f"{base}/{uuid.uuid4().hex[:10]}",
             **fields,
         )

@@ -28,8 +28,9 @@ from websockets.sync.client import connect
 from django_remote_submission import consumers, events
 from django_remote_submission.conf import redis_channel_layer
 from django_remote_submission.logs import LogPolicy, LogWriter
-from django_remote_submission.models import Interpreter, Job, Log, Server
+from django_remote_submission.models import Job, Log
 from django_remote_submission.routing import websocket_urlpatterns
+from tests import factories
 from tests.services import start_daphne, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -64,21 +65,11 @@ def users():
 
 @pytest.fixture
 def make_job():
-    interpreter = Interpreter.objects.create(name="python3", path="/usr/bin/python3")
-    server = Server.objects.create(title="here", hostname="localhost", local=True)
-    server.interpreters.add(interpreter)
+    interpreter = factories.interpreter()
+    server = factories.server(None, interpreter, title="here", hostname="localhost", local=True)
 
     def make(owner, **fields):
-        return Job.objects.create(
-            title=f"job of {owner}",
-            owner=owner,
-            server=server,
-            interpreter=interpreter,
-            program="print(1)",
-            remote_directory="d",
-            remote_filename="job.py",
-            **fields,
-        )
+        return factories.job(owner, server, interpreter, remote_directory="d", **fields)
 
     return make
 

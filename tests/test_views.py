@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from django_remote_submission import tasks
 from django_remote_submission.models import Interpreter, Job, Log, Result, Server
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
@@ -66,16 +67,9 @@ def grant(user, *codenames: str) -> None:
 @pytest.fixture
 def make_job(remote, interpreters):
     def make(owner, **fields):
-        fields.setdefault("title", f"job of {owner}")
-        fields.setdefault("server", remote)
-        return Job.objects.create(
-            owner=owner,
-            interpreter=interpreters[0],
-            program="print(1)",
-            remote_directory="drs-jobs/x",
-            remote_filename="job.py",
-            **fields,
-        )
+        server = fields.pop("server", remote)
+        fields.setdefault("remote_directory", "drs-jobs/x")
+        return factories.job(owner, server, interpreters[0], **fields)
 
     return make
 
