@@ -261,7 +261,8 @@ class JobRun:
         offsets = (writer.streams["stdout"].offset, writer.streams["stderr"].offset)
         proc = self.launcher.stream(self.job.run_dir, *offsets, follow=True)
         try:
-            self._pump(proc, writer, follow=True)
+            if self._pump(proc, writer, follow=True) == FULL:  # stopped reading at the limit
+                self._note_full(writer)
         finally:
             proc.close()
 
