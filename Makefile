@@ -74,12 +74,13 @@ sysdeps:
 		echo "sysdeps: missing$$missing$$slurm (not root, not installing: tests needing them skip, or fail with CI=true)"; \
 	fi
 
-# The whole suite on SQLite, then again on a throwaway PostgreSQL cluster, but for the tests
-# that build a project of their own with its own database (marked own_project); the second
-# run only when no PYTEST_ARGS narrow the first.
+# The whole suite on SQLite, then the tests that matter to concurrency (marked postgres:
+# locks, many workers, restarts, retention) again on a throwaway PostgreSQL cluster; the
+# second run only when no PYTEST_ARGS narrow the first. make test-postgres-all runs every
+# test on PostgreSQL (about as long as the SQLite run).
 test: sysdeps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
-	@[ -n "$(PYTEST_ARGS)" ] || $(MAKE) --no-print-directory test-postgres-all
+	@[ -n "$(PYTEST_ARGS)" ] || $(MAKE) --no-print-directory test-postgres
 
 # Database-level and unit tests only: no sshd, redis, worker or browser (well under a minute).
 test-fast: venv
