@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from django_remote_submission.connections import connect
+from django_remote_submission.launchers.base import Spec
 from django_remote_submission.launchers.direct import DirectLauncher
 from django_remote_submission.models import Server
 from django_remote_submission.remote import Credentials
@@ -34,11 +35,13 @@ def test_short_jobs_in_parallel_stream_every_byte(sshd):
         with connect(server, creds) as transport:
             launcher = DirectLauncher(transport)
             launched, proc = launcher.launch(
-                directory,
-                "job.py",
-                program.encode(),
-                f"{directory}/run",
-                ["/usr/bin/python3", "-u"],
+                Spec(
+                    directory,
+                    "job.py",
+                    program.encode(),
+                    f"{directory}/run",
+                    ["/usr/bin/python3", "-u"],
+                )
             )
             read = {"stdout": b"", "stderr": b""}
             while not proc.done:
