@@ -67,7 +67,7 @@ class Pool:
         self._conns: dict[tuple, list] = {}
         self._opening: dict[tuple, int] = {}  # connections being opened, per key
         self._waiting: dict[tuple, int] = {}  # threads waiting for one of them, per key
-        self._capacity: dict[tuple, int] = {}  # the lowest MaxSessions seen, per key
+        self._capacity: dict[tuple, int] = {}  # MaxSessions as learnt from refusals, per key
 
     @staticmethod
     def key(target: Target, credentials: Credentials) -> tuple:
@@ -99,6 +99,14 @@ class Pool:
             conn.opened_channels = max(0, conn.opened_channels + opened)
             conn.reserved = max(0, conn.reserved + reserved)
             self._cond.notify_all()
+
+    def take(self, conn) -> bool:
+        """Reserve a channel slot on ``conn`` itself, if it is alive and has room."""
+        with self._cond:
+            if conn.alive and conn.free > 0:
+                conn.reserved += 1
+                return True
+            return False
 
     def acquire(self, target: Target, credentials: Credentials, exclude=()):
         """A live connection with room for another channel, opened if need be."""

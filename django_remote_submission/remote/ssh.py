@@ -278,7 +278,9 @@ class SSHTransport(Transport):
         deadline = time.monotonic() + patience
         seen = progress.count(target)
         while True:
-            self.conn = conn = pool.reserve(target, credentials, exclude=tried)
+            conn = self.conn  # its own connection first (a transport may not be pooled)
+            if conn in tried or not pool.take(conn):
+                self.conn = conn = pool.reserve(target, credentials, exclude=tried)
             try:
                 chan = conn.open_channel()
             except ChannelRefused:
