@@ -33,7 +33,7 @@ READ_BUDGET = 1 << 20  # bytes taken per stream and read at most, whatever the h
 # What a file reader takes from the channel at once: all paramiko holds (at most the SSH
 # window). paramiko's buffer gives out its head by moving the rest to the front, so reading
 # it in small pieces while it is full costs a copy of the whole buffer per piece.
-TAKE_ALL = 1 << 22
+TAKE_ALL = 1 << 22  # above the SSH window (ssh.WINDOW_SIZE)
 
 
 # Every command first prints this marker on both of its streams; whatever comes before it is

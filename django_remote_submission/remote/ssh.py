@@ -47,7 +47,10 @@ from .pool import Pool, progress
 
 logger = logging.getLogger(__name__)
 
-WINDOW_SIZE = 16 * 1024 * 1024
+# What the host may send before we read it: OpenSSH's own client's window (2 MiB). A 16 MiB
+# window made a 200 MiB fetch slower (1.3 s against 0.65 s, medians) and sometimes much slower:
+# paramiko's buffer then grows big and is copied around as it is read.
+WINDOW_SIZE = 2 * 1024 * 1024
 
 
 def _load_pkey(
