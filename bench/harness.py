@@ -24,6 +24,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# OpenSSH's defaults, spelled out: the test sshd allows more (MaxSessions 50, MaxStartups 100).
+STOCK_LIMITS = ("MaxSessions 10", "MaxStartups 10:30:100")
 
 
 @dataclass
@@ -238,7 +240,7 @@ class Bench:
         from django.contrib.auth import get_user_model
         from django.db import connections
 
-        from django_remote_submission.models import Interpreter, Server
+        from django_remote_submission.models import Interpreter
         from django_remote_submission.remote.ssh import pool
 
         self._cleanup.callback(connections.close_all)
@@ -249,24 +251,44 @@ class Bench:
         self.python3 = Interpreter.objects.create(
             name="python3", path="/usr/bin/python3", arguments=["-u"]
         )
-        self.server = Server.objects.create(
-            title="bench sshd",
-            hostname=self.sshd.host,
-            port=self.sshd.port,
+        self.server = self._server("bench sshd", self.sshd)
+        self.creds = self._creds(self.sshd)
+        self._stock = None
+
+    def _server(self, title: str, sshd):
+        from django_remote_submission.models import Server
+
+        server = Server.objects.create(
+            title=title,
+            hostname=sshd.host,
+            port=sshd.port,
             username=self.user,
-            host_key=self.sshd.host_key,
+            host_key=sshd.host_key,
         )
-        self.server.interpreters.set([self.python3])
-        # How the project logs in: password when we are root (drs_pw), else the key.
-        self.creds = (
-            {"password": self.sshd.password}
-            if self.sshd.password
-            else {"public_key_filename": self.sshd.key_file}
+        server.interpreters.set([self.python3])
+        return server
+
+    @staticmethod
+    def _creds(sshd) -> dict:
+        """How the project logs in: password when we are root (drs_pw), else the key."""
+        return (
+            {"password": sshd.password} if sshd.password else {"public_key_filename": sshd.key_file}
         )
+
+    def stock(self):
+        """(sshd, Server, creds) of a second sshd with OpenSSH's stock limits (``MaxSessions
+        10``, ``MaxStartups 10:30:100``), as users' hosts have; started on first use."""
+        if self._stock is None:
+            from tests.services import start_sshd
+
+            sshd = start_sshd(extra=STOCK_LIMITS)
+            self._cleanup.callback(sshd.stop)
+            self._stock = (sshd, self._server("stock sshd", sshd), self._creds(sshd))
+        return self._stock
 
     # --- the project ------------------------------------------------------------------------
 
-    def job(self, program: str):
+    def job(self, program: str, server=None):
         """A new job running ``python3 -u job.py`` in a fresh remote directory."""
         from django_remote_submission.models import Job
 
@@ -274,18 +296,18 @@ class Bench:
             title="bench",
             program=program,
             owner=self.owner,
-            server=self.server,
+            server=server or self.server,
             interpreter=self.python3,
             remote_directory=f"{self.base}/{uuid.uuid4().hex[:12]}",
             remote_filename="job.py",
         )
 
-    def submit(self, job, **kwargs) -> tuple[float, object]:
+    def submit(self, job, creds: dict | None = None, **kwargs) -> tuple[float, object]:
         """Run ``job`` through ``runner.submit`` in this process: (seconds, refreshed job)."""
         from django_remote_submission import runner
 
         t0 = time.perf_counter()
-        runner.submit(job.pk, **self.creds, **kwargs)
+        runner.submit(job.pk, **(creds or self.creds), **kwargs)
         seconds = time.perf_counter() - t0
         job.refresh_from_db()
         return seconds, job
@@ -299,9 +321,9 @@ class Bench:
 
     # --- the OpenSSH baseline --------------------------------------------------------------
 
-    def ssh(self, control_path: str | None = None) -> list[str]:
+    def ssh(self, control_path: str | None = None, sshd=None) -> list[str]:
         """``ssh ... user@host`` (a new connection, or one multiplexed on ``control_path``)."""
-        argv = self.sshd.ssh_argv(self.user)
+        argv = (sshd or self.sshd).ssh_argv(self.user)
         if control_path:
             argv[-1:-1] = ["-o", "ControlMaster=no", "-o", f"ControlPath={control_path}"]
         return argv
@@ -312,16 +334,16 @@ class Bench:
         return ["scp", "-q", *opts, f"{self.user}@{self.sshd.host}:{remote_path}", local_path]
 
     @contextmanager
-    def master(self):
+    def master(self, sshd=None):
         """A ControlMaster connection, up before the block starts; yields its ControlPath."""
         self._masters += 1
         path = os.path.join(self.tmp, f"cm{self._masters}")
-        argv = self.sshd.ssh_argv(self.user)
+        argv = (sshd or self.sshd).ssh_argv(self.user)
         argv[-1:-1] = ["-N", "-o", "ControlMaster=yes", "-o", f"ControlPath={path}"]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
 
         def control(command: str) -> int:  # ssh -O check|exit
-            argv = self.ssh(path)
+            argv = self.ssh(path, sshd)
             argv[-1:-1] = ["-O", command]
             return subprocess.run(argv, capture_output=True).returncode
 

@@ -60,8 +60,8 @@ def trivial(b: Bench) -> list[Row]:
             "s",
             project,
             mux,
-            "<= 2 x",
-            max_ratio=2,
+            "<= 1.2 x",
+            max_ratio=1.2,
             ok=ok,
             notes=note,
         ),
@@ -82,29 +82,44 @@ LINES = 'for i in range({n}):\n    print(f"line {{i:07d}} of the benchmark outpu
 
 
 def lines(b: Bench) -> list[Row]:
-    """100k and 1M lines with LOG_LIVE, every byte stored, vs ``ssh host prog > /dev/null``."""
+    """100k and 1M lines with LOG_LIVE, every byte stored, vs ``ssh host prog > /dev/null``;
+    and this process's CPU (all threads) per million lines."""
     rows = []
     for n, label in ((100_000, "100k"), (1_000_000, "1M")):
         program = LINES.format(n=n)
         expected = "".join(f"line {i:07d} of the benchmark output\n" for i in range(n))
-        project, exact = [], True
+        project, cpu, exact = [], [], True
         for _ in range(b.reps):
+            before = cpu_seconds()
             seconds, job = b.submit(b.job(program))
+            cpu.append((cpu_seconds() - before) * 1_000_000 / n)
             exact &= job.status == "success" and _stdout(job) == expected
             project.append(seconds)
             b.forget(job)
         baseline = [run(b.ssh() + [_cmd(program)]).seconds for _ in range(b.reps)]
         mb = len(expected) / 1e6
+        note = f"exact: {'yes' if exact else 'no'}"
         rows.append(
             Row(
                 f"{label} lines ({mb:.0f} MB), LOG_LIVE, all stored",
                 "s",
                 project,
                 baseline,
-                "<= 3 x",
-                max_ratio=3,
+                "<= 1.2 x",
+                max_ratio=1.2,
                 ok=exact,
-                notes=f"exact: {'yes' if exact else 'no'}",
+                notes=note,
+            )
+        )
+        rows.append(
+            Row(
+                f"  worker CPU per million lines ({label} lines)",
+                "s",
+                cpu,
+                None,
+                "<= 0.5 s",
+                limit=0.5,
+                notes="this process, all threads, the database's work included",
             )
         )
     return rows
@@ -152,25 +167,36 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def _samples(values: list[float], unit: str = "s") -> str:
+    return "every repetition: " + ", ".join(f"{v:.2f}" for v in values) + f" {unit}"
+
+
 def big_result(b: Bench) -> list[Row]:
-    """A 200 MiB result file: the stage-out (``results.collect``) vs ``scp`` of the file."""
+    """A 200 MiB result file, as a user sees it: the whole submit of the job minus the same
+    job's submit with ``store_results=[]`` (no stage-out), vs ``scp`` of the file. The
+    stage-out alone (``results.collect``, timed in this process) is a row of its own."""
     from django_remote_submission.runner import run as job_run  # where JobRun calls collect
 
-    seconds, growth, scp, scp_rss, exact = [], [], [], [], True
+    whole, bare, collects, growth, scp, scp_rss, exact = [], [], [], [], [], [], True
     collect = job_run.collect
 
     def timed_collect(*args, **kwargs):  # wraps the runner's stage-out, in this process only
-        with RssPeak() as peak:
-            t0 = time.perf_counter()
-            out = collect(*args, **kwargs)
-            seconds.append(time.perf_counter() - t0)
-        growth.append(peak.growth)
+        t0 = time.perf_counter()
+        out = collect(*args, **kwargs)
+        collects.append(time.perf_counter() - t0)
         return out
 
     job_run.collect = timed_collect
     try:
         for _ in range(b.reps):
-            _, job = b.submit(b.job(BIG))
+            seconds, job = b.submit(b.job(BIG), store_results=[])
+            exact &= job.status == "success" and not job.results.exists()
+            bare.append(seconds)
+            b.forget(job)
+            with RssPeak() as peak:
+                seconds, job = b.submit(b.job(BIG))
+            whole.append(seconds)
+            growth.append(peak.growth)
             remote = os.path.join(job.remote_directory, "big.bin")  # same machine: readable
             result = job.results.get()
             exact &= (
@@ -187,20 +213,33 @@ def big_result(b: Bench) -> list[Row]:
             b.forget(job)
     finally:
         job_run.collect = collect
+    diffs = [w - s for w, s in zip(whole, bare, strict=True)]
     note = f"exact: {'yes' if exact else 'no'}"
     return [
         Row(
-            "200 MiB result into storage (stage-out)",
+            "200 MiB result, whole submit minus the same with store_results=[]",
             "s",
-            seconds,
+            diffs,
             scp,
-            "<= 1.5 x scp",
-            max_ratio=1.5,
+            "<= 1.2 x scp in every repetition",
+            max_ratio=1.2,
             ok=exact,
-            notes=note,
+            value=max(diffs),  # every repetition must meet it: the worst counts
+            notes=f"{note}; value: the worst repetition; {_samples(diffs)}",
         ),
         Row(
-            "  worker RSS growth during that stage-out",
+            "  200 MiB result, results.collect alone (stage-out)",
+            "s",
+            collects,
+            scp,
+            "<= 1.2 x scp in every repetition",
+            max_ratio=1.2,
+            ok=exact,
+            value=max(collects),
+            notes=f"value: the worst repetition; {_samples(collects)}",
+        ),
+        Row(
+            "  worker RSS growth during that whole submit",
             "MB",
             growth,
             None,
@@ -212,31 +251,36 @@ def big_result(b: Bench) -> list[Row]:
     ]
 
 
-def many(b: Bench) -> list[Row]:
+def _many(b: Bench, server, creds: dict, sshd, sessions: int, label: str) -> Row:
     """200 jobs sleeping 10 s submitted at once to one worker (threads, like
-    ``celery worker --pool threads --concurrency 200``) vs 200 ssh sessions on 4 masters."""
+    ``celery worker --pool threads --concurrency 200``) vs 200 ssh sessions on as many
+    ControlMasters as the sshd's ``MaxSessions`` needs."""
     from django.db import connection
 
     from django_remote_submission import runner
     from django_remote_submission.models import Job
+    from django_remote_submission.remote.ssh import pool
 
     n = 200
 
     def one(pk: int) -> str | None:
         try:
-            runner.submit(pk, **b.creds)
+            runner.submit(pk, **creds)
         except Exception as exc:  # counted below: the job is not a success
             return f"{type(exc).__name__}: {exc}"
         finally:
             connection.close()  # each thread has its own DB connection
 
-    project, successes, errors = [], [], Counter()
+    project, successes, conns, errors = [], [], [], Counter()
     for _ in range(b.slow_reps):
-        pks = [b.job(SLEEP).pk for _ in range(n)]
+        pks = [b.job(SLEEP, server).pk for _ in range(n)]
+        cpu = cpu_seconds()
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(n) as pool:
-            raised = list(pool.map(one, pks))
+        with ThreadPoolExecutor(n) as threads:
+            raised = list(threads.map(one, pks))
         project.append(time.perf_counter() - t0)
+        cpu = cpu_seconds() - cpu
+        conns.append(sum(len(cs) for key, cs in pool._conns.items() if key[1] == sshd.port))
         jobs = Job.objects.filter(pk__in=pks)
         successes.append(jobs.filter(status="success").count())
         errors.update([j.error[:70] for j in jobs.exclude(status="success")])
@@ -245,24 +289,76 @@ def many(b: Bench) -> list[Row]:
             b.forget(job)
 
     baseline, baseline_ok = [], []
+    k = -(-n // sessions)
     with ExitStack() as stack:
-        masters = [stack.enter_context(b.master()) for _ in range(4)]  # MaxSessions 50 each
+        masters = [stack.enter_context(b.master(sshd)) for _ in range(k)]
 
         def ssh(i: int) -> bool:
-            return run(b.ssh(masters[i % 4]) + [_cmd(SLEEP)]).returncode == 0
+            return run(b.ssh(masters[i % k], sshd) + [_cmd(SLEEP)]).returncode == 0
 
         for _ in range(b.slow_reps):
             t0 = time.perf_counter()
-            with ThreadPoolExecutor(n) as pool:
-                baseline_ok.append(sum(pool.map(ssh, range(n))))
+            with ThreadPoolExecutor(n) as threads:
+                baseline_ok.append(sum(threads.map(ssh, range(n))))
             baseline.append(time.perf_counter() - t0)
-    notes = f"success: {', '.join(f'{k}/{n}' for k in successes)}"
+    notes = f"success: {', '.join(f'{s}/{n}' for s in successes)}"
+    notes += f"; connections: {', '.join(map(str, conns))}; CPU {cpu:.1f} s (last)"
+    notes += f"; {_samples(project)}"
     notes += "".join(f"; {c} x {e!r}" for e, c in errors.most_common())
     if min(baseline_ok) < n:
         notes += f"; baseline ok: {baseline_ok}"
-    work = "200 jobs sleeping 10 s at once, one worker (baseline: 4 ssh ControlMasters)"
+    work = f"200 jobs sleeping 10 s at once, one worker, {label} (baseline: {k} ControlMasters)"
     ok = min(successes) == n
-    return [Row(work, "s", project, baseline, "all success <= 15 s", limit=15, ok=ok, notes=notes)]
+    return Row(work, "s", project, baseline, "all success <= 12 s", limit=12, ok=ok, notes=notes)
+
+
+def many(b: Bench) -> list[Row]:
+    """200 jobs at once against an sshd with stock limits (what users' hosts run), and
+    against the test sshd's generous ones (``MaxSessions 50``, ``MaxStartups 100``)."""
+    sshd, server, creds = b.stock()
+    return [
+        _many(b, server, creds, sshd, 10, "stock sshd (MaxSessions 10, MaxStartups 10:30:100)"),
+        _many(b, b.server, b.creds, b.sshd, 50, "sshd with MaxSessions 50"),
+    ]
+
+
+def not_measured(b: Bench) -> list[Row]:
+    """The issue's targets that this bench does not measure yet: shown, never met."""
+    todo = "not measured by this bench yet"
+    return [
+        Row(
+            "1,000 jobs sleeping 30 s, stock sshd, one worker",
+            "s",
+            [],
+            None,
+            "all success <= 40 s; RSS <= 400 MB; CPU <= 10 s",
+            notes=todo,
+        ),
+        Row(
+            "1,000 trivial jobs, Celery worker + Redis (SQLite, PostgreSQL)",
+            "jobs/s",
+            [],
+            None,
+            ">= 30 jobs/s",
+            notes=todo,
+        ),
+        Row(
+            "100 websocket clients on a job printing 1,000 lines/s",
+            "ms",
+            [],
+            None,
+            "p50 <= 50 ms, p99 <= 100 ms, no line missed",
+            notes=todo,
+        ),
+        Row(
+            "job page of a 1M-line job in chromium",
+            "s",
+            [],
+            None,
+            "first lines <= 1 s; memory <= 300 MB",
+            notes=todo,
+        ),
+    ]
 
 
 WS_PROGRAM = "import time\nfor _ in range(100):\n    print(time.time())\n    time.sleep(0.05)\n"
@@ -355,7 +451,7 @@ def websocket(b: Bench) -> list[Row]:
     work = "remote print -> websocket message"
     return [
         Row(f"{work}, p50", "ms", p50, None, "<= 50 ms", limit=50, notes=note, value=p50_all),
-        Row(f"{work}, p99", "ms", p99, None, "<= 200 ms", limit=200, value=p99_all),
+        Row(f"{work}, p99", "ms", p99, None, "<= 100 ms", limit=100, value=p99_all),
     ]
 
 
@@ -366,4 +462,5 @@ ROWS = {
     "big": big_result,
     "many": many,
     "ws": websocket,
+    "todo": not_measured,
 }

@@ -43,6 +43,12 @@ DEFAULTS: dict[str, Any] = {
     "KEEPALIVE": 30,
     # Seconds an idle pooled connection is kept open.
     "POOL_IDLE_TIMEOUT": 300.0,
+    # Channels (jobs' commands) put on one SSH connection: sshd's MaxSessions, 10 unless
+    # the host says otherwise. A host that allows fewer is learnt from its first refusal.
+    "SSH_MAX_SESSIONS": 10,
+    # SSH handshakes to one host under way at once: well below sshd's MaxStartups (10 by
+    # default), past which it drops new connections.
+    "SSH_CONNECTS_AT_ONCE": 3,
     # Where per-job run directories live on a host; relative paths are under $HOME.
     "RUN_ROOT": ".django-remote-submission/runs",
     # Log batching: a batch is stored at most this many seconds after its first line

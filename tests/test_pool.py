@@ -103,3 +103,38 @@ def test_a_job_gives_up_when_no_channel_moves(sshd, settings, monkeypatch):
     with pytest.raises(RemoteError) as info:
         t.run(["echo", "ok"])
     assert str(info.value) == f"{sshd.host} refused every new SSH channel."
+
+
+@pytest.fixture(scope="module")
+def stock_sshd():
+    server = start_sshd(extra=("MaxSessions 10", "MaxStartups 10:30:100"))  # OpenSSH's defaults
+    yield server
+    server.stop()
+
+
+def test_a_burst_of_channels_opens_the_connections_it_needs_and_no_more(stock_sshd):
+    target = Target(stock_sshd.host, stock_sshd.port, stock_sshd.host_key)
+    creds = Credentials(stock_sshd.key_user, key_text=stock_sshd.key_text)
+    n = 25
+    all_open = threading.Barrier(n, timeout=60)
+
+    def hold(_) -> bytes:
+        t = ssh.SSHTransport.connect(target, creds)
+        proc = t.start(["cat"], stdin=b"")  # ends once the channel is read to its end
+        try:
+            all_open.wait()  # every channel is open at this point
+        finally:
+            output = proc.wait(timeout=30)
+            proc.close()
+        return output.stdout
+
+    with ThreadPoolExecutor(n) as threads:
+        outputs = list(threads.map(hold, range(n)))
+    key = ssh.pool.key(target, creds)
+    conns = list(ssh.pool._conns[key])
+    for conn in conns:
+        ssh.pool.discard(conn)
+    assert outputs == [b""] * n
+    # 25 channels at sshd's 10 per connection: three connections, each one's handshake once.
+    assert len(conns) == 3
+    assert stock_sshd.log().count("Accepted publickey") == 3

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 READ_SIZE = 1 << 18
 READ_BUDGET = 1 << 20  # bytes taken per stream and read at most, whatever the host sends
+# What a file reader takes from the channel at once: all paramiko holds (at most the SSH
+# window). paramiko's buffer gives out its head by moving the rest to the front, so reading
+# it in small pieces while it is full costs a copy of the whole buffer per piece.
+TAKE_ALL = 1 << 22  # above the SSH window (ssh.WINDOW_SIZE)
 
 
 # Every command first prints this marker on both of its streams; whatever comes before it is
@@ -131,7 +135,7 @@ class SSHProcess(Process):
     def _take(ready, recv, prelude: _Prelude, stream: str, out: list) -> int:
         taken = 0
         while ready() and taken < READ_BUDGET:
-            data = recv(READ_SIZE)
+            data = recv(READ_BUDGET - taken)  # one piece: see TAKE_ALL
             taken += len(data)
             if data := prelude.cut(data):
                 out.append((stream, data))
@@ -167,6 +171,7 @@ class _CatReader(io.RawIOBase):
         self.proc, self.path = proc, path
         self.timeout = float(drs_settings.HOST_READ_TIMEOUT)
         proc.chan.settimeout(self.timeout)
+        self.pending, self.at = b"", 0  # taken from the channel; read up to ``at``
 
     def readable(self) -> bool:
         return True
@@ -185,9 +190,18 @@ class _CatReader(io.RawIOBase):
         ch = self.proc.chan
         if n is None or n < 0:
             return b"".join(iter(lambda: self.read(READ_SIZE), b""))
-        while data := self._recv(n):
-            if data := self.proc.out.cut(data):
-                return data
+        if self.at >= len(self.pending):
+            self.pending, self.at = b"", 0
+            while data := self._recv(TAKE_ALL):
+                if data := self.proc.out.cut(data):
+                    self.pending = data
+                    break
+        if self.at < len(self.pending):
+            at, self.at = self.at, self.at + n
+            if at == 0 and n >= len(self.pending):
+                return self.pending  # the whole piece: no copy
+            with memoryview(self.pending) as view:
+                return bytes(view[at : self.at])
         if not ch.status_event.wait(self.timeout) or ch.exit_status == -1:
             raise self.proc.lost()
         if not self.proc.out.started:
