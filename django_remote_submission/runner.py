@@ -26,7 +26,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import credentials, events, signals
+from . import credentials, events, inputs, signals
 from . import resources as resources_
 from .conf import drs_settings
 from .connections import connect, credentials_for
@@ -283,7 +283,11 @@ class JobRun:
             job.run_dir,
             _argv(job),
             self._resources(),
+            arguments=list(job.arguments or []),
+            environment=dict(job.environment or {}),
         )
+        transport, beat = self.launcher.transport, self._beat_if_due
+        inputs.stage(transport, spec.directory, job.run_dir, job.inputs.all(), tick=beat)
         launched, self.started = self.launcher.launch(spec, follow=follow)
         now = timezone.now()
         timeout = self.options.get("timeout")
@@ -649,15 +653,19 @@ def submit(
     submission: str | None = None,
     login_with: str | None = None,
     resources: dict | None = None,
+    arguments: list[str] | None = None,
+    environment: dict[str, str] | None = None,
 ) -> dict[str, int]:
     """Run the job to its end; return ``{remote_filename: result pk}``.
 
     ``login_with`` (see ``policy.LOGIN_WITH``) is how the policy decided the run logs in;
     None logs in as 2.1.0 did (see ``connections.credentials_for``). ``resources``: what a
     batch scheduler is asked for (see ``resources.clean``), over the server's defaults.
+    ``arguments``, ``environment``: given, they replace the job's own (see ``inputs``).
     """
     submission = submission or uuid.uuid4().hex
     try:
+        given = inputs.given(arguments, environment)
         scheduler = "direct"
         if resources:
             scheduler = Job.objects.filter(pk=job_pk).values_list("server__scheduler", flat=True)
@@ -687,6 +695,7 @@ def submit(
         return {}
     if not run_it:
         return {r.remote_filename: r.pk for r in job.results.all()}
+    inputs.apply(job, given)
     return _run(job, password)
 
 

@@ -117,6 +117,8 @@ def submit_job_to_server(
     *,
     login_with=None,
     resources=None,
+    arguments=None,
+    environment=None,
 ):
     """Run the job on its server; return ``{remote_filename: result pk}``.
 
@@ -133,6 +135,8 @@ def submit_job_to_server(
     :param resources: for a server with a batch scheduler: ``{"partition", "walltime",
         "cpus", "memory", "gpus", "account", "extra"}`` over the server's defaults (see
         ``resources.clean``)
+    :param arguments: words after the program on its command line (replace the job's own)
+    :param environment: ``{name: value}`` variables of the program (replace the job's own)
     :raises JobFailed: in a worker, when the run leaves the job in ``failure``
     """
     since, submission = timezone.now(), self.submission_id()
@@ -148,6 +152,8 @@ def submit_job_to_server(
         submission=submission,
         login_with=login_with,
         resources=resources,
+        arguments=arguments,
+        environment=environment,
     )
     return _end(self, job_pk, since, results, submission)
 

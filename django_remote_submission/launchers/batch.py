@@ -292,8 +292,7 @@ class BatchLauncher(DirectLauncher):
     ) -> tuple[Launched, Process | None]:
         """Stage the program and submit it once (see the module docstring); no process: the
         output is streamed once the job runs."""
-        target = f"./{spec.filename}" if spec.filename.startswith("-") else spec.filename
-        argv = [*spec.argv, target]
+        argv = spec.command()
         name = "drs-" + spec.run_dir.rstrip("/").rsplit("/", 1)[-1]
         args = [spec.directory, spec.filename, spec.run_dir, name, BATCH, len(argv), *argv]
         res = self.transport.run(

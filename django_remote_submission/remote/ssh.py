@@ -41,6 +41,7 @@ from .base import (
     RemoteError,
     Target,
     Transport,
+    chunks,
 )
 
 logger = logging.getLogger(__name__)
@@ -618,14 +619,18 @@ class SSHTransport(Transport):
                 self.conn = pool.acquire(self.conn.target, self.conn.credentials, exclude=tried)
         raise RemoteError(f"{self.conn.target.hostname} refused every new SSH channel.")
 
-    def start(self, argv: list[str], stdin: bytes | None = None) -> SSHProcess:
+    def start(self, argv: list[str], stdin: bytes | IO[bytes] | None = None) -> SSHProcess:
         chan = self._channel()
         try:
             chan.exec_command(command_line(argv))
             if stdin is not None:
-                chan.sendall(stdin)
+                for data in chunks(stdin):
+                    chan.sendall(data)
                 chan.shutdown_write()
         except (paramiko.SSHException, EOFError, OSError) as exc:
+            if stdin is not None and chan.exit_status_ready():
+                # The command ended before it read all its input: its status says why.
+                return SSHProcess(chan, self.conn)
             chan.close()
             self.conn.release_channel()
             raise ConnectionLost(

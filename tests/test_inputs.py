@@ -1,0 +1,136 @@
+"""Arguments, environment variables and input files reach the job exactly (real sshd)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from django_remote_submission.models import Job
+
+pytestmark = pytest.mark.django_db
+
+# Prints what the program got: its arguments and the named variables.
+ECHO = (
+    "import json, os, sys\n"
+    "names = json.loads(os.environ.get('NAMES', '[]'))\n"
+    "print(json.dumps([sys.argv[1:], {k: os.environ[k] for k in names}]))\n"
+)
+
+HOSTILE = [
+    "two words",
+    'it\'s "quoted"',
+    "$(touch pwned)",
+    "`id`; rm -rf ~ &",
+    "line one\nline two",
+    "--leading-dash",
+    "-n",
+    "",
+    "émoji ✓ 日本",
+    "a=b",
+    "*",
+    "\\back\\slash",
+]
+
+
+def stdout(job) -> str:
+    return "".join(job.logs.filter(stream="stdout").values_list("content", flat=True))
+
+
+def printed(job) -> list:
+    return json.loads(stdout(job))
+
+
+def test_arguments_and_environment_reach_the_program_exactly(make_job, submit, sshd):
+    names = ["SPACE", "QUOTES", "SUBST", "BACKTICK", "NL", "DASH", "N", "EMPTY", "UTF_8", "EQ"]
+    env = dict(zip(names, HOSTILE[: len(names)], strict=True))
+    env["NAMES"] = json.dumps([*names, "NAMES"])
+    job = make_job(ECHO, arguments=HOSTILE, environment=env)
+    submit(job)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.success, job.error
+    assert printed(job) == [HOSTILE, env]
+    assert env["UTF_8"] == "émoji ✓ 日本" and env["SUBST"] == "$(touch pwned)"
+    listing = sshd.ssh(sshd.password_user or sshd.key_user, f"ls -A {job.remote_directory}")
+    assert listing.stdout == "job.py\n"  # no "pwned": nothing was run by a shell
+
+
+def test_submit_keywords_replace_the_jobs_own_and_are_kept(make_job, submit):
+    job = make_job(ECHO, arguments=["old"], environment={"X": "old"})
+    env = {"X": "new value", "NAMES": '["X"]'}
+    submit(job, arguments=["--flag", "$HOME"], environment=env)
+    job.refresh_from_db()
+    assert printed(job) == [["--flag", "$HOME"], {"X": "new value"}]
+    assert job.arguments == ["--flag", "$HOME"] and job.environment == env
+
+
+def test_the_original_positional_call_still_works(make_job, sshd):
+    from django_remote_submission.tasks import submit_job_to_server
+
+    job = make_job(ECHO)
+    password = sshd.password
+    key = None if password else sshd.key_file
+    submit_job_to_server(job.pk, password, key, None, 30, 1, None, True)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.success, job.error
+    assert printed(job) == [[], {}]
+
+
+def test_bash_gets_arguments_as_positional_parameters(make_job, submit, bash):
+    job = make_job(
+        'for a in "$@"; do printf "<%s>\\n" "$a"; done; printf "[%s]\\n" "$MODE"',
+        interpreter=bash,
+        remote_filename="job.sh",
+        arguments=["a b", "$(id)", "-x"],
+        environment={"MODE": "'; echo pwned; '"},
+    )
+    submit(job)
+    job.refresh_from_db()
+    assert stdout(job) == "<a b>\n<$(id)>\n<-x>\n['; echo pwned; ']\n"
+
+
+@pytest.mark.parametrize(
+    "environment, message",
+    [
+        ({"1A": "x"}, "'1A' is not a valid variable name"),
+        ({"A-B": "x"}, "'A-B' is not a valid variable name"),
+        ({"A B": "x"}, "'A B' is not a valid variable name"),
+        ({"": "x"}, "'' is not a valid variable name"),
+        ({"DRS_RUN_ID": "x"}, "'DRS_RUN_ID' is reserved"),
+        ({"A": "nul\0"}, "The value of A contains a NUL character"),
+    ],
+)
+def test_invalid_environment_fails_the_submission_with_the_reason(
+    make_job, submit, environment, message
+):
+    job = make_job(ECHO)
+    submit(job, environment=environment)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.failure
+    assert job.error.startswith(f"Invalid submission: {message}")
+    assert job.environment == {}
+
+
+def test_invalid_environment_is_refused_by_the_model(make_job):
+    from django.core.exceptions import ValidationError
+
+    job = make_job(ECHO, environment={"OK": "1", "not ok": "2"})
+    with pytest.raises(ValidationError) as info:
+        job.full_clean()
+    assert info.value.message_dict == {
+        "environment": [
+            "'not ok' is not a valid variable name (letters, digits and _, not starting with a "
+            "digit)."
+        ]
+    }
+
+
+def test_arguments_over_the_limit_are_refused(make_job, submit, settings):
+    settings.DRS = {"ARGUMENTS_MAX_BYTES": 10}
+    job = make_job(ECHO)
+    submit(job, arguments=["12345", "6789"])
+    job.refresh_from_db()
+    assert job.error == (
+        "Invalid submission: The arguments take 11 bytes, over the limit of 10 "
+        "(DRS['ARGUMENTS_MAX_BYTES'])."
+    )
