@@ -14,6 +14,7 @@ that an input comes back as a result only when the job changed it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -27,6 +28,14 @@ NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 RESERVED_PREFIX = "DRS_"
 PATH_MAX = 1024  # bytes of an input's path
 CHUNK = 1 << 20  # bytes read from the storage at a time while staging
+
+
+class InputRefused(ValueError):
+    """An input file that cannot be added; ``field`` is what is wrong: "path" or "file"."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _text(value, what: str) -> str:
@@ -140,18 +149,34 @@ def size_refusal(size: int, others: int, count: int) -> str | None:
     one, total = int(drs_settings.INPUT_MAX_BYTES), int(drs_settings.INPUTS_MAX_BYTES)
     most = int(drs_settings.INPUTS_MAX_FILES)
     if size > one:
-        return (
-            f"The file is {human_size(size)}, over the limit of {human_size(one)} per input "
-            "(DRS['INPUT_MAX_BYTES'])."
-        )
+        size_, one_ = _sizes(size, one)
+        return f"The file is {size_}, over the limit of {one_} per input (DRS['INPUT_MAX_BYTES'])."
     if others + size > total:
+        sum_, total_ = _sizes(others + size, total)
         return (
-            f"The job's inputs would take {human_size(others + size)}, over the limit of "
-            f"{human_size(total)} (DRS['INPUTS_MAX_BYTES'])."
+            f"The job's inputs would take {sum_}, over the limit of {total_} "
+            "(DRS['INPUTS_MAX_BYTES'])."
         )
     if count + 1 > most:
         return f"A job has at most {most} input files (DRS['INPUTS_MAX_FILES'])."
     return None
+
+
+def measure(file) -> tuple[int, str]:
+    """(size, SHA-256) of a Django ``File``, read in chunks; it is left at its start."""
+    digest, size = hashlib.sha256(), 0
+    file.seek(0)
+    for chunk in file.chunks(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    file.seek(0)
+    return size, digest.hexdigest()
+
+
+def _sizes(size: int, limit: int) -> tuple[str, str]:
+    """Both sizes for humans; in bytes when rounding would make them look equal."""
+    shown = human_size(size), human_size(limit)
+    return shown if shown[0] != shown[1] else (f"{size} bytes", f"{limit} bytes")
 
 
 # --- staging -------------------------------------------------------------------------------

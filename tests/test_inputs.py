@@ -134,3 +134,116 @@ def test_arguments_over_the_limit_are_refused(make_job, submit, settings):
         "Invalid submission: The arguments take 11 bytes, over the limit of 10 "
         "(DRS['ARGUMENTS_MAX_BYTES'])."
     )
+
+
+# --- input files --------------------------------------------------------------------------
+
+
+def add(job, path: str, data: bytes):
+    from django.core.files.base import ContentFile
+
+    from django_remote_submission import services
+
+    return services.add_input(job, job.owner, path, ContentFile(data, name="upload"))
+
+
+def results(job) -> dict[str, bytes]:
+    out = {}
+    for r in job.results.all():
+        with r.local_file.open("rb") as f:
+            out[r.remote_filename] = f.read()
+    return out
+
+
+BINARY = bytes(range(256)) * 64 + b"\r\n\0\xff" + "é".encode()
+
+READ_INPUTS = (
+    "import hashlib, sys\n"
+    "for name in sys.argv[1:]:\n"
+    "    data = open(name, 'rb').read()\n"
+    "    print(name, len(data), hashlib.sha256(data).hexdigest())\n"
+)
+
+
+def test_inputs_arrive_byte_exact_also_in_subdirectories(make_job, submit):
+    import hashlib
+
+    job = make_job(READ_INPUTS, arguments=["data.bin", "sub/deeper/x.csv"])
+    row = add(job, "data.bin", BINARY)
+    add(job, "./sub//deeper/x.csv", b"a,b\n1,2\n")
+    assert row.size == len(BINARY) and row.sha256 == hashlib.sha256(BINARY).hexdigest()
+    assert sorted(job.inputs.values_list("path", flat=True)) == ["data.bin", "sub/deeper/x.csv"]
+    submit(job)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.success, job.error
+    csv = b"a,b\n1,2\n"
+    assert stdout(job) == (
+        f"data.bin {len(BINARY)} {hashlib.sha256(BINARY).hexdigest()}\n"
+        f"sub/deeper/x.csv {len(csv)} {hashlib.sha256(csv).hexdigest()}\n"
+    )
+    assert results(job) == {}  # unchanged inputs are not results
+
+
+def test_an_input_the_job_modifies_comes_back_as_a_result(make_job, submit):
+    job = make_job(
+        "open('notes.txt', 'a').write('+job')\nopen('new.txt', 'w').write('n')\n"
+        "open('same.txt').read()\n"
+    )
+    add(job, "notes.txt", b"given")
+    add(job, "same.txt", b"untouched")
+    submit(job)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.success, job.error
+    assert results(job) == {"notes.txt": b"given+job", "new.txt": b"n"}
+
+
+def test_inputs_are_staged_again_on_resubmit(make_job, submit):
+    job = make_job("import os\nprint(open('in.txt').read())\nos.remove('in.txt')")
+    add(job, "in.txt", b"again")
+    submit(job)
+    submit(job)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.success, job.error
+    assert stdout(job) == "again\n"
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("../x", "'../x': '..' would leave the job's directory."),
+        ("a/../../x", "'a/../../x': '..' would leave the job's directory."),
+        ("/etc/passwd", "'/etc/passwd': an input's name must be relative to the job's directory."),
+        ("~/x", "'~/x': an input's name must be relative to the job's directory."),
+        ("a\nb", "'a\\nb': the name contains control characters."),
+        ("./", "'./' names no file."),
+        ("job.py", "'job.py' is the job's program file; give the input another name."),
+    ],
+)
+def test_names_that_leave_the_directory_are_refused(make_job, path, message):
+    from django_remote_submission.inputs import InputRefused
+
+    job = make_job("print(1)")
+    with pytest.raises(InputRefused) as info:
+        add(job, path, b"x")
+    assert (info.value.field, str(info.value)) == ("path", message)
+    assert not job.inputs.exists()
+
+
+def test_an_input_over_the_limit_is_refused(make_job, settings):
+    from django_remote_submission.inputs import InputRefused
+
+    settings.DRS = {"INPUT_MAX_BYTES": 1024, "INPUTS_MAX_BYTES": 1536}
+    job = make_job("print(1)")
+    with pytest.raises(InputRefused) as info:
+        add(job, "big.bin", b"x" * 1025)
+    assert (info.value.field, str(info.value)) == (
+        "file",
+        "The file is 1025 bytes, over the limit of 1024 bytes per input (DRS['INPUT_MAX_BYTES']).",
+    )
+    add(job, "a.bin", b"x" * 1000)
+    with pytest.raises(InputRefused) as info:
+        add(job, "b.bin", b"x" * 1000)
+    assert str(info.value) == (
+        "The job's inputs would take 2.0 KiB, over the limit of 1.5 KiB (DRS['INPUTS_MAX_BYTES'])."
+    )
+    assert list(job.inputs.values_list("path", flat=True)) == ["a.bin"]

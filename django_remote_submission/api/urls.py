@@ -6,7 +6,8 @@
     reverse("drs_api:job-detail", kwargs={"pk": 1})    # inside a namespace: "<ns>:drs_api:..."
 
 Routes: ``servers/``, ``interpreters/``, ``jobs/`` (+ ``{id}/submit/``, ``{id}/cancel/``,
-``{id}/resubmit/``), ``logs/``, ``results/`` (+ ``{id}/download/``), ``events/``, ``accounts/``,
+``{id}/resubmit/``), ``logs/``, ``results/`` (+ ``{id}/download/``), ``inputs/`` (multipart
+upload, + ``{id}/download/``), ``events/``, ``accounts/``,
 ``tokens/`` (with the tokens app), ``schema/`` (OpenAPI 3) and ``docs/`` (Swagger UI). Any
 other path below answers a JSON 404.
 """
@@ -19,6 +20,7 @@ from .schemas import DocsView, SchemaView
 from .views import (
     AccountViewSet,
     EventViewSet,
+    InputViewSet,
     InterpreterViewSet,
     JobViewSet,
     LogViewSet,
@@ -36,6 +38,7 @@ router.register("interpreters", InterpreterViewSet, basename="interpreter")
 router.register("jobs", JobViewSet, basename="job")
 router.register("logs", LogViewSet, basename="log")
 router.register("results", ResultViewSet, basename="result")
+router.register("inputs", InputViewSet, basename="input")
 router.register("events", EventViewSet, basename="event")
 router.register("accounts", AccountViewSet, basename="account")
 if apps.is_installed("django_remote_submission.tokens"):

@@ -26,19 +26,20 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.filters import OrderingFilter
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import DjangoModelPermissions, IsAuthenticated
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 
-from .. import policy, services
-from ..models import Event, Interpreter, Job, Log, Result, Server, ServerAccount
+from .. import inputs, policy, services
+from ..models import Event, Input, Interpreter, Job, Log, Result, Server, ServerAccount
 from ..remote import RemoteError
 from .exceptions import BadGateway, Conflict, NotQueued
 from .filters import (
     EventFilter,
+    InputFilter,
     InterpreterFilter,
     JobFilter,
     LogFilter,
@@ -51,6 +52,7 @@ from .schemas import ApiSchema
 from .serializers import (
     AccountSerializer,
     EventSerializer,
+    InputSerializer,
     InstallKeySerializer,
     InterpreterSerializer,
     JobSerializer,
@@ -326,6 +328,73 @@ class ResultViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
             as_attachment=True,
             content_type="application/octet-stream",
             filename=posixpath.basename(result.remote_filename) or "result",
+        )
+
+
+class InputViewSet(
+    ApiViewMixin,
+    viewsets.mixins.CreateModelMixin,
+    viewsets.mixins.DestroyModelMixin,
+    viewsets.ReadOnlyModelViewSet,
+):
+    """Files given to the user's jobs, copied into the job's directory before it runs.
+    Upload with multipart/form-data: ``job``, ``file`` and an optional ``path``."""
+
+    serializer_class = InputSerializer
+    permission_classes = [IsAuthenticated]
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    filterset_class = InputFilter
+    ordering_fields = ["id", "path", "size", "created"]
+    ordering = ["job", "path", "id"]
+    conflicts = {
+        "create": "The job is submitted, queued or running.",
+        "destroy": "The job is submitted, queued or running.",
+    }
+
+    def get_queryset(self):
+        return policy.visible_jobs(self.request.user, Input.objects.all(), "job__owner")
+
+    def perform_create(self, serializer: InputSerializer) -> None:
+        data = serializer.validated_data
+        path = data.get("path") or data["file"].name
+        try:
+            serializer.instance = _service(
+                services.add_input,
+                data["job"],
+                self.request.user,
+                path,
+                data["file"],
+                request=self.request,
+            )
+        except inputs.InputRefused as exc:
+            raise ValidationError({exc.field: [str(exc)]}) from None
+
+    def perform_destroy(self, instance: Input) -> None:
+        _service(services.remove_input, instance, self.request.user, request=self.request)
+
+    def perform_content_negotiation(self, request, force=False):
+        return super().perform_content_negotiation(request, force or self.action == "download")
+
+    @extend_schema(
+        summary="Download the file",
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY, "The file's content, as an attachment."
+            )
+        },
+    )
+    @api_action(detail=True, methods=["get"])
+    def download(self, request, pk=None) -> FileResponse:
+        row = self.get_object()
+        try:
+            handle = row.file.open("rb")
+        except (FileNotFoundError, ValueError):
+            raise NotFound("The file of this input is no longer stored.") from None
+        return FileResponse(
+            handle,
+            as_attachment=True,
+            content_type="application/octet-stream",
+            filename=posixpath.basename(row.path) or "input",
         )
 
 

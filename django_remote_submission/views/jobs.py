@@ -9,6 +9,8 @@ render the first state. Submit, resubmit and cancel go through ``services``.
 
 from __future__ import annotations
 
+import shlex
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -69,6 +71,8 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context["submit_form"] = SubmitForm(user=request.user)
     context["events"] = job.events.select_related("actor").order_by("time", "id")
     context["resources"] = job_resources(job)
+    context["arguments"] = shlex.join(job.arguments or [])
+    context["inputs"] = job.inputs.all()
     return render(request, "django_remote_submission/job_detail.html", context)
 
 
@@ -94,7 +98,7 @@ def job_results(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def job_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
-        form = JobForm(request.POST, user=request.user)
+        form = JobForm(request.POST, request.FILES, user=request.user)
         if form.is_valid():
             try:
                 job, queued = form.save(request=request)
