@@ -336,6 +336,7 @@ class InputSerializer(serializers.ModelSerializer):
         model = Input
         fields = ["id", "job", "path", "file", "size", "sha256", "created", "download_url"]
         read_only_fields = ["size", "sha256"]
+        validators = []  # an upload to an existing path replaces that input
 
     def get_fields(self) -> dict:
         fields = super().get_fields()

@@ -1,0 +1,232 @@
+"""Arguments, environment and input files through the API and the pages."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from django_remote_submission import services
+from django_remote_submission.models import Job, Status
+from tests.api_world import build_world, client, fake_tasks
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def world():
+    return build_world()
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    tasks = fake_tasks()
+    monkeypatch.setattr(services, "tasks", tasks)
+    return tasks
+
+
+def new_job(w, **extra) -> dict:
+    return {
+        "title": "new",
+        "program": "print(2)",
+        "server": w.server.pk,
+        "interpreter": w.python3.pk,
+        "remote_directory": "/tmp/x",
+        "remote_filename": "a.py",
+        **extra,
+    }
+
+
+def upload(name: str, data: bytes) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, data, content_type="application/octet-stream")
+
+
+def test_a_job_is_created_with_arguments_and_environment(world):
+    body = new_job(world, arguments=["-n", "two words", ""], environment={"MODE": "$(x)"})
+    answer = client(world, "owner").post("/api/jobs/", body, format="json")
+    assert answer.status_code == 201, answer.json()
+    job = Job.objects.get(pk=answer.json()["id"])
+    assert job.arguments == ["-n", "two words", ""] and job.environment == {"MODE": "$(x)"}
+    assert answer.json()["arguments"] == ["-n", "two words", ""]
+    assert answer.json()["environment"] == {"MODE": "$(x)"}
+    assert answer.json()["inputs_url"] == f"http://testserver/api/inputs/?job={job.pk}"
+
+
+@pytest.mark.parametrize(
+    "extra, errors",
+    [
+        (
+            {"environment": {"BAD-NAME": "1"}},
+            {
+                "environment": [
+                    "'BAD-NAME' is not a valid variable name (letters, digits and _, not "
+                    "starting with a digit)."
+                ]
+            },
+        ),
+        (
+            {"environment": {"DRS_RUN_ID": "1"}},
+            {
+                "environment": [
+                    "'DRS_RUN_ID' is reserved: names starting with DRS_ are set by the app."
+                ]
+            },
+        ),
+        (
+            {"arguments": "not a list"},
+            {"arguments": ['Expected a list of items but got type "str".']},
+        ),
+        ({"arguments": ["a\0b"]}, {"arguments": {"0": ["Null characters are not allowed."]}}),
+    ],
+)
+def test_invalid_arguments_or_environment_answer_400_with_the_field(world, extra, errors):
+    answer = client(world, "owner").post("/api/jobs/", new_job(world, **extra), format="json")
+    assert answer.status_code == 400
+    assert answer.json() == errors
+    assert not Job.objects.filter(title="new").exists()
+
+
+def test_an_input_is_uploaded_listed_downloaded_and_removed(world):
+    api = client(world, "owner")
+    data = bytes(range(256)) * 10
+    answer = api.post(
+        "/api/inputs/",
+        {"job": world.job.pk, "path": "sub/data.bin", "file": upload("ignored.bin", data)},
+        format="multipart",
+    )
+    assert answer.status_code == 201, answer.json()
+    body = answer.json()
+    assert (body["job"], body["path"], body["size"]) == (world.job.pk, "sub/data.bin", 2560)
+    assert body["sha256"] == hashlib.sha256(data).hexdigest()
+    listed = api.get(f"/api/inputs/?job={world.job.pk}").json()["results"]
+    assert [i["path"] for i in listed] == ["sub/data.bin"]
+    download = api.get(body["download_url"])
+    assert download.status_code == 200 and b"".join(download.streaming_content) == data
+    assert api.delete(f"/api/inputs/{body['id']}/").status_code == 204
+    assert not world.job.inputs.exists()
+
+
+def test_the_path_defaults_to_the_files_name(world):
+    api = client(world, "owner")
+    answer = api.post(
+        "/api/inputs/", {"job": world.job.pk, "file": upload("x.csv", b"1")}, format="multipart"
+    )
+    assert answer.status_code == 201 and answer.json()["path"] == "x.csv"
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("../x", "'../x': '..' would leave the job's directory."),
+        ("/tmp/x", "'/tmp/x': an input's name must be relative to the job's directory."),
+    ],
+)
+def test_names_leaving_the_directory_answer_400_on_path(world, path, message):
+    answer = client(world, "owner").post(
+        "/api/inputs/",
+        {"job": world.job.pk, "path": path, "file": upload("x", b"1")},
+        format="multipart",
+    )
+    assert answer.status_code == 400
+    assert answer.json() == {"path": [message]}
+    assert not world.job.inputs.exists()
+
+
+def test_an_input_over_the_limit_answers_400_on_file(world, settings):
+    settings.DRS = {"INPUT_MAX_BYTES": 10}
+    answer = client(world, "owner").post(
+        "/api/inputs/",
+        {"job": world.job.pk, "path": "x", "file": upload("x", b"12345678901")},
+        format="multipart",
+    )
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "file": [
+            "The file is 11 bytes, over the limit of 10 bytes per input (DRS['INPUT_MAX_BYTES'])."
+        ]
+    }
+
+
+def test_inputs_of_someone_elses_job_are_refused_and_not_shown(world):
+    services.add_input(world.job, world.users["owner"], "mine.txt", upload("m", b"secret"))
+    other = client(world, "other")
+    answer = other.post(
+        "/api/inputs/", {"job": world.job.pk, "file": upload("x", b"1")}, format="multipart"
+    )
+    assert answer.status_code == 400
+    assert list(answer.json()) == ["job"]
+    assert other.get("/api/inputs/").json()["results"] == []
+    row = world.job.inputs.get()
+    assert other.get(f"/api/inputs/{row.pk}/download/").status_code == 404
+
+
+def test_inputs_of_a_running_job_cannot_change(world):
+    Job.objects.filter(pk=world.job.pk).update(status=Status.running)
+    answer = client(world, "owner").post(
+        "/api/inputs/", {"job": world.job.pk, "file": upload("x", b"1")}, format="multipart"
+    )
+    assert answer.status_code == 409
+    assert answer.json() == {"detail": "The job is running: its inputs cannot change now."}
+
+
+def test_the_form_creates_a_job_with_arguments_environment_and_inputs(
+    world, queued, django_capture_on_commit_callbacks
+):
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(world.users["owner"])
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = browser.post(
+            "/jobs/new/",
+            {
+                "title": "formed",
+                "server": world.server.pk,
+                "interpreter": world.python3.pk,
+                "program": "print(1)",
+                "remote_directory": "d",
+                "remote_filename": "a.py",
+                "auth": "password",
+                "password": "pw",
+                "arguments": "-n 3 'two words' \"it's\" '$(id)'",
+                "environment": "MODE=fast\r\nEMPTY=\r\n",
+                "input_files": [upload("a.csv", b"1,2"), upload("b.bin", b"\0")],
+            },
+        )
+    assert answer.status_code == 302, answer.context["form"].errors
+    job = Job.objects.get(title="formed")
+    assert job.arguments == ["-n", "3", "two words", "it's", "$(id)"]
+    assert job.environment == {"MODE": "fast", "EMPTY": ""}
+    assert sorted(job.inputs.values_list("path", "size")) == [("a.csv", 3), ("b.bin", 1)]
+    assert len(queued.submit_job_to_server.calls) == 1
+    page = browser.get(f"/jobs/{job.pk}/").content.decode()
+    assert "<code>-n 3 &#x27;two words&#x27; &#x27;it&#x27;&quot;&#x27;&quot;&#x27;s&#x27;" in page
+    assert "<code>MODE=fast</code>" in page and "<code>a.csv</code>" in page
+
+
+def test_the_form_refuses_invalid_environment_with_a_field_error(world, queued):
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(world.users["owner"])
+    answer = browser.post(
+        "/jobs/new/",
+        {
+            "title": "formed",
+            "server": world.server.pk,
+            "interpreter": world.python3.pk,
+            "program": "print(1)",
+            "remote_directory": "d",
+            "auth": "stored",
+            "environment": "1X=a",
+            "arguments": "'unclosed",
+        },
+    )
+    assert answer.status_code == 200
+    errors = answer.context["form"].errors
+    assert errors["environment"] == [
+        "'1X' is not a valid variable name (letters, digits and _, not starting with a digit)."
+    ]
+    assert errors["arguments"] == ["No closing quotation"]
+    assert not Job.objects.filter(title="formed").exists()
