@@ -247,3 +247,21 @@ def test_an_input_over_the_limit_is_refused(make_job, settings):
         "The job's inputs would take 2.0 KiB, over the limit of 1.5 KiB (DRS['INPUTS_MAX_BYTES'])."
     )
     assert list(job.inputs.values_list("path", flat=True)) == ["a.bin"]
+
+
+def test_resubmit_keeps_arguments_environment_and_inputs(
+    make_job, owner, sshd, celery_app, eager, django_capture_on_commit_callbacks
+):
+    from django_remote_submission import services
+
+    if sshd.password is None:
+        pytest.skip("logs in with the password user's password")
+    env = {"X": "a b", "NAMES": '["X"]'}
+    job = make_job(ECHO + "print(open('in.txt').read())\n", arguments=["-v", "$x"], environment=env)
+    add(job, "in.txt", b"given")
+    for again in (services.submit, services.resubmit):
+        with django_capture_on_commit_callbacks(execute=True):
+            again(job, owner, password=sshd.password)
+        job.refresh_from_db()
+        assert job.status == Job.STATUS.success, job.error
+        assert stdout(job) == json.dumps([["-v", "$x"], {"X": "a b"}]) + "\ngiven\n"

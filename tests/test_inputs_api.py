@@ -230,3 +230,83 @@ def test_the_form_refuses_invalid_environment_with_a_field_error(world, queued):
     ]
     assert errors["arguments"] == ["No closing quotation"]
     assert not Job.objects.filter(title="formed").exists()
+
+
+def _admin_post(job, **extra) -> dict:
+    data = {
+        "title": job.title,
+        "owner": job.owner_id,
+        "server": job.server_id,
+        "interpreter": job.interpreter_id,
+        "program": job.program,
+        "remote_directory": job.remote_directory,
+        "remote_filename": job.remote_filename,
+        "arguments": '["-v", "two words"]',
+        "environment": '{"MODE": "fast"}',
+    }
+    for prefix in ("inputs", "results", "events", "logs"):
+        data[f"{prefix}-TOTAL_FORMS"] = 0
+        data[f"{prefix}-INITIAL_FORMS"] = 0
+    return {**data, **extra}
+
+
+def test_the_admin_edits_arguments_environment_and_adds_inputs(world):
+    from django.test import Client
+
+    admin = Client()
+    admin.force_login(world.users["superuser"])
+    url = f"/admin/django_remote_submission/job/{world.job.pk}/change/"
+    answer = admin.post(
+        url,
+        _admin_post(
+            world.job,
+            **{
+                "inputs-TOTAL_FORMS": 2,
+                "inputs-0-path": "data/a.csv",
+                "inputs-0-file": upload("ignored.csv", b"1,2\n"),
+                "inputs-1-path": "",
+                "inputs-1-file": upload("b.bin", b"\0\1"),
+            },
+        ),
+    )
+    assert answer.status_code == 302, answer.context["adminform"].form.errors or [
+        f.errors for f in answer.context["inline_admin_formsets"][0].formset
+    ]
+    job = Job.objects.get(pk=world.job.pk)
+    assert job.arguments == ["-v", "two words"] and job.environment == {"MODE": "fast"}
+    rows = {i.path: (i.size, i.sha256) for i in job.inputs.all()}
+    assert rows == {
+        "b.bin": (2, hashlib.sha256(b"\0\1").hexdigest()),
+        "data/a.csv": (4, hashlib.sha256(b"1,2\n").hexdigest()),
+    }
+
+
+def test_the_admin_refuses_a_name_leaving_the_directory_and_a_bad_variable(world):
+    from django.test import Client
+
+    admin = Client()
+    admin.force_login(world.users["superuser"])
+    url = f"/admin/django_remote_submission/job/{world.job.pk}/change/"
+    answer = admin.post(
+        url,
+        _admin_post(
+            world.job,
+            environment='{"A B": "1"}',
+            **{
+                "inputs-TOTAL_FORMS": 1,
+                "inputs-0-path": "../escape",
+                "inputs-0-file": upload("x", b"1"),
+            },
+        ),
+    )
+    assert answer.status_code == 200
+    assert answer.context["adminform"].form.errors == {
+        "environment": [
+            "'A B' is not a valid variable name (letters, digits and _, not starting with a digit)."
+        ]
+    }
+    inline = answer.context["inline_admin_formsets"][0].formset
+    assert inline.forms[0].errors == {
+        "path": ["'../escape': '..' would leave the job's directory."]
+    }
+    assert not world.job.inputs.exists()
