@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.text import normalize_newlines
 from django.utils.translation import gettext_lazy as _
 
-from . import inputs, policy, services
+from . import inputs, jobtemplates, policy, services
 from . import resources as resources_
 from .credentials import UNREADABLE, is_unreadable
 from .launchers import reserved_check
@@ -343,6 +343,75 @@ class JobForm(forms.ModelForm):
                 password=self._password(self.cleaned_data),
                 timeout=self.cleaned_data.get("timeout"),
                 resources=getattr(self, "resources", None) or None,
+                request=request,
+            )
+        return job, queued
+
+
+class TemplateJobForm(forms.Form):
+    """A job from a template: its parameters' fields (typed: see ``jobtemplates.form_field``),
+    where to run it and how to log in. Used by the page and by the API alike.
+
+    form = TemplateJobForm(template, request.POST, request.FILES, user=request.user)
+    if form.is_valid():
+        job, queued = form.save(request=request)
+    """
+
+    title = forms.CharField(label=_("Title"), max_length=250, required=False)
+    server = forms.ModelChoiceField(label=_("Server"), queryset=Server.objects.none())
+    password = forms.CharField(
+        label=_("Password"),
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        help_text=_("Blank: your SSH key for this server (see “My SSH keys”)."),
+    )
+
+    def __init__(self, template, *args, user, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.template, self.user = template, user
+        servers = policy.template_servers(user, template).order_by("title")
+        self.fields["server"].queryset = servers
+        self.fields["server"].initial = servers.first()
+        self.parameters = list(template.parameters.all())
+        for p in self.parameters:
+            self.fields[p.name] = jobtemplates.form_field(p)
+
+    def parameter_fields(self):
+        return [self[p.name] for p in self.parameters]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        server = data.get("server")
+        if server is None or self.errors:
+            return data
+        try:
+            policy.decide(self.user, server, password=bool(data.get("password")))
+        except policy.Refused as exc:
+            self.add_error(None, str(exc))
+        return data
+
+    def save(self, request=None) -> tuple[Job, services.Queued]:
+        """Create the job (with its inputs) and queue its run once the transaction commits."""
+        data = self.cleaned_data
+        values = {p.name: data.get(p.name) for p in self.parameters}
+        server = data["server"]
+        with transaction.atomic():
+            job = services.create_from_template(
+                self.user,
+                self.template,
+                server,
+                values,
+                title=data.get("title") or "",
+                request=request,
+            )
+            queued = services.submit(
+                job,
+                self.user,
+                password=data.get("password") or None,
+                resources=(self.template.resources or None)
+                if server.scheduler != "direct"
+                else None,
                 request=request,
             )
         return job, queued

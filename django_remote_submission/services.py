@@ -26,12 +26,13 @@ reached, a job that never ran fails at once with the reason instead of waiting i
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 from django.db import transaction
 from kombu.utils.url import maybe_sanitize_url
 
-from . import audit, inputs, keys, policy, runner, tasks
+from . import audit, inputs, jobtemplates, keys, policy, runner, tasks
 from .models import Event, Input, Job, ServerAccount, Status
 from .policy import Refused
 from .results import delete_files_on_commit
@@ -47,6 +48,7 @@ __all__ = [
     "add_input",
     "cancel",
     "create",
+    "create_from_template",
     "delete",
     "edit",
     "install_key",
@@ -82,6 +84,35 @@ def create(user, *, request=None, **fields) -> Job:
         raise Refused(f"You may not run jobs on {server.title}.")
     job = Job.objects.create(owner=user, **fields)
     audit.record(Event.Action.create, job=job, actor=user, request=request)
+    return job
+
+
+def create_from_template(
+    user, template, server, values: dict, *, title: str = "", request=None
+) -> Job:
+    """A new job of ``user`` from ``template`` on ``server``, filled with ``values`` (checked
+    by the template's form: see ``forms.TemplateJobForm``); its file values become inputs.
+    Not queued: see ``submit``."""
+    if not policy.may_use_template(user, template, server):
+        raise Refused(f"You may not run “{template.name}” on {server.title}.")
+    arguments, environment, files = jobtemplates.build(template, values)
+    with transaction.atomic():
+        job = create(
+            user,
+            request=request,
+            title=title or template.name,
+            server=server,
+            interpreter=template.interpreter,
+            program=template.program,
+            remote_directory=f"drs-jobs/{uuid.uuid4().hex[:8]}",
+            remote_filename=template.remote_filename,
+            arguments=arguments,
+            environment=environment,
+            template=template,
+            template_values=jobtemplates.stored_values(values),
+        )
+        for path, file in files:
+            add_input(job, user, path, file, request=request)
     return job
 
 

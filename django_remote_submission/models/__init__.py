@@ -26,6 +26,7 @@ from .servers import (
     TimeStampedModel,
     validate_host_key,
 )
+from .templates import JobTemplate, ParameterType, PassedAs, TemplateParameter
 
 __all__ = [
     "ACTIVE_STATES",
@@ -38,6 +39,10 @@ __all__ = [
     "Interpreter",
     "Job",
     "JobQuerySet",
+    "JobTemplate",
+    "ParameterType",
+    "PassedAs",
+    "TemplateParameter",
     "Log",
     "Result",
     "Scheduler",

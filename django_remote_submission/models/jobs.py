@@ -183,6 +183,21 @@ class Job(TimeStampedModel):
         help_text=_("Encrypted, expiring login secret of the current run."),
     )
 
+    template = models.ForeignKey(
+        "JobTemplate",
+        models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="jobs",
+        verbose_name=_("template"),
+        help_text=_("The template the job was made from, if any."),
+    )
+    template_values = models.JSONField(
+        _("template values"),
+        default=dict,
+        blank=True,
+        help_text=_("The values its template's form was filled with (run again with changes)."),
+    )
     arguments = models.JSONField(
         _("arguments"),
         default=list,
