@@ -385,6 +385,14 @@ class TemplateJobForm(forms.Form):
         server = data.get("server")
         if server is None or self.errors:
             return data
+        values = {p.name: data.get(p.name) for p in self.parameters}
+        try:
+            arguments, environment, _files = jobtemplates.build(self.template, values)
+            inputs.clean_arguments(arguments)
+            inputs.clean_environment(environment)
+        except ValueError as exc:
+            self.add_error(None, str(exc))
+            return data
         try:
             policy.decide(self.user, server, password=bool(data.get("password")))
         except policy.Refused as exc:

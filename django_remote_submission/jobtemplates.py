@@ -41,11 +41,11 @@ def parameter_errors(p) -> dict[str, str]:
             form_field(p).clean(p.default)
         except forms.ValidationError as exc:
             errors["default"] = f"Not a valid {p.type}: {' '.join(exc.messages)}"
-    target = p.target or ""
+    target = _target(p)
     if p.passed_as == PassedAs.environment:
-        refusal = inputs.name_refusal(target or variable(p))
+        refusal = inputs.name_refusal(variable(p))
         if refusal:
-            errors["target"] = refusal
+            errors["target" if target else "name"] = refusal
     elif p.passed_as == PassedAs.option and target and not target.startswith("-"):
         errors["target"] = "An option starts with '-' (e.g. --bins)."
     if p.type == ParameterType.file and target:
@@ -56,12 +56,17 @@ def parameter_errors(p) -> dict[str, str]:
     return errors
 
 
+def _target(p) -> str:
+    """The option or variable named by ``target`` (a file's target is its path instead)."""
+    return "" if p.type == ParameterType.file else p.target
+
+
 def variable(p) -> str:
-    return p.target or p.name.upper().replace("-", "_")
+    return _target(p) or p.name.upper().replace("-", "_")
 
 
 def option(p) -> str:
-    return p.target or f"--{p.name}"
+    return _target(p) or f"--{p.name}"
 
 
 def form_field(p) -> forms.Field:

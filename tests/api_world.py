@@ -27,6 +27,7 @@ from django_remote_submission.models import (
     Input,
     Interpreter,
     Job,
+    JobTemplate,
     Log,
     Result,
     Server,
@@ -61,6 +62,7 @@ class World:
     bob_result: Result
     api_token: ApiToken
     input: Input
+    template: JobTemplate
 
 
 def _job(owner, server, interpreter, **fields) -> Job:
@@ -74,6 +76,16 @@ def _job(owner, server, interpreter, **fields) -> Job:
         remote_filename="job.py",
         **fields,
     )
+
+
+def _template(interpreter, server) -> JobTemplate:
+    template = JobTemplate.objects.create(
+        name="count", interpreter=interpreter, program="import sys\nprint(sys.argv)"
+    )
+    template.servers.set([server])
+    template.parameters.create(name="n", type="integer", default="1")
+    template.parameters.create(name="mode", type="choice", choices=["a", "b"])
+    return template
 
 
 def _input(job: Job, path: str, data: bytes) -> Input:
@@ -147,6 +159,7 @@ def build_world() -> World:
         bob_result=_result(bob_job, "bob.txt", b"bob's file\n"),
         api_token=ApiToken.objects.create(alice, prefix=PREFIX, name="alice's script")[0],
         input=_input(done, "in/data.csv", b"a,b\n1,2\n"),
+        template=_template(python3, server),
     )
 
 

@@ -19,12 +19,22 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .. import inputs, policy
+from .. import inputs, jobtemplates, policy
 from .. import resources as resources_
 from ..credentials import UNREADABLE, is_unreadable
 from ..launchers import reserved_check
 from ..logs import LogPolicy
-from ..models import Event, Input, Interpreter, Job, Log, Result, Server, ServerAccount
+from ..models import (
+    Event,
+    Input,
+    Interpreter,
+    Job,
+    JobTemplate,
+    Log,
+    Result,
+    Server,
+    ServerAccount,
+)
 
 # Longest accepted timeout (ten years): the deadline must stay a representable datetime.
 MAX_TIMEOUT = 10 * 366 * 24 * 3600.0
@@ -558,4 +568,57 @@ class RemoveKeySerializer(serializers.Serializer):
         max_length=4096,
         style={"input_type": "password"},
         help_text="Your password on the server (default: log in with the key itself).",
+    )
+
+
+class ParameterSerializer(serializers.Serializer):
+    """One parameter of a template: how to fill it and how it reaches the program."""
+
+    name = serializers.CharField(help_text="Its key in the body of run/.")
+    label = serializers.CharField()
+    type = serializers.ChoiceField(
+        choices=["text", "integer", "float", "choice", "boolean", "file"],
+        help_text="A file is sent as multipart/form-data.",
+    )
+    choices = serializers.ListField(
+        child=serializers.CharField(), allow_null=True, help_text="The values of a choice."
+    )
+    default = serializers.CharField(allow_null=True)
+    help = serializers.CharField()
+    required = serializers.BooleanField()
+    passed_as = serializers.ChoiceField(choices=["option", "positional", "environment"])
+    target = serializers.CharField(
+        allow_null=True, help_text="The option (--bins) or the variable (BINS) it sets."
+    )
+
+
+class TemplateSerializer(serializers.ModelSerializer):
+    parameters = serializers.SerializerMethodField(
+        help_text="The form to fill, in order: POST the values to run/."
+    )
+    servers = serializers.SerializerMethodField(help_text="Ids of the servers it may run on.")
+
+    class Meta:
+        model = JobTemplate
+        fields = ["id", "name", "description", "interpreter", "servers", "parameters"]
+
+    @extend_schema_field(ParameterSerializer(many=True))
+    def get_parameters(self, template: JobTemplate) -> list[dict]:
+        return jobtemplates.describe(template)
+
+    @extend_schema_field(serializers.ListField(child=serializers.IntegerField()))
+    def get_servers(self, template: JobTemplate) -> list[int]:
+        request = self.context.get("request")
+        servers = policy.template_servers(request.user, template) if request else []
+        return sorted(s.pk for s in servers)
+
+
+class TemplateRunSerializer(serializers.Serializer):
+    """The body of run/: where to run it, how to log in, and one key per parameter
+    (see the template's ``parameters``); multipart/form-data when a file is sent."""
+
+    server = serializers.IntegerField(help_text="One of the template's servers.")
+    title = serializers.CharField(required=False, help_text="Default: the template's name.")
+    password = serializers.CharField(
+        required=False, write_only=True, style={"input_type": "password"}
     )

@@ -7,7 +7,7 @@
 
 Routes: ``servers/``, ``interpreters/``, ``jobs/`` (+ ``{id}/submit/``, ``{id}/cancel/``,
 ``{id}/resubmit/``), ``logs/``, ``results/`` (+ ``{id}/download/``), ``inputs/`` (multipart
-upload, + ``{id}/download/``), ``events/``, ``accounts/``,
+upload, + ``{id}/download/``), ``templates/`` (+ ``{id}/run/``), ``events/``, ``accounts/``,
 ``tokens/`` (with the tokens app), ``schema/`` (OpenAPI 3) and ``docs/`` (Swagger UI). Any
 other path below answers a JSON 404.
 """
@@ -26,6 +26,7 @@ from .views import (
     LogViewSet,
     ResultViewSet,
     ServerViewSet,
+    TemplateViewSet,
     not_found,
 )
 
@@ -39,6 +40,7 @@ router.register("jobs", JobViewSet, basename="job")
 router.register("logs", LogViewSet, basename="log")
 router.register("results", ResultViewSet, basename="result")
 router.register("inputs", InputViewSet, basename="input")
+router.register("templates", TemplateViewSet, basename="template")
 router.register("events", EventViewSet, basename="event")
 router.register("accounts", AccountViewSet, basename="account")
 if apps.is_installed("django_remote_submission.tokens"):

@@ -34,7 +34,18 @@ from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from .. import inputs, policy, services
-from ..models import Event, Input, Interpreter, Job, Log, Result, Server, ServerAccount
+from ..forms import TemplateJobForm
+from ..models import (
+    Event,
+    Input,
+    Interpreter,
+    Job,
+    JobTemplate,
+    Log,
+    Result,
+    Server,
+    ServerAccount,
+)
 from ..remote import RemoteError
 from .exceptions import BadGateway, Conflict, NotQueued
 from .filters import (
@@ -62,6 +73,8 @@ from .serializers import (
     ResultSerializer,
     ServerSerializer,
     SubmitSerializer,
+    TemplateRunSerializer,
+    TemplateSerializer,
 )
 
 
@@ -396,6 +409,54 @@ class InputViewSet(
             content_type="application/octet-stream",
             filename=posixpath.basename(row.path) or "input",
         )
+
+
+class TemplateViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
+    """Job templates offered to the user, with their parameters; ``run/`` makes a job."""
+
+    serializer_class = TemplateSerializer
+    permission_classes = [IsAuthenticated]
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    ordering_fields = ["name", "id"]
+    ordering = ["name", "id"]
+    queued = {"run": "The job is made, but not queued (it fails with the reason)."}
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return JobTemplate.objects.none()
+        return policy.usable_templates(self.request.user).prefetch_related("parameters")
+
+    @extend_schema(
+        summary="Run the template",
+        description="Make a job from the template with these values and queue it. Values are "
+        "checked by the parameters' types: 400 with one error list per field. Answers 202 "
+        "with the job.",
+        request={
+            "application/json": TemplateRunSerializer,
+            "multipart/form-data": TemplateRunSerializer,
+        },
+        responses={202: OpenApiResponse(JobSerializer, "Queued.")},
+    )
+    @api_action(detail=True, methods=["post"])
+    def run(self, request, pk=None) -> Response:
+        template = self.get_object()
+        data = request.data
+        if hasattr(data, "dict"):  # a multipart body: one value per key
+            data = data.dict()
+        if not isinstance(data, dict):
+            raise ValidationError({"non_field_errors": ["Send an object of values."]})
+        data = {k: v for k, v in data.items() if k not in request.FILES}
+        form = TemplateJobForm(template, data, request.FILES, user=request.user)
+        if not form.is_valid():
+            errors = {k: list(v) for k, v in form.errors.items()}
+            if "__all__" in errors:
+                errors["non_field_errors"] = errors.pop("__all__")
+            raise ValidationError(errors)
+        job, queued = _service(form.save, request=request)
+        if queued.error:
+            raise NotQueued(queued.error)
+        context = self.get_serializer_context()
+        return Response(JobSerializer(job, context=context).data, status=status.HTTP_202_ACCEPTED)
 
 
 class EventViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):

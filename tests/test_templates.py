@@ -1,0 +1,229 @@
+"""Job templates: typed parameters become a form (page and API) and reach the program as
+arguments, environment and input files (real sshd, through a real Celery worker)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from rest_framework.test import APIClient
+
+from django_remote_submission.models import (
+    FINAL_STATES,
+    Job,
+    JobTemplate,
+    Server,
+)
+from tests.services import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PROGRAM = (
+    "import json, os, sys\n"
+    "data = open(os.environ['DATA'], 'rb').read() if 'DATA' in os.environ else b''\n"
+    "print(json.dumps([sys.argv[1:], {k: os.environ.get(k) for k in ('MODE', 'DATA')},"
+    " data.decode()]))\n"
+)
+
+
+@pytest.fixture
+def template(server, python3):
+    t = JobTemplate.objects.create(
+        name="Analysis",
+        description="Counts things.",
+        interpreter=python3,
+        program=PROGRAM,
+        remote_filename="analysis.py",
+    )
+    t.servers.set([server])
+    t.parameters.create(position=1, name="bins", type="integer", default="10", required=True)
+    t.parameters.create(position=2, name="scale", type="float", passed_as="positional")
+    t.parameters.create(
+        position=3, name="mode", type="choice", choices=["fast", "exact"], passed_as="environment"
+    )
+    t.parameters.create(position=4, name="verbose", type="boolean")
+    t.parameters.create(position=5, name="label", type="text")
+    t.parameters.create(
+        position=6, name="data", type="file", passed_as="environment", target="in/data.csv"
+    )
+    return t
+
+
+@pytest.fixture
+def other_server(db, python3):
+    s = Server.objects.create(title="elsewhere", hostname="127.0.0.1", port=9)
+    s.interpreters.set([python3])
+    return s
+
+
+def finished(job_id: int, worker) -> Job:
+    wait_for(
+        lambda: Job.objects.get(pk=job_id).status in FINAL_STATES,
+        timeout=60,
+        message=lambda: f"job {job_id} final; worker log: {worker.log()[-2000:]}",
+    )
+    return Job.objects.get(pk=job_id)
+
+
+def stdout(job: Job) -> str:
+    return "".join(job.logs.filter(stream="stdout").values_list("content", flat=True))
+
+
+def test_the_template_runs_through_the_api_with_every_type(template, owner, sshd, server, worker):
+    api = APIClient()
+    api.force_authenticate(owner)
+    listed = api.get("/api/templates/").json()["results"]
+    assert [t["name"] for t in listed] == ["Analysis"]
+    assert listed[0]["servers"] == [server.pk]
+    assert listed[0]["parameters"][0] == {
+        "name": "bins",
+        "label": "bins",
+        "type": "integer",
+        "choices": None,
+        "default": "10",
+        "help": "",
+        "required": True,
+        "passed_as": "option",
+        "target": "--bins",
+    }
+    assert [p["type"] for p in listed[0]["parameters"]] == [
+        "integer",
+        "float",
+        "choice",
+        "boolean",
+        "text",
+        "file",
+    ]
+    answer = api.post(
+        f"/api/templates/{template.pk}/run/",
+        {
+            "server": server.pk,
+            "password": sshd.password or "",
+            "bins": "7",
+            "scale": "2.5",
+            "mode": "exact",
+            "verbose": "true",
+            "label": "a b; $(id)",
+            "data": SimpleUploadedFile("upload.csv", b"x,y\n1,2\n"),
+        },
+        format="multipart",
+    )
+    assert answer.status_code == 202, answer.json()
+    job = finished(answer.json()["id"], worker)
+    assert job.status == Job.STATUS.success, job.error
+    assert json.loads(stdout(job)) == [
+        ["--bins", "7", "2.5", "--verbose", "--label", "a b; $(id)"],
+        {"MODE": "exact", "DATA": "in/data.csv"},
+        "x,y\n1,2\n",
+    ]
+    assert job.template == template
+    assert job.template_values == {
+        "bins": 7,
+        "scale": 2.5,
+        "mode": "exact",
+        "verbose": True,
+        "label": "a b; $(id)",
+        "data": "upload.csv",
+    }
+    assert not job.results.exists()
+
+
+def test_invalid_values_answer_400_with_field_errors(template, owner, server):
+    api = APIClient()
+    api.force_authenticate(owner)
+    answer = api.post(
+        f"/api/templates/{template.pk}/run/",
+        {"server": server.pk, "bins": "many", "scale": "x", "mode": "slow"},
+        format="json",
+    )
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "bins": ["Enter a whole number."],
+        "scale": ["Enter a number."],
+        "mode": ["Select a valid choice. slow is not one of the available choices."],
+    }
+    assert not Job.objects.exists()
+
+
+def test_a_template_restricted_to_one_server_cannot_run_on_another(template, owner, other_server):
+    api = APIClient()
+    api.force_authenticate(owner)
+    answer = api.post(
+        f"/api/templates/{template.pk}/run/",
+        {"server": other_server.pk, "bins": 1},
+        format="json",
+    )
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "server": ["Select a valid choice. That choice is not one of the available choices."]
+    }
+    assert not Job.objects.exists()
+
+
+def test_the_generated_form_runs_and_run_again_prefills_it(template, owner, sshd, server, worker):
+    browser = Client()
+    browser.force_login(owner)
+    page = browser.get(f"/templates/{template.pk}/").content.decode()
+    for name in ("bins", "scale", "mode", "verbose", "label", "data"):
+        assert f'name="{name}"' in page
+    answer = browser.post(
+        f"/templates/{template.pk}/",
+        {
+            "server": server.pk,
+            "password": sshd.password or "",
+            "bins": "3",
+            "mode": "fast",
+            "label": "x",
+        },
+    )
+    assert answer.status_code == 302, answer.context["form"].errors
+    job = Job.objects.get()
+    job = finished(job.pk, worker)
+    assert job.status == Job.STATUS.success, job.error
+    assert json.loads(stdout(job)) == [
+        ["--bins", "3", "--label", "x"],
+        {"MODE": "fast", "DATA": None},
+        "",
+    ]
+    again = browser.get(f"/templates/{template.pk}/?job={job.pk}")
+    form = again.context["form"]
+    assert (form["bins"].value(), form["mode"].value(), form["label"].value()) == (3, "fast", "x")
+    detail = browser.get(f"/jobs/{job.pk}/").content.decode()
+    assert f'href="/templates/{template.pk}/?job={job.pk}"' in detail
+
+
+def test_the_form_refuses_values_of_the_wrong_type(template, owner, server):
+    browser = Client()
+    browser.force_login(owner)
+    answer = browser.post(
+        f"/templates/{template.pk}/", {"server": server.pk, "bins": "1.5", "scale": "e"}
+    )
+    assert answer.status_code == 200
+    assert answer.context["form"].errors == {
+        "bins": ["Enter a whole number."],
+        "scale": ["Enter a number."],
+    }
+
+
+def test_parameter_definitions_are_checked(template):
+    from django.core.exceptions import ValidationError
+
+    bad = template.parameters.model(
+        template=template,
+        name="n",
+        type="integer",
+        default="x",
+        passed_as="environment",
+        target="1BAD",
+    )
+    with pytest.raises(ValidationError) as info:
+        bad.full_clean()
+    assert info.value.message_dict == {
+        "default": ["Not a valid integer: Enter a whole number."],
+        "target": [
+            "'1BAD' is not a valid variable name (letters, digits and _, not starting with a "
+            "digit)."
+        ],
+    }
