@@ -227,3 +227,64 @@ def test_parameter_definitions_are_checked(template):
             "digit)."
         ],
     }
+
+
+@pytest.fixture
+def demo_templates(server, python3, bash):
+    """The two templates ``make demo`` ships (example/demo_site), on the test sshd."""
+    import os
+    import sys
+
+    example = os.path.join(os.path.dirname(os.path.dirname(__file__)), "example")
+    sys.path.insert(0, example)
+    try:
+        from demo_site.management.commands import demo_data
+    finally:
+        sys.path.remove(example)
+    demo_data.demo_templates([server], python3, bash)
+    return demo_data
+
+
+def test_the_demo_templates_run_and_return_their_results(
+    demo_templates, owner, sshd, server, worker
+):
+    api = APIClient()
+    api.force_authenticate(owner)
+    analysis = JobTemplate.objects.get(name=demo_templates.ANALYSIS_NAME)
+    csv = b"name,value\na,1\nb,2\nc,2\nd,9\n"
+    answer = api.post(
+        f"/api/templates/{analysis.pk}/run/",
+        {
+            "server": server.pk,
+            "password": sshd.password or "",
+            "data": SimpleUploadedFile("measures.csv", csv),
+            "column": "value",
+            "bins": "4",
+            "title": "My <data>",
+        },
+        format="multipart",
+    )
+    assert answer.status_code == 202, answer.json()
+    job = finished(answer.json()["id"], worker)
+    assert job.status == Job.STATUS.success, job.error
+    assert stdout(job).splitlines()[0] == "4 values in column 'value'"
+    assert list(job.results.values_list("remote_filename", flat=True)) == ["plot.svg"]
+    assert b"<svg" in job.results.get().local_file.read()
+
+    count = JobTemplate.objects.get(name=demo_templates.COUNT_NAME)
+    answer = api.post(
+        f"/api/templates/{count.pk}/run/",
+        {
+            "server": server.pk,
+            "password": sshd.password or "",
+            "text": SimpleUploadedFile("words.txt", b"the cat and the hat; The end"),
+            "top": "5",
+        },
+        format="multipart",
+    )
+    assert answer.status_code == 202, answer.json()
+    job = finished(answer.json()["id"], worker)
+    assert job.status == Job.STATUS.success, job.error
+    lines = [" ".join(line.split()) for line in stdout(job).splitlines()]
+    assert lines[:2] == ["Words in words.txt:", "3 the"]
+    assert list(job.results.values_list("remote_filename", flat=True)) == ["counts.txt"]
