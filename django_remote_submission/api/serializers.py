@@ -225,7 +225,7 @@ class JobSerializer(serializers.ModelSerializer):
         child=serializers.CharField(allow_blank=True, trim_whitespace=False),
         required=False,
         help_text='Environment variables of the program: {"MODE": "fast"}. Names: letters, '
-        "digits and _, not starting with a digit, nor with DRS_.",
+        "digits and _, not starting with a digit, nor with `DRS_` (the app's own).",
     )
 
     class Meta:

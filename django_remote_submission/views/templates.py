@@ -17,12 +17,15 @@ from .jobs import _report
 
 @login_required
 def template_list(request: HttpRequest) -> HttpResponse:
+    """The job templates offered to the user."""
     templates = policy.usable_templates(request.user).prefetch_related("parameters")
     return render(request, "django_remote_submission/template_list.html", {"templates": templates})
 
 
 @login_required
 def template_run(request: HttpRequest, pk: int) -> HttpResponse:
+    """A template's form (generated from its parameters): fill it to run a job;
+    ``?job=<id>`` fills it with that job's values."""
     template = get_object_or_404(policy.usable_templates(request.user), pk=pk)
     if request.method == "POST":
         form = TemplateJobForm(template, request.POST, request.FILES, user=request.user)
