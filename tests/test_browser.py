@@ -335,3 +335,81 @@ def test_a_token_made_on_its_page_authorizes_swagger_ui(live_site, chromium):
     finally:
         for context in pages:
             context.close()
+
+
+TEMPLATE_PROGRAM = """\
+import json, os, sys
+data = open(os.environ["DATA"]).read() if "DATA" in os.environ else ""
+print(json.dumps([sys.argv[1:], os.environ.get("MODE"), data]))
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_user_fills_a_templates_generated_form_and_sees_the_job_run(
+    live_site, tab: Page, sshd, server, tmp_path
+):
+    from django.contrib.auth import get_user_model
+
+    from django_remote_submission.models import JobTemplate
+
+    page = tab
+    login = sshd.password_user or sshd.key_user
+    get_user_model().objects.create_user(login, password="web-pw")
+    if sshd.password is None:
+        share(server, sshd, login)
+    template = JobTemplate.objects.create(
+        name="Every type",
+        interpreter=server.interpreters.get(name="python3"),
+        program=TEMPLATE_PROGRAM,
+        remote_filename="every.py",
+    )
+    template.servers.set([server])
+    params = template.parameters
+    params.create(position=1, name="bins", type="integer", default="10", required=True)
+    params.create(position=2, name="scale", type="float", passed_as="positional")
+    params.create(
+        position=3,
+        name="mode",
+        type="choice",
+        choices=["fast", "exact"],
+        passed_as="environment",
+    )
+    params.create(position=4, name="verbose", type="boolean")
+    params.create(position=5, name="label", type="text")
+    params.create(position=6, name="data", type="file", passed_as="environment")
+    upload = tmp_path / "points.csv"
+    upload.write_text("x,y\n1,2\n")
+
+    log_in(page, live_site, login, "web-pw")
+    page.goto(live_site + "templates/")
+    page.click("text=Every type")
+    expect(page.locator("h1")).to_have_text("Every type")
+    page.fill("input[name=bins]", "12")
+    page.fill("input[name=scale]", "0.5")
+    page.select_option("select[name=mode]", "exact")
+    page.check("input[name=verbose]")
+    page.fill("input[name=label]", "two words $(id)")
+    page.set_input_files("input[name=data]", str(upload))
+    if sshd.password:
+        page.fill("input[name=password]", sshd.password)
+    page.click("#drs-template-form button[type=submit]")
+    expect(page.locator("#drs-job")).to_be_visible()
+    expect(page.locator("#drs-job [data-role=status]").first).to_have_text(
+        "success", timeout=30_000
+    )
+    expected = [
+        ["--bins", "12", "0.5", "--verbose", "--label", "two words $(id)"],
+        "exact",
+        "x,y\n1,2\n",
+    ]
+    expect(page.locator("#drs-log .drs-stdout")).to_have_text(json.dumps(expected) + "\n")
+    expect(page.locator("[data-role=inputs]")).to_contain_text("points.csv")
+
+    page.click("text=Run again with changes")
+    expect(page.locator("input[name=bins]")).to_have_value("12")
+    expect(page.locator("select[name=mode]")).to_have_value("exact")
+    # The page asks for a number; a hostile client sends anything: the server checks it.
+    page.locator("input[name=bins]").evaluate("e => { e.type = 'text'; }")
+    page.fill("input[name=bins]", "twelve")
+    page.click("#drs-template-form button[type=submit]")
+    expect(page.locator("[data-field=bins] .errorlist")).to_have_text("Enter a whole number.")
