@@ -310,3 +310,19 @@ def test_the_admin_refuses_a_name_leaving_the_directory_and_a_bad_variable(world
         "path": ["'../escape': '..' would leave the job's directory."]
     }
     assert not world.job.inputs.exists()
+
+
+def test_arguments_and_environment_are_edited_with_patch(world):
+    api = client(world, "owner")
+    answer = api.patch(
+        f"/api/jobs/{world.job.pk}/",
+        {"arguments": ["--again"], "environment": {"K": "v"}},
+        format="json",
+    )
+    assert answer.status_code == 200, answer.json()
+    world.job.refresh_from_db()
+    assert (world.job.arguments, world.job.environment) == (["--again"], {"K": "v"})
+    bad = api.patch(f"/api/jobs/{world.job.pk}/", {"environment": {"K-1": "v"}}, format="json")
+    assert bad.status_code == 400 and list(bad.json()) == ["environment"]
+    world.job.refresh_from_db()
+    assert world.job.environment == {"K": "v"}
