@@ -413,3 +413,56 @@ def test_a_user_fills_a_templates_generated_form_and_sees_the_job_run(
     page.fill("input[name=bins]", "twelve")
     page.click("#drs-template-form button[type=submit]")
     expect(page.locator("[data-field=bins] .errorlist")).to_have_text("Enter a whole number.")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_files_dropped_on_the_new_job_form_are_uploaded_and_staged(
+    live_site, tab: Page, sshd, server
+):
+    from django.contrib.auth import get_user_model
+
+    page = tab
+    login = sshd.password_user or sshd.key_user
+    get_user_model().objects.create_user(login, password="web-pw")
+    if sshd.password is None:
+        share(server, sshd, login)
+    python3 = server.interpreters.get(name="python3")
+    base = sshd.base_dir_pw or sshd.base_dir_key
+    log_in(page, live_site, login, "web-pw")
+    page.goto(live_site + "jobs/new/")
+    page.fill("input[name=title]", "dropped files")
+    page.select_option("select[name=server]", str(server.pk))
+    page.select_option("select[name=interpreter]", str(python3.pk))
+    page.fill(
+        "textarea[name=program]",
+        "import sys\nfor n in sys.argv[1:]:\n    print(n, open(n, 'rb').read())\n",
+    )
+    page.fill("input[name=arguments]", "a.txt 'b c.bin'")
+    page.fill("input[name=remote_directory]", f"{base}/{uuid.uuid4().hex[:10]}")
+    if sshd.password:
+        page.check("input[name=auth][value=password]")
+        page.fill("input[name=password]", sshd.password)
+    else:
+        page.check("input[name=auth][value=stored]")
+    # Two drops, as a user drags files from a file manager onto the field.
+    for name, content in (("a.txt", "first"), ("b c.bin", "\u00e9")):
+        page.locator("[data-field=input_files]").evaluate(
+            """(zone, [name, content]) => {
+                const data = new DataTransfer();
+                data.items.add(new File([content], name));
+                zone.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+            }""",
+            [name, content],
+        )
+    count = page.locator("input[name=input_files]").evaluate("i => i.files.length")
+    assert count == 2
+    page.click("#drs-job-form button[type=submit]")
+    expect(page.locator("#drs-job")).to_be_visible()
+    expect(page.locator("#drs-job [data-role=status]").first).to_have_text(
+        "success", timeout=30_000
+    )
+    expect(page.locator("#drs-log .drs-stdout")).to_have_text(
+        "a.txt b'first'\nb c.bin b'\\xc3\\xa9'\n"
+    )
+    job = Job.objects.get(title="dropped files")
+    assert sorted(job.inputs.values_list("path", "size")) == [("a.txt", 5), ("b c.bin", 2)]
