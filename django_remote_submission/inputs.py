@@ -19,6 +19,8 @@ import re
 import threading
 from collections.abc import Callable, Iterable
 
+from django.core.files.uploadhandler import FileUploadHandler, SkipFile
+
 from .conf import drs_settings
 from .limits import NAME_PART_MAX, human_size
 from .remote.base import RemoteError
@@ -177,6 +179,43 @@ def _sizes(size: int, limit: int) -> tuple[str, str]:
     """Both sizes for humans; in bytes when rounding would make them look equal."""
     shown = human_size(size), human_size(limit)
     return shown if shown[0] != shown[1] else (f"{size} bytes", f"{limit} bytes")
+
+
+# --- uploads -------------------------------------------------------------------------------
+
+
+class UploadLimit(FileUploadHandler):
+    """The first upload handler of the requests that bring input files: a file is dropped
+    as soon as it passes ``DRS["INPUT_MAX_BYTES"]`` (the rest of it is read and thrown
+    away, never stored), and ``refused_uploads(request)`` says so.
+
+        request.upload_handlers.insert(0, UploadLimit(request))   # before the body is read
+    """
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
+        limit = int(drs_settings.INPUT_MAX_BYTES)
+        if start + len(raw_data) > limit:
+            name = self.file_name or "the file"
+            refused = self.request.__dict__.setdefault("drs_refused_uploads", {})
+            refused[self.field_name] = (
+                f"{name!r} is over the limit of {human_size(limit)} per input "
+                "(DRS['INPUT_MAX_BYTES'])."
+            )
+            raise SkipFile()
+        return raw_data
+
+    def file_complete(self, file_size: int):
+        return None  # the next handler makes the file
+
+
+def limit_uploads(request) -> None:
+    """Put ``UploadLimit`` first on a Django request whose body is not read yet."""
+    request.upload_handlers.insert(0, UploadLimit(request))
+
+
+def refused_uploads(request) -> dict[str, str]:
+    """{field: why its file was dropped} of a request read with ``UploadLimit``."""
+    return getattr(request, "drs_refused_uploads", {})
 
 
 # --- staging -------------------------------------------------------------------------------

@@ -288,3 +288,24 @@ def test_the_demo_templates_run_and_return_their_results(
     lines = [" ".join(line.split()) for line in stdout(job).splitlines()]
     assert lines[:2] == ["Words in words.txt:", "3 the"]
     assert list(job.results.values_list("remote_filename", flat=True)) == ["counts.txt"]
+
+
+def test_a_file_value_over_the_limit_answers_400_on_its_field(template, owner, server, settings):
+    settings.DRS = {"INPUT_MAX_BYTES": 100}
+    api = APIClient()
+    api.force_authenticate(owner)
+    answer = api.post(
+        f"/api/templates/{template.pk}/run/",
+        {
+            "server": server.pk,
+            "password": "pw",
+            "bins": "1",
+            "data": SimpleUploadedFile("big.csv", b"x" * 101),
+        },
+        format="multipart",
+    )
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "data": ["'big.csv' is over the limit of 100 bytes per input (DRS['INPUT_MAX_BYTES'])."]
+    }
+    assert not Job.objects.exists()

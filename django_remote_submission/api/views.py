@@ -367,6 +367,17 @@ class InputViewSet(
     def get_queryset(self):
         return policy.visible_jobs(self.request.user, Input.objects.all(), "job__owner")
 
+    def initialize_request(self, request, *args, **kwargs):
+        inputs.limit_uploads(request)  # before anything reads the body
+        return super().initialize_request(request, *args, **kwargs)
+
+    def create(self, request, *args, **kwargs) -> Response:
+        request.data  # noqa: B018 (reads the body: the upload limit says what it dropped)
+        refused = inputs.refused_uploads(request._request)
+        if refused:
+            raise ValidationError({field: [message] for field, message in refused.items()})
+        return super().create(request, *args, **kwargs)
+
     def perform_create(self, serializer: InputSerializer) -> None:
         data = serializer.validated_data
         path = data.get("path") or data["file"].name
@@ -426,6 +437,10 @@ class TemplateViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
             return JobTemplate.objects.none()
         return policy.usable_templates(self.request.user).prefetch_related("parameters")
 
+    def initialize_request(self, request, *args, **kwargs):
+        inputs.limit_uploads(request)  # before anything reads the body
+        return super().initialize_request(request, *args, **kwargs)
+
     @extend_schema(
         summary="Run the template",
         description="Make a job from the template with these values and queue it. Values are "
@@ -447,8 +462,10 @@ class TemplateViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
             raise ValidationError({"non_field_errors": ["Send an object of values."]})
         data = {k: v for k, v in data.items() if k not in request.FILES}
         form = TemplateJobForm(template, data, request.FILES, user=request.user)
-        if not form.is_valid():
+        refused = inputs.refused_uploads(request._request)
+        if not form.is_valid() or refused:
             errors = {k: list(v) for k, v in form.errors.items()}
+            errors.update({field: [message] for field, message in refused.items()})
             if "__all__" in errors:
                 errors["non_field_errors"] = errors.pop("__all__")
             raise ValidationError(errors)

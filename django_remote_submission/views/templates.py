@@ -9,10 +9,11 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from .. import policy
+from .. import inputs, policy
 from ..forms import TemplateJobForm
-from .jobs import _report
+from .jobs import _report, _valid
 
 
 @login_required
@@ -22,14 +23,21 @@ def template_list(request: HttpRequest) -> HttpResponse:
     return render(request, "django_remote_submission/template_list.html", {"templates": templates})
 
 
-@login_required
+@csrf_exempt  # checked below, once the upload limit is in place (see inputs.UploadLimit)
 def template_run(request: HttpRequest, pk: int) -> HttpResponse:
     """A template's form (generated from its parameters): fill it to run a job;
     ``?job=<id>`` fills it with that job's values."""
+    inputs.limit_uploads(request)
+    return _template_run(request, pk)
+
+
+@login_required
+@csrf_protect
+def _template_run(request: HttpRequest, pk: int) -> HttpResponse:
     template = get_object_or_404(policy.usable_templates(request.user), pk=pk)
     if request.method == "POST":
         form = TemplateJobForm(template, request.POST, request.FILES, user=request.user)
-        if form.is_valid():
+        if _valid(form, request):
             try:
                 job, queued = form.save(request=request)
             except policy.Refused as exc:
