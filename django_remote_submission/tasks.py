@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 SECRET_ARGUMENTS = ("password",)
+# Shown as names only in the worker's logs (argsrepr/kwargsrepr): values may be secrets.
+MASKED_VALUES = ("environment",)
 
 
 class JobFailed(Exception):
@@ -82,6 +84,9 @@ class SecretArgumentsTask(Task):
         shown = {
             k: ("********" if k in SECRET_ARGUMENTS and v else v) for k, v in arguments.items()
         }
+        for name in MASKED_VALUES:
+            if isinstance(shown.get(name), dict):
+                shown[name] = dict.fromkeys(shown[name], "********")
         options.setdefault("argsrepr", "()")
         options.setdefault("kwargsrepr", repr(shown))
         return super().apply_async((), arguments, **options)

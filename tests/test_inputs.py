@@ -265,3 +265,30 @@ def test_resubmit_keeps_arguments_environment_and_inputs(
         job.refresh_from_db()
         assert job.status == Job.STATUS.success, job.error
         assert stdout(job) == json.dumps([["-v", "$x"], {"X": "a b"}]) + "\ngiven\n"
+
+
+def test_environment_values_are_not_in_the_task_repr():
+    from celery import Task
+
+    from django_remote_submission.tasks import submit_job_to_server
+
+    sent = {}
+
+    class Capture(Exception):
+        pass
+
+    def fake_send(self, args, kwargs, **options):
+        sent.update(kwargs=kwargs, options=options)
+        raise Capture
+
+    original = Task.apply_async
+    Task.apply_async = fake_send
+    try:
+        with pytest.raises(Capture):
+            submit_job_to_server.delay(1, environment={"API_KEY": "s3cret"}, arguments=["-v"])
+    finally:
+        Task.apply_async = original
+    assert sent["kwargs"]["environment"] == {"API_KEY": "s3cret"}  # the worker gets it
+    shown = sent["options"]["kwargsrepr"]
+    assert "s3cret" not in shown
+    assert "'environment': {'API_KEY': '********'}" in shown and "'arguments': ['-v']" in shown
