@@ -309,3 +309,30 @@ def test_a_file_value_over_the_limit_answers_400_on_its_field(template, owner, s
         "data": ["'big.csv' is over the limit of 100 bytes per input (DRS['INPUT_MAX_BYTES'])."]
     }
     assert not Job.objects.exists()
+
+
+def test_the_schema_describes_templates_parameters_and_run(owner):
+    api = APIClient()
+    api.force_authenticate(owner)
+    schema = api.get("/api/schema/?format=json").json()
+    parameter = schema["components"]["schemas"]["Parameter"]["properties"]
+    assert set(parameter) == {
+        "name",
+        "label",
+        "type",
+        "choices",
+        "default",
+        "help",
+        "required",
+        "passed_as",
+        "target",
+    }
+    kind = parameter["type"]
+    if "$ref" in kind or "allOf" in kind:  # drf-spectacular names the enum as a component
+        ref = kind.get("$ref") or kind["allOf"][0]["$ref"]
+        kind = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert kind["enum"] == ["text", "integer", "float", "choice", "boolean", "file"]
+    run = schema["paths"]["/api/templates/{id}/run/"]["post"]
+    assert set(run["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
+    assert "202" in run["responses"]
+    assert "/api/inputs/" in schema["paths"]
