@@ -717,7 +717,8 @@ def copy(
     submission: str | None = None,
     login_with: str | None = None,
 ) -> dict:
-    """Only write the program into the job's remote directory (status success)."""
+    """Only write the program (and the job's input files) into the job's remote directory
+    (status success)."""
     options = _options(
         None, LogPolicy.LOG_LIVE, None, remote, username, public_key_filename, login_with
     )
@@ -728,6 +729,7 @@ def copy(
     try:
         run.creds = credentials_for(job, password)
         with connect(job.server, run.creds, run.remote) as t:
+            inputs.stage(t, _directory(job.remote_directory), job.run_dir, job.inputs.all())
             where = DirectLauncher(t).stage(
                 _directory(job.remote_directory), job.remote_filename, job.program.encode()
             )

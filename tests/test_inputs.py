@@ -292,3 +292,25 @@ def test_environment_values_are_not_in_the_task_repr():
     shown = sent["options"]["kwargsrepr"]
     assert "s3cret" not in shown
     assert "'environment': {'API_KEY': '********'}" in shown and "'arguments': ['-v']" in shown
+
+
+def test_copy_job_to_server_writes_the_inputs_too(make_job, sshd):
+    from django_remote_submission.tasks import copy_job_to_server
+
+    job = make_job("print(1)")
+    add(job, "sub/in.bin", BINARY)
+    kwargs = (
+        {"password": sshd.password} if sshd.password else {"public_key_filename": sshd.key_file}
+    )
+    copy_job_to_server(job.pk, **kwargs)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.success, job.error
+    user = sshd.password_user or sshd.key_user
+    listed = sshd.ssh(
+        user, f"cd {job.remote_directory} && find . -type f | sort && sha256sum sub/in.bin"
+    )
+    import hashlib
+
+    assert listed.stdout == (
+        f"./job.py\n./sub/in.bin\n{hashlib.sha256(BINARY).hexdigest()}  sub/in.bin\n"
+    )
