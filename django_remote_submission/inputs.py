@@ -238,7 +238,7 @@ cd -- "$1" || exit 10
 p=$2 t=$2.drs-part.$$
 rm -f -- "$t"
 cat > "$t" || { rm -f -- "$t"; exit 12; }
-mv -f -- "$t" "$p" || { rm -f -- "$t"; exit 12; }
+mv -fT -- "$t" "$p" || { rm -f -- "$t"; exit 12; }
 wc -c < "$p"
 """
 
@@ -291,9 +291,16 @@ def stage(transport, directory: str, run_dir: str, inputs: Iterable, tick=None) 
 
 
 def _write(transport, directory: str, row, tick) -> None:
-    with row.file.open("rb") as f:
+    try:
+        f = row.file.open("rb")
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or "no file"  # not the storage's own path
+        message = f"The stored file of the input {row.path!r} cannot be read: {why}."
+        raise StagingError(message) from None
+    with f:
+        # The whole file is sent as the command starts; the timeout is for what follows.
         res = transport.run(
-            _sh(WRITE, directory, row.path), stdin=_Ticking(f, tick), timeout=None, tick=tick
+            _sh(WRITE, directory, row.path), stdin=_Ticking(f, tick), timeout=600, tick=tick
         )
     if res.exit_code != 0:
         message = ERRORS.get(res.exit_code, "Cannot write the input {path!r} in {dir!r}")

@@ -314,3 +314,30 @@ def test_copy_job_to_server_writes_the_inputs_too(make_job, sshd):
     assert listed.stdout == (
         f"./job.py\n./sub/in.bin\n{hashlib.sha256(BINARY).hexdigest()}  sub/in.bin\n"
     )
+
+
+def test_an_input_whose_stored_file_is_gone_fails_the_job_with_the_reason(make_job, submit):
+    job = make_job("print(1)")
+    row = add(job, "gone.csv", b"1")
+    row.file.storage.delete(row.file.name)
+    submit(job)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.failure
+    assert job.error == (
+        "The stored file of the input 'gone.csv' cannot be read: No such file or directory."
+    )
+
+
+def test_an_input_where_the_host_has_a_directory_fails_the_job_with_the_reason(
+    make_job, submit, sshd
+):
+    job = make_job("print(1)")
+    add(job, "data", b"1")
+    user = sshd.password_user or sshd.key_user
+    sshd.ssh(user, f"mkdir -p {job.remote_directory}/data/inside")
+    submit(job)
+    job.refresh_from_db()
+    assert job.status == Job.STATUS.failure
+    assert job.error.startswith(
+        f"Cannot write the input 'data' in the remote directory {job.remote_directory!r}: "
+    )
