@@ -336,3 +336,48 @@ def test_the_schema_describes_templates_parameters_and_run(owner):
     assert set(run["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
     assert "202" in run["responses"]
     assert "/api/inputs/" in schema["paths"]
+
+
+def _template_post(python3, server, **parameter) -> dict:
+    data = {
+        "name": "From the admin",
+        "description": "",
+        "active": "on",
+        "interpreter": python3.pk,
+        "servers": [server.pk],
+        "remote_filename": "job.py",
+        "program": "print(1)\r\n",
+        "resources": "{}",
+        "parameters-TOTAL_FORMS": 1,
+        "parameters-INITIAL_FORMS": 0,
+    }
+    for key, value in {"position": 1, "type": "text", "passed_as": "option", **parameter}.items():
+        data[f"parameters-0-{key}"] = value
+    return data
+
+
+def test_staff_define_a_template_and_its_parameters_in_the_admin(python3, server):
+    from django.contrib.auth import get_user_model
+
+    admin = Client()
+    admin.force_login(get_user_model().objects.create_superuser("boss"))
+    url = "/admin/django_remote_submission/jobtemplate/add/"
+    bad = admin.post(url, _template_post(python3, server, name="title", type="integer"))
+    assert bad.status_code == 200
+    form = bad.context["inline_admin_formsets"][0].formset.forms[0]
+    assert form.errors == {
+        "name": ["'title' is taken by the form itself (password, server, title, username)."]
+    }
+    good = admin.post(
+        url,
+        _template_post(
+            python3, server, name="bins", type="choice", choices='["1", "2"]', default="2"
+        ),
+    )
+    assert good.status_code == 302
+    template = JobTemplate.objects.get(name="From the admin")
+    assert template.program == "print(1)\n"
+    assert list(template.servers.all()) == [server]
+    assert [(p.name, p.type, p.choices, p.default) for p in template.parameters.all()] == [
+        ("bins", "choice", ["1", "2"], "2")
+    ]
