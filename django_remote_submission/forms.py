@@ -282,6 +282,7 @@ class JobForm(forms.ModelForm):
             data["remote_filename"] = (
                 "job.py" if "python" in words else "job.sh" if "sh" in words else "job"
             )
+        self._clean_input_files(data)
         if server is None:
             return data
         self._clean_resources(data, server)
@@ -312,21 +313,11 @@ class JobForm(forms.ModelForm):
     def _password(data: dict) -> str | None:
         return data.get("password") or None if data.get("auth") == AUTH_PASSWORD else None
 
-    def clean_input_files(self) -> list:
-        files = self.cleaned_data.get("input_files") or []
-        names = [f.name for f in files]
-        sizes = [f.size for f in files]
-        for i, name in enumerate(names):
-            refusal = inputs.size_refusal(sizes[i], sum(sizes[:i]), i)
-            if name in names[:i]:
-                refusal = f"{name!r} is given twice."
-            try:
-                inputs.clean_path(name)
-            except ValueError as exc:
-                refusal = str(exc)
-            if refusal:
-                raise forms.ValidationError(refusal)
-        return files
+    def _clean_input_files(self, data: dict) -> None:
+        files = [(f.name, f.size) for f in data.get("input_files") or []]
+        refusal = inputs.files_refusal(files, data.get("remote_filename") or "")
+        if refusal:
+            self.add_error("input_files", refusal)
 
     def save(self, request=None) -> tuple[Job, services.Queued]:
         """Create the job with its inputs and queue its run (after the transaction commits)."""
@@ -387,11 +378,16 @@ class TemplateJobForm(forms.Form):
             return data
         values = {p.name: data.get(p.name) for p in self.parameters}
         try:
-            arguments, environment, _files = jobtemplates.build(self.template, values)
+            arguments, environment, files = jobtemplates.build(self.template, values)
             inputs.clean_arguments(arguments)
             inputs.clean_environment(environment)
         except ValueError as exc:
             self.add_error(None, str(exc))
+            return data
+        named = [(path, file.size) for path, file in files]
+        refusal = inputs.files_refusal(named, self.template.remote_filename)
+        if refusal:
+            self.add_error(None, refusal)
             return data
         try:
             policy.decide(self.user, server, password=bool(data.get("password")))

@@ -175,6 +175,28 @@ def measure(file) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+def files_refusal(files: list[tuple[str, int]], program: str) -> str | None:
+    """Why new inputs ``[(path, size), ...]`` of a job whose program file is ``program``
+    cannot be added together, or None (the checks ``services.add_input`` makes, in advance)."""
+    seen: list[str] = []
+    total = 0
+    for path, size in files:
+        try:
+            path = clean_path(path)
+        except ValueError as exc:
+            return str(exc)
+        if path == program:
+            return f"{path!r} is the job's program file; give the input another name."
+        if path in seen:
+            return f"{path!r} is given twice."
+        refusal = size_refusal(size, total, len(seen))
+        if refusal:
+            return refusal
+        seen.append(path)
+        total += size
+    return None
+
+
 def _sizes(size: int, limit: int) -> tuple[str, str]:
     """Both sizes for humans; in bytes when rounding would make them look equal."""
     shown = human_size(size), human_size(limit)

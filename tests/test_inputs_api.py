@@ -365,3 +365,17 @@ def test_the_new_job_form_still_checks_csrf(world):
     answer = browser.post("/jobs/new/", _form(world, input_files=[upload("a.txt", b"1")]))
     assert answer.status_code == 403
     assert not Job.objects.filter(title="formed").exists()
+
+
+def test_an_input_named_like_the_program_is_a_field_error_on_the_form(world, queued):
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(world.users["owner"])
+    files = [upload("data.csv", b"1"), upload("a.py", b"print(2)")]
+    answer = browser.post("/jobs/new/", _form(world, remote_filename="a.py", input_files=files))
+    assert answer.status_code == 200
+    assert answer.context["form"].errors == {
+        "input_files": ["'a.py' is the job's program file; give the input another name."]
+    }
+    assert not Job.objects.filter(title="formed").exists()

@@ -381,3 +381,22 @@ def test_staff_define_a_template_and_its_parameters_in_the_admin(python3, server
     assert [(p.name, p.type, p.choices, p.default) for p in template.parameters.all()] == [
         ("bins", "choice", ["1", "2"], "2")
     ]
+
+
+def test_a_file_value_named_like_the_program_answers_400(python3, server, owner):
+    template = JobTemplate.objects.create(
+        name="Named", interpreter=python3, program="print(1)", remote_filename="run.py"
+    )
+    template.parameters.create(name="data", type="file", passed_as="positional")
+    api = APIClient()
+    api.force_authenticate(owner)
+    answer = api.post(
+        f"/api/templates/{template.pk}/run/",
+        {"server": server.pk, "password": "pw", "data": SimpleUploadedFile("run.py", b"x")},
+        format="multipart",
+    )
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "non_field_errors": ["'run.py' is the job's program file; give the input another name."]
+    }
+    assert not Job.objects.exists()
