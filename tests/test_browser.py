@@ -402,7 +402,8 @@ def test_a_user_fills_a_templates_generated_form_and_sees_the_job_run(
         "exact",
         "x,y\n1,2\n",
     ]
-    expect(page.locator("#drs-log .drs-stdout")).to_have_text(json.dumps(expected) + "\n")
+    rows = page.locator("#drs-log .drs-stdout")
+    wait_for(lambda: "".join(rows.all_text_contents()) == json.dumps(expected) + "\n", timeout=10)
     expect(page.locator("[data-role=inputs]")).to_contain_text("points.csv")
 
     page.click("text=Run again with changes")
@@ -461,8 +462,8 @@ def test_files_dropped_on_the_new_job_form_are_uploaded_and_staged(
     expect(page.locator("#drs-job [data-role=status]").first).to_have_text(
         "success", timeout=30_000
     )
-    expect(page.locator("#drs-log .drs-stdout")).to_have_text(
-        "a.txt b'first'\nb c.bin b'\\xc3\\xa9'\n"
-    )
+    rows = page.locator("#drs-log .drs-stdout")
+    expected = "a.txt b'first'\nb c.bin b'\\xc3\\xa9'\n"
+    wait_for(lambda: "".join(rows.all_text_contents()) == expected, timeout=10)
     job = Job.objects.get(title="dropped files")
     assert sorted(job.inputs.values_list("path", "size")) == [("a.txt", 5), ("b c.bin", 2)]
