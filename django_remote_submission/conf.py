@@ -96,6 +96,18 @@ DEFAULTS: dict[str, Any] = {
     "RESULT_MAX_BYTES": 1 << 30,
     "RESULTS_MAX_BYTES": 2 << 30,
     "RESULTS_MAX_FILES": 1000,
+    # What a job gets besides its program (see inputs.py): its arguments and its environment
+    # variables (bytes of each, all together; both reach the program as argv words) ...
+    "ARGUMENTS_MAX_BYTES": 64 * 1024,
+    "ENVIRONMENT_MAX_BYTES": 64 * 1024,
+    # ... and its input files: largest file, all files of one job together, number of files.
+    # They are staged into the job's directory before launch, streamed in 1 MiB chunks.
+    "INPUT_MAX_BYTES": 2 << 30,
+    "INPUTS_MAX_BYTES": 4 << 30,
+    "INPUTS_MAX_FILES": 100,
+    # Storage prefix of input files: <prefix>/<job uuid>/<random name> (the path the job
+    # sees is kept on the Input row).
+    "INPUTS_PREFIX": "inputs",
     # A result is not stored when it would leave less free space than this on the storage
     # (checked where the storage can tell: FileSystemStorage).
     "STORAGE_MIN_FREE_BYTES": 1 << 30,

@@ -14,18 +14,20 @@ through the Python API).
 
 from __future__ import annotations
 
+import shlex
 import uuid
 
 from django import forms
+from django.db import transaction
 from django.utils import timezone
 from django.utils.text import normalize_newlines
 from django.utils.translation import gettext_lazy as _
 
-from . import policy, services
+from . import inputs, jobtemplates, policy, services
 from . import resources as resources_
 from .credentials import UNREADABLE, is_unreadable
 from .launchers import reserved_check
-from .models import Interpreter, Job, Server, ServerAccount
+from .models import Input, Interpreter, Job, Server, ServerAccount
 
 AUTH_PASSWORD = "password"
 AUTH_STORED = "stored"
@@ -42,6 +44,75 @@ class ProgramField(forms.CharField):
 
     def to_python(self, value):
         return normalize_newlines(super().to_python(value))
+
+
+class ArgumentsField(forms.CharField):
+    """Arguments written as on a shell's command line (``-n 3 "two words"``), split with
+    shell quoting rules (nothing is expanded) into the list the program receives."""
+
+    widget = forms.TextInput
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("strip", False)
+        super().__init__(**kwargs)
+
+    def to_python(self, value) -> list[str]:
+        text = super().to_python(value) or ""
+        try:
+            words = shlex.split(normalize_newlines(text)) if text.strip() else []
+            return inputs.clean_arguments(words)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def prepare_value(self, value):
+        return shlex.join(value) if isinstance(value, list) else value
+
+
+class EnvironmentField(forms.CharField):
+    """One ``NAME=value`` a line; names are checked (``inputs.name_refusal``)."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("strip", False)
+        kwargs.setdefault(
+            "widget", forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "class": "drs-code"})
+        )
+        super().__init__(**kwargs)
+
+    def to_python(self, value) -> dict[str, str]:
+        env = {}
+        text = super().to_python(value) or ""
+        for number, line in enumerate(normalize_newlines(text).split("\n")):
+            if not line.strip():
+                continue
+            name, equals, text = line.partition("=")
+            if not equals:
+                raise forms.ValidationError(f"Line {number + 1}: write NAME=value.")
+            env[name.strip()] = text
+        try:
+            return inputs.clean_environment(env)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def prepare_value(self, value):
+        if isinstance(value, dict):
+            return "\n".join(f"{k}={v}" for k, v in value.items())
+        return value
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Several files at once (``<input type=file multiple>``)."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(**kwargs)
+
+    def clean(self, data, initial=None):
+        files = data if isinstance(data, (list, tuple)) else [data] if data else []
+        return [super(MultipleFileField, self).clean(f, initial) for f in files]
 
 
 class SubmitForm(forms.Form):
@@ -153,6 +224,21 @@ class JobForm(forms.ModelForm):
         help_text=_("One per line, as after #SBATCH or #$ (e.g. --constraint=avx2)."),
     )
     RESOURCE_FIELDS = ("partition", "walltime", "cpus", "memory", "gpus", "account", "extra")
+    arguments = ArgumentsField(
+        label=_("Arguments"),
+        required=False,
+        help_text=_('After the program, quoted as in a shell: -n 3 "two words". Not expanded.'),
+    )
+    environment = EnvironmentField(
+        label=_("Environment"),
+        required=False,
+        help_text=_("One NAME=value a line."),
+    )
+    input_files = MultipleFileField(
+        label=_("Input files"),
+        required=False,
+        help_text=_("Copied into the job's directory before it runs."),
+    )
 
     class Meta:
         model = Job
@@ -197,6 +283,7 @@ class JobForm(forms.ModelForm):
             data["remote_filename"] = (
                 "job.py" if "python" in words else "job.sh" if "sh" in words else "job"
             )
+        self._clean_input_files(data)
         if server is None:
             return data
         self._clean_resources(data, server)
@@ -227,18 +314,111 @@ class JobForm(forms.ModelForm):
     def _password(data: dict) -> str | None:
         return data.get("password") or None if data.get("auth") == AUTH_PASSWORD else None
 
+    def _clean_input_files(self, data: dict) -> None:
+        files = [(f.name, f.size) for f in data.get("input_files") or []]
+        refusal = inputs.files_refusal(files, data.get("remote_filename") or "")
+        if refusal:
+            self.add_error("input_files", refusal)
+
     def save(self, request=None) -> tuple[Job, services.Queued]:
-        """Create the job and queue its run (after the transaction commits)."""
+        """Create the job with its inputs and queue its run (after the transaction commits)."""
         fields = {name: self.cleaned_data[name] for name in self.Meta.fields}
-        job = services.create(self.user, request=request, **fields)
-        queued = services.submit(
-            job,
-            self.user,
-            password=self._password(self.cleaned_data),
-            timeout=self.cleaned_data.get("timeout"),
-            resources=getattr(self, "resources", None) or None,
-            request=request,
-        )
+        fields["arguments"] = self.cleaned_data.get("arguments") or []
+        fields["environment"] = self.cleaned_data.get("environment") or {}
+        with transaction.atomic():  # the run is queued once the job has all its inputs
+            job = services.create(self.user, request=request, **fields)
+            for file in self.cleaned_data.get("input_files") or []:
+                services.add_input(job, self.user, file.name, file, request=request)
+            queued = services.submit(
+                job,
+                self.user,
+                password=self._password(self.cleaned_data),
+                timeout=self.cleaned_data.get("timeout"),
+                resources=getattr(self, "resources", None) or None,
+                request=request,
+            )
+        return job, queued
+
+
+class TemplateJobForm(forms.Form):
+    """A job from a template: its parameters' fields (typed: see ``jobtemplates.form_field``),
+    where to run it and how to log in. Used by the page and by the API alike.
+
+    form = TemplateJobForm(template, request.POST, request.FILES, user=request.user)
+    if form.is_valid():
+        job, queued = form.save(request=request)
+    """
+
+    title = forms.CharField(label=_("Title"), max_length=250, required=False)
+    server = forms.ModelChoiceField(label=_("Server"), queryset=Server.objects.none())
+    password = forms.CharField(
+        label=_("Password"),
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        help_text=_("Blank: your SSH key for this server (see “My SSH keys”)."),
+    )
+
+    def __init__(self, template, *args, user, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.template, self.user = template, user
+        servers = policy.template_servers(user, template).order_by("title")
+        self.fields["server"].queryset = servers
+        self.fields["server"].initial = servers.first()
+        self.parameters = list(template.parameters.all())
+        for p in self.parameters:
+            self.fields[p.name] = jobtemplates.form_field(p)
+
+    def parameter_fields(self):
+        return [self[p.name] for p in self.parameters]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        server = data.get("server")
+        if server is None or self.errors:
+            return data
+        values = {p.name: data.get(p.name) for p in self.parameters}
+        try:
+            arguments, environment, files = jobtemplates.build(self.template, values)
+            inputs.clean_arguments(arguments)
+            inputs.clean_environment(environment)
+        except ValueError as exc:
+            self.add_error(None, str(exc))
+            return data
+        named = [(path, file.size) for path, file in files]
+        refusal = inputs.files_refusal(named, self.template.remote_filename)
+        if refusal:
+            self.add_error(None, refusal)
+            return data
+        try:
+            policy.decide(self.user, server, password=bool(data.get("password")))
+        except policy.Refused as exc:
+            self.add_error(None, str(exc))
+        return data
+
+    def save(self, request=None) -> tuple[Job, services.Queued]:
+        """Create the job (with its inputs) and queue its run once the transaction commits."""
+        data = self.cleaned_data
+        values = {p.name: data.get(p.name) for p in self.parameters}
+        server = data["server"]
+        with transaction.atomic():
+            job = services.create_from_template(
+                self.user,
+                self.template,
+                server,
+                values,
+                title=data.get("title") or "",
+                request=request,
+            )
+            queued = services.submit(
+                job,
+                self.user,
+                password=data.get("password") or None,
+                resources=(self.template.resources or None)
+                if server.scheduler != "direct"
+                else None,
+                request=request,
+            )
         return job, queued
 
 
@@ -249,6 +429,34 @@ class JobAdminForm(forms.ModelForm):
         model = Job
         fields = "__all__"
         field_classes = {"program": ProgramField}
+
+
+class InputAdminForm(forms.ModelForm):
+    """An input file in the admin: its path (default: the file's name) and size checked."""
+
+    class Meta:
+        model = Input
+        fields = ["path", "file"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["path"].required = False
+
+    def clean(self) -> dict:
+        data = super().clean() or {}
+        file = data.get("file")
+        if not data.get("path") and file is not None:
+            data["path"] = file.name
+        try:
+            data["path"] = inputs.clean_path(data.get("path"))
+        except ValueError as exc:
+            self.add_error("path", str(exc))
+        if file is not None and file is not self.initial.get("file"):
+            refusal = inputs.size_refusal(file.size, 0, 0)
+            if refusal:
+                self.add_error("file", refusal)
+        self.instance.path = data.get("path") or ""
+        return data
 
 
 class ServerAdminForm(forms.ModelForm):

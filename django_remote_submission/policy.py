@@ -21,6 +21,8 @@ The rules, one sentence each:
 - Another login name, or a key file of the worker: only with ``choose_login``.
 - Users see and act on their own jobs; ``view_job`` shows every job, ``change_job`` allows
   submitting, cancelling and editing every job.
+- A job template is offered to every user while it is active, on the servers it allows (all
+  of them when it names none) among those the user may use.
 - Users make, see and revoke their own API tokens (a token never makes one: that needs the
   password or a session); ``drs_tokens.view_apitoken`` shows every token,
   ``drs_tokens.delete_apitoken`` allows revoking every token.
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from django.db.models import Q, QuerySet
 
 from .credentials import is_unreadable
-from .models import Job, Server, ServerAccount
+from .models import Job, JobTemplate, Server, ServerAccount
 
 APP = "django_remote_submission"
 TOKENS_APP = "drs_tokens"  # the label of django_remote_submission.tokens
@@ -89,6 +91,28 @@ def usable_servers(user, queryset: QuerySet | None = None) -> QuerySet:
 
 def may_use_server(user, server: Server) -> bool:
     return usable_servers(user, Server.objects.filter(pk=server.pk)).exists()
+
+
+def usable_templates(user) -> QuerySet:
+    """The job templates offered to ``user``."""
+    if not (user.is_authenticated and user.is_active):
+        return JobTemplate.objects.none()
+    return JobTemplate.objects.filter(active=True)
+
+
+def template_servers(user, template: JobTemplate) -> QuerySet:
+    """The servers ``user`` may run ``template`` on."""
+    servers = usable_servers(user)
+    if template.servers.exists():
+        servers = servers.filter(pk__in=template.servers.values("pk"))
+    return servers
+
+
+def may_use_template(user, template: JobTemplate, server: Server) -> bool:
+    return (
+        usable_templates(user).filter(pk=template.pk).exists()
+        and template_servers(user, template).filter(pk=server.pk).exists()
+    )
 
 
 def visible_servers(user, queryset: QuerySet | None = None) -> QuerySet:

@@ -7,6 +7,7 @@
     services.resubmit(job, request.user, request=request)
     services.cancel(job, request.user, request=request)
     services.install_key(request.user, server, "password")   # "My SSH keys"
+    services.add_input(job, request.user, "data/x.csv", request.FILES["file"])  # an input file
 
 Pages, admin actions and the API call these and nothing else: each checks the access policy
 (``policy``; ``policy.Refused`` when it says no), the job's state (``JobBusy``), uses the
@@ -25,13 +26,14 @@ reached, a job that never ran fails at once with the reason instead of waiting i
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 from django.db import transaction
 from kombu.utils.url import maybe_sanitize_url
 
-from . import audit, keys, policy, runner, tasks
-from .models import Event, Job, ServerAccount, Status
+from . import audit, inputs, jobtemplates, keys, policy, runner, tasks
+from .models import Event, Input, Job, ServerAccount, Status
 from .policy import Refused
 from .results import delete_files_on_commit
 
@@ -43,12 +45,15 @@ __all__ = [
     "Queued",
     "Refused",
     "account",
+    "add_input",
     "cancel",
     "create",
+    "create_from_template",
     "delete",
     "edit",
     "install_key",
     "make_key",
+    "remove_input",
     "remove_key",
     "resubmit",
     "set_login",
@@ -79,6 +84,35 @@ def create(user, *, request=None, **fields) -> Job:
         raise Refused(f"You may not run jobs on {server.title}.")
     job = Job.objects.create(owner=user, **fields)
     audit.record(Event.Action.create, job=job, actor=user, request=request)
+    return job
+
+
+def create_from_template(
+    user, template, server, values: dict, *, title: str = "", request=None
+) -> Job:
+    """A new job of ``user`` from ``template`` on ``server``, filled with ``values`` (checked
+    by the template's form: see ``forms.TemplateJobForm``); its file values become inputs.
+    Not queued: see ``submit``."""
+    if not policy.may_use_template(user, template, server):
+        raise Refused(f"You may not run “{template.name}” on {server.title}.")
+    arguments, environment, files = jobtemplates.build(template, values)
+    with transaction.atomic():
+        job = create(
+            user,
+            request=request,
+            title=title or template.name,
+            server=server,
+            interpreter=template.interpreter,
+            program=template.program,
+            remote_directory=f"drs-jobs/{uuid.uuid4().hex[:8]}",
+            remote_filename=template.remote_filename,
+            arguments=arguments,
+            environment=environment,
+            template=template,
+            template_values=jobtemplates.stored_values(values),
+        )
+        for path, file in files:
+            add_input(job, user, path, file, request=request)
     return job
 
 
@@ -166,6 +200,57 @@ def edit(job: Job, user, changes: dict, *, request=None) -> Job:
     return job
 
 
+def add_input(job: Job, user, path: str, file, *, request=None) -> Input:
+    """Attach ``file`` (an uploaded or Django ``File``) to ``job`` as the input ``path``
+    (relative to its directory; replaces an input of that path). ``inputs.InputRefused``
+    says why a path or a size is refused; the file is read once, in chunks, for its size
+    and SHA-256."""
+    _refuse_unless_may_act(user, job, "change")
+    try:
+        path = inputs.clean_path(path)
+    except ValueError as exc:
+        raise inputs.InputRefused("path", str(exc)) from None
+    if job.remote_filename and path == job.remote_filename:
+        message = f"{path!r} is the job's program file; give the input another name."
+        raise inputs.InputRefused("path", message)
+    size, sha256 = inputs.measure(file)
+    with transaction.atomic():
+        current = Job.objects.select_for_update().get(pk=job.pk)
+        if current.is_active:
+            raise JobBusy(f"The job is {current.status}: its inputs cannot change now.")
+        others = current.inputs.exclude(path=path)
+        refusal = inputs.size_refusal(
+            size, sum(others.values_list("size", flat=True)), others.count()
+        )
+        if refusal:
+            raise inputs.InputRefused("file", refusal)
+        replaced = current.inputs.filter(path=path).first()
+        if replaced is not None:
+            delete_files_on_commit([replaced.file.name], replaced.file.storage)
+            replaced.delete()
+        row = Input(job=current, path=path, size=size, sha256=sha256)
+        row.file.save(path.rsplit("/", 1)[-1], file, save=False)
+        row.save()
+        audit.record(
+            Event.Action.edit, job=job, actor=user, reason=f"input {path}", request=request
+        )
+    return row
+
+
+def remove_input(row: Input, user, *, request=None) -> None:
+    """Take an input off its job (and its file out of storage)."""
+    job = row.job
+    _refuse_unless_may_act(user, job, "change")
+    with transaction.atomic():
+        current = Job.objects.select_for_update().get(pk=job.pk)
+        if current.is_active:
+            raise JobBusy(f"The job is {current.status}: its inputs cannot change now.")
+        delete_files_on_commit([row.file.name], row.file.storage)
+        row.delete()
+        reason = f"input {row.path} removed"
+        audit.record(Event.Action.edit, job=job, actor=user, reason=reason, request=request)
+
+
 def delete(job: Job, user, *, request=None) -> None:
     """Delete a job that is not running, with its logs and result files."""
     _refuse_unless_may_act(user, job, "delete")
@@ -174,11 +259,14 @@ def delete(job: Job, user, *, request=None) -> None:
         if current.is_active:
             raise JobBusy(f"The job is {current.status}: it cannot be deleted now.")
         results = list(current.results.all())
+        given = list(current.inputs.all())
         audit.record(Event.Action.delete, job=current, actor=user, request=request)
         current.delete()
         if results:
             files = [r.local_file.name for r in results if r.local_file]
             delete_files_on_commit(files, results[0].local_file.storage)
+        if given:
+            delete_files_on_commit([i.file.name for i in given], given[0].file.storage)
 
 
 def _on_commit(send) -> Queued:

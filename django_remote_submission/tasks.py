@@ -54,6 +54,8 @@ __all__ = [
 ]
 
 SECRET_ARGUMENTS = ("password",)
+# Shown as names only in the worker's logs (argsrepr/kwargsrepr): values may be secrets.
+MASKED_VALUES = ("environment",)
 
 
 class JobFailed(Exception):
@@ -108,6 +110,9 @@ class SecretArgumentsTask(JobTask):
         shown = {
             k: ("********" if k in SECRET_ARGUMENTS and v else v) for k, v in arguments.items()
         }
+        for name in MASKED_VALUES:
+            if isinstance(shown.get(name), dict):
+                shown[name] = dict.fromkeys(shown[name], "********")
         options.setdefault("argsrepr", "()")
         options.setdefault("kwargsrepr", repr(shown))
         return super().apply_async((), arguments, **options)
@@ -143,6 +148,8 @@ def submit_job_to_server(
     *,
     login_with=None,
     resources=None,
+    arguments=None,
+    environment=None,
 ):
     """Run the job on its server; return ``{remote_filename: result pk}``.
 
@@ -159,6 +166,8 @@ def submit_job_to_server(
     :param resources: for a server with a batch scheduler: ``{"partition", "walltime",
         "cpus", "memory", "gpus", "account", "extra"}`` over the server's defaults (see
         ``resources.clean``)
+    :param arguments: words after the program on its command line (replace the job's own)
+    :param environment: ``{name: value}`` variables of the program (replace the job's own)
     :raises JobFailed: in a worker, when the run leaves the job in ``failure``
     """
     since, submission = timezone.now(), self.submission_id()
@@ -174,6 +183,8 @@ def submit_job_to_server(
         submission=submission,
         login_with=login_with,
         resources=resources,
+        arguments=arguments,
+        environment=environment,
     )
     _hand_over(job_pk)
     return _end(self, job_pk, since, results, submission)

@@ -3,7 +3,7 @@
 Usage: ``w = build_world(); client(w, "owner").get(f"/api/jobs/{w.job.pk}/")``.
 
 Roles: ``anonymous``, ``owner`` (alice: ``job``, ``done``, ``log``, ``result``, ``local_job``,
-``api_token``),
+``api_token``, ``input`` of ``done``),
 ``other`` (bob: ``bob_job``, ``bob_log``, ``bob_result``), ``staff`` (``is_staff`` and no
 permission: a plain user here), ``superuser`` and ``member`` (carol, in the group that
 ``group_server`` is for). ``local_server`` runs jobs on the worker's machine. No server is
@@ -23,7 +23,16 @@ from django.core.files.base import ContentFile
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from django_remote_submission.models import Interpreter, Job, Log, Result, Server, ServerAccount
+from django_remote_submission.models import (
+    Input,
+    Interpreter,
+    Job,
+    JobTemplate,
+    Log,
+    Result,
+    Server,
+    ServerAccount,
+)
 from django_remote_submission.tokens.models import PREFIX, ApiToken
 from tests import factories
 
@@ -53,6 +62,8 @@ class World:
     result: Result
     bob_result: Result
     api_token: ApiToken
+    input: Input
+    template: JobTemplate
 
 
 def _job(owner, server, interpreter, **fields) -> Job:
@@ -60,6 +71,22 @@ def _job(owner, server, interpreter, **fields) -> Job:
     fields.setdefault("program", 'print("hi")')
     fields.setdefault("remote_directory", "/tmp/drs-api")
     return factories.job(owner, server, interpreter, **fields)
+
+
+def _template(interpreter, server) -> JobTemplate:
+    template = JobTemplate.objects.create(
+        name="count", interpreter=interpreter, program="import sys\nprint(sys.argv)"
+    )
+    template.servers.set([server])
+    template.parameters.create(name="n", type="integer", default="1")
+    template.parameters.create(name="mode", type="choice", choices=["a", "b"])
+    return template
+
+
+def _input(job: Job, path: str, data: bytes) -> Input:
+    row = Input(job=job, path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    row.file.save(path, ContentFile(data), save=True)
+    return row
 
 
 def _result(job: Job, name: str, data: bytes) -> Result:
@@ -126,6 +153,8 @@ def build_world() -> World:
         result=_result(done, "out/data.bin", RESULT_BYTES),
         bob_result=_result(bob_job, "bob.txt", b"bob's file\n"),
         api_token=ApiToken.objects.create(alice, prefix=PREFIX, name="alice's script")[0],
+        input=_input(done, "in/data.csv", b"a,b\n1,2\n"),
+        template=_template(python3, server),
     )
 
 

@@ -73,6 +73,8 @@ def use_real_ids(case, world) -> None:
         "jobs": world.job.pk,
         "logs": world.log.pk,
         "results": world.result.pk,
+        "inputs": world.input.pk,
+        "templates": world.template.pk,
         "events": 1,
         "accounts": world.account.pk,
         "tokens": world.api_token.pk,

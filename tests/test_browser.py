@@ -335,3 +335,135 @@ def test_a_token_made_on_its_page_authorizes_swagger_ui(live_site, chromium):
     finally:
         for context in pages:
             context.close()
+
+
+TEMPLATE_PROGRAM = """\
+import json, os, sys
+data = open(os.environ["DATA"]).read() if "DATA" in os.environ else ""
+print(json.dumps([sys.argv[1:], os.environ.get("MODE"), data]))
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_user_fills_a_templates_generated_form_and_sees_the_job_run(
+    live_site, tab: Page, sshd, server, tmp_path
+):
+    from django.contrib.auth import get_user_model
+
+    from django_remote_submission.models import JobTemplate
+
+    page = tab
+    login = sshd.password_user or sshd.key_user
+    get_user_model().objects.create_user(login, password="web-pw")
+    if sshd.password is None:
+        share(server, sshd, login)
+    template = JobTemplate.objects.create(
+        name="Every type",
+        interpreter=server.interpreters.get(name="python3"),
+        program=TEMPLATE_PROGRAM,
+        remote_filename="every.py",
+    )
+    template.servers.set([server])
+    params = template.parameters
+    params.create(position=1, name="bins", type="integer", default="10", required=True)
+    params.create(position=2, name="scale", type="float", passed_as="positional")
+    params.create(
+        position=3,
+        name="mode",
+        type="choice",
+        choices=["fast", "exact"],
+        passed_as="environment",
+    )
+    params.create(position=4, name="verbose", type="boolean")
+    params.create(position=5, name="label", type="text")
+    params.create(position=6, name="data", type="file", passed_as="environment")
+    upload = tmp_path / "points.csv"
+    upload.write_text("x,y\n1,2\n")
+
+    log_in(page, live_site, login, "web-pw")
+    page.goto(live_site + "templates/")
+    page.click("text=Every type")
+    expect(page.locator("h1")).to_have_text("Every type")
+    page.fill("input[name=bins]", "12")
+    page.fill("input[name=scale]", "0.5")
+    page.select_option("select[name=mode]", "exact")
+    page.check("input[name=verbose]")
+    page.fill("input[name=label]", "two words $(id)")
+    page.set_input_files("input[name=data]", str(upload))
+    if sshd.password:
+        page.fill("input[name=password]", sshd.password)
+    page.click("#drs-template-form button[type=submit]")
+    expect(page.locator("#drs-job")).to_be_visible()
+    expect(page.locator("#drs-job [data-role=status]").first).to_have_text(
+        "success", timeout=30_000
+    )
+    expected = [
+        ["--bins", "12", "0.5", "--verbose", "--label", "two words $(id)"],
+        "exact",
+        "x,y\n1,2\n",
+    ]
+    rows = page.locator("#drs-log .drs-stdout")
+    wait_for(lambda: "".join(rows.all_text_contents()) == json.dumps(expected) + "\n", timeout=10)
+    expect(page.locator("[data-role=inputs]")).to_contain_text("points.csv")
+
+    page.click("text=Run again with changes")
+    expect(page.locator("input[name=bins]")).to_have_value("12")
+    expect(page.locator("select[name=mode]")).to_have_value("exact")
+    # The page asks for a number; a hostile client sends anything: the server checks it.
+    page.locator("input[name=bins]").evaluate("e => { e.type = 'text'; }")
+    page.fill("input[name=bins]", "twelve")
+    page.click("#drs-template-form button[type=submit]")
+    expect(page.locator("[data-field=bins] .errorlist")).to_have_text("Enter a whole number.")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_files_dropped_on_the_new_job_form_are_uploaded_and_staged(
+    live_site, tab: Page, sshd, server
+):
+    from django.contrib.auth import get_user_model
+
+    page = tab
+    login = sshd.password_user or sshd.key_user
+    get_user_model().objects.create_user(login, password="web-pw")
+    if sshd.password is None:
+        share(server, sshd, login)
+    python3 = server.interpreters.get(name="python3")
+    base = sshd.base_dir_pw or sshd.base_dir_key
+    log_in(page, live_site, login, "web-pw")
+    page.goto(live_site + "jobs/new/")
+    page.fill("input[name=title]", "dropped files")
+    page.select_option("select[name=server]", str(server.pk))
+    page.select_option("select[name=interpreter]", str(python3.pk))
+    page.fill(
+        "textarea[name=program]",
+        "import sys\nfor n in sys.argv[1:]:\n    print(n, open(n, 'rb').read())\n",
+    )
+    page.fill("input[name=arguments]", "a.txt 'b c.bin'")
+    page.fill("input[name=remote_directory]", f"{base}/{uuid.uuid4().hex[:10]}")
+    if sshd.password:
+        page.check("input[name=auth][value=password]")
+        page.fill("input[name=password]", sshd.password)
+    else:
+        page.check("input[name=auth][value=stored]")
+    # Two drops, as a user drags files from a file manager onto the field.
+    for name, content in (("a.txt", "first"), ("b c.bin", "\u00e9")):
+        page.locator("[data-field=input_files]").evaluate(
+            """(zone, [name, content]) => {
+                const data = new DataTransfer();
+                data.items.add(new File([content], name));
+                zone.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+            }""",
+            [name, content],
+        )
+    count = page.locator("input[name=input_files]").evaluate("i => i.files.length")
+    assert count == 2
+    page.click("#drs-job-form button[type=submit]")
+    expect(page.locator("#drs-job")).to_be_visible()
+    expect(page.locator("#drs-job [data-role=status]").first).to_have_text(
+        "success", timeout=30_000
+    )
+    rows = page.locator("#drs-log .drs-stdout")
+    expected = "a.txt b'first'\nb c.bin b'\\xc3\\xa9'\n"
+    wait_for(lambda: "".join(rows.all_text_contents()) == expected, timeout=10)
+    job = Job.objects.get(title="dropped files")
+    assert sorted(job.inputs.values_list("path", "size")) == [("a.txt", 5), ("b c.bin", 2)]

@@ -123,6 +123,9 @@ def test_demo_starts_runs_the_sample_job_and_stops_cleanly(tmp_path, redis_url):
         browser.get("login/")
         jobs = browser.post("login/", {"username": username, "password": password})
         assert "All jobs" in jobs  # the admin is staff
+        offered = browser.get("templates/")  # two templates to run without writing code
+        assert "CSV analysis: a histogram of one column" in offered
+        assert "Count words (bash)" in offered
         pk = re.search(r'href="/jobs/(\d+)/">Sample', jobs).group(1)
         browser.get(f"jobs/{pk}/")
         browser.post(f"jobs/{pk}/submit/", {})

@@ -584,3 +584,29 @@ def test_many_queued_jobs_cost_one_status_query_per_interval(
         "outside this app.",
     }[kind]
     assert set(done.values_list("error", flat=True)) == {reason}
+
+
+@LAUNCHERS
+def test_arguments_environment_and_inputs_reach_the_batch_job(kind, make_cluster_job):
+    from django.core.files.base import ContentFile
+
+    from django_remote_submission import services
+
+    arguments = ["two words", "$(id)", "line\nbreak", "-x", "é ✓"]
+    environment = {"MODE": "'; echo pwned; '", "NAMES": '["MODE", "NAMES"]'}
+    job = make_cluster_job(
+        "import json, os, sys\n"
+        "names = json.loads(os.environ['NAMES'])\n"
+        "print(json.dumps([sys.argv[1:], {k: os.environ[k] for k in names}]))\n"
+        "print(open('in/data.bin', 'rb').read().hex())\n",
+        arguments=arguments,
+        environment=environment,
+    )
+    services.add_input(job, job.owner, "in/data.bin", ContentFile(b"\0\xff\r\n", name="x"))
+    runner.submit(job.pk, password=TEST_PASSWORD)
+    fresh(job)
+    assert job.status == Job.STATUS.success, job.error
+    first, second = stream(job).splitlines()
+    assert json.loads(first) == [arguments, environment]
+    assert second == "00ff0d0a"
+    assert not job.results.exists()

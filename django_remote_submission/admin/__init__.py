@@ -1,4 +1,5 @@
 """The admin: servers and interpreters (``servers``), jobs, logs, results and the audit trail
-(``jobs``). Importing this package registers them with the default admin site."""
+(``jobs``), job templates (``templates``). Importing this package registers them with the
+default admin site."""
 
-from . import jobs, servers  # noqa: F401  (registers the ModelAdmins)
+from . import jobs, servers, templates  # noqa: F401  (registers the ModelAdmins)

@@ -13,9 +13,9 @@ from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .. import audit, policy, services
-from ..forms import JobAdminForm
-from ..models import FINAL_STATES, Event, Job, Log, Result, Status
+from .. import audit, inputs, policy, services
+from ..forms import InputAdminForm, JobAdminForm
+from ..models import FINAL_STATES, Event, Input, Job, Log, Result, Status
 from .actions import action_form, login_page
 
 LOG_INLINE_ROWS = 200
@@ -70,6 +70,16 @@ class ResultInline(ReadOnlyInline):
     def download(self, obj: Result) -> str:
         url = reverse("drs:result-download", args=[obj.job_id, obj.pk])
         return format_html('<a href="{}">{}</a>', url, _("download"))
+
+
+class InputInline(admin.TabularInline):
+    """Input files: added and removed here, copied into the job's directory before it runs."""
+
+    model = Input
+    form = InputAdminForm
+    extra = 1
+    fields = ("path", "file", "size", "sha256")
+    readonly_fields = ("size", "sha256")
 
 
 class EventInline(ReadOnlyInline):
@@ -157,6 +167,8 @@ class JobAdmin(admin.ModelAdmin):
                     "program",
                     "remote_directory",
                     "remote_filename",
+                    "arguments",
+                    "environment",
                 )
             },
         ),
@@ -166,7 +178,7 @@ class JobAdmin(admin.ModelAdmin):
         ),
     )
     readonly_fields = STATE_FIELDS
-    inlines = [ResultInline, EventInline, LogInline]
+    inlines = [InputInline, ResultInline, EventInline, LogInline]
     actions = ["submit_jobs", "resubmit_jobs", "cancel_jobs"]
 
     def view_on_site(self, obj: Job) -> str:
@@ -209,6 +221,17 @@ class JobAdmin(admin.ModelAdmin):
             audit.record(Event.Action.edit, job=obj, actor=request.user, reason=what)
         else:
             audit.record(Event.Action.create, job=obj, actor=request.user)
+
+    def save_formset(self, request, form, formset, change: bool) -> None:
+        if formset.model is not Input:
+            return super().save_formset(request, form, formset, change)
+        for row in formset.save(commit=False):
+            if row.file and not row.file._committed:
+                row.size, row.sha256 = inputs.measure(row.file)
+            row.save()
+        for row in formset.deleted_objects:
+            row.file.delete(save=False)
+            row.delete()
 
     def _submit(self, request, queryset, allowed, title: str):
         apply = "apply" in request.POST

@@ -18,7 +18,7 @@ from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeRangeField
 
 from .. import policy
-from ..models import Event, Interpreter, Job, Log, Result, Server, Status
+from ..models import Event, Input, Interpreter, Job, Log, Result, Server, Status
 
 # Ids are 64-bit; larger numbers are refused as input errors, never passed to the database.
 MAX_ID = 2**63 - 1
@@ -122,6 +122,14 @@ class ResultFilter(filters.FilterSet):
 
     class Meta:
         model = Result
+        fields = ["job"]
+
+
+class InputFilter(filters.FilterSet):
+    job = filters.ModelChoiceFilter(queryset=visible_jobs, help_text="Job id.")
+
+    class Meta:
+        model = Input
         fields = ["job"]
 
 

@@ -19,12 +19,22 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .. import policy
+from .. import inputs, jobtemplates, policy
 from .. import resources as resources_
 from ..credentials import UNREADABLE, is_unreadable
 from ..launchers import reserved_check
 from ..logs import LogPolicy
-from ..models import Event, Interpreter, Job, Log, Result, Server, ServerAccount
+from ..models import (
+    Event,
+    Input,
+    Interpreter,
+    Job,
+    JobTemplate,
+    Log,
+    Result,
+    Server,
+    ServerAccount,
+)
 
 # Longest accepted timeout (ten years): the deadline must stay a representable datetime.
 MAX_TIMEOUT = 10 * 366 * 24 * 3600.0
@@ -205,6 +215,19 @@ class JobSerializer(serializers.ModelSerializer):
     options = serializers.SerializerMethodField(help_text="Options of the latest submission.")
     logs_url = serializers.SerializerMethodField(help_text="The job's logs, oldest first.")
     results_url = serializers.SerializerMethodField(help_text="The job's result files.")
+    inputs_url = serializers.SerializerMethodField(help_text="The job's input files.")
+    arguments = serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        help_text="Words after the program on its command line, passed as they are (no shell "
+        'reads them): ["--n", "3", "two words"].',
+    )
+    environment = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        help_text='Environment variables of the program: {"MODE": "fast"}. Names: letters, '
+        "digits and _, not starting with a digit, nor with `DRS_` (the app's own).",
+    )
 
     class Meta:
         model = Job
@@ -230,6 +253,9 @@ class JobSerializer(serializers.ModelSerializer):
             "options",
             "logs_url",
             "results_url",
+            "arguments",
+            "environment",
+            "inputs_url",
         ]
         read_only_fields = [
             "status",
@@ -245,6 +271,18 @@ class JobSerializer(serializers.ModelSerializer):
     def validate_program(self, value: str) -> str:
         """CRLF and lone CR line ends become LF, as in the forms (the ORM keeps them)."""
         return normalize_newlines(value)
+
+    def validate_arguments(self, value: list[str]) -> list[str]:
+        try:
+            return inputs.clean_arguments(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def validate_environment(self, value: dict[str, str]) -> dict[str, str]:
+        try:
+            return inputs.clean_environment(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
     def validate(self, attrs: dict) -> dict:
         """The interpreter must be offered by the server; the file name must be a plain name."""
@@ -284,6 +322,43 @@ class JobSerializer(serializers.ModelSerializer):
     @extend_schema_field(OpenApiTypes.URI)
     def get_results_url(self, job: Job) -> str | None:
         return _url(self, "result-list", f"?job={job.pk}")
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_inputs_url(self, job: Job) -> str | None:
+        return _url(self, "input-list", f"?job={job.pk}")
+
+
+class InputSerializer(serializers.ModelSerializer):
+    """An input file (multipart: ``job``, ``file``, optional ``path``)."""
+
+    path = serializers.CharField(
+        required=False,
+        max_length=1024,
+        trim_whitespace=False,
+        help_text="Where the job finds it, relative to its directory (data/x.csv); default: "
+        "the uploaded file's name. Absolute paths and '..' are refused.",
+    )
+    file = serializers.FileField(
+        write_only=True, use_url=False, help_text="The content, sent as multipart/form-data."
+    )
+    download_url = serializers.SerializerMethodField(help_text="The file's content.")
+
+    class Meta:
+        model = Input
+        fields = ["id", "job", "path", "file", "size", "sha256", "created", "download_url"]
+        read_only_fields = ["size", "sha256"]
+        validators = []  # an upload to an existing path replaces that input
+
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        request = self.context.get("request")
+        if request is not None and "job" in fields:
+            fields["job"].queryset = policy.visible_jobs(request.user)  # others: "not found"
+        return fields
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_download_url(self, row: Input) -> str | None:
+        return _url(self, "input-download", pk=row.pk)
 
 
 class LogSerializer(serializers.ModelSerializer):
@@ -494,4 +569,57 @@ class RemoveKeySerializer(serializers.Serializer):
         max_length=4096,
         style={"input_type": "password"},
         help_text="Your password on the server (default: log in with the key itself).",
+    )
+
+
+class ParameterSerializer(serializers.Serializer):
+    """One parameter of a template: how to fill it and how it reaches the program."""
+
+    name = serializers.CharField(help_text="Its key in the body of run/.")
+    label = serializers.CharField()
+    type = serializers.ChoiceField(
+        choices=["text", "integer", "float", "choice", "boolean", "file"],
+        help_text="A file is sent as multipart/form-data.",
+    )
+    choices = serializers.ListField(
+        child=serializers.CharField(), allow_null=True, help_text="The values of a choice."
+    )
+    default = serializers.CharField(allow_null=True)
+    help = serializers.CharField()
+    required = serializers.BooleanField()
+    passed_as = serializers.ChoiceField(choices=["option", "positional", "environment"])
+    target = serializers.CharField(
+        allow_null=True, help_text="The option (--bins) or the variable (BINS) it sets."
+    )
+
+
+class TemplateSerializer(serializers.ModelSerializer):
+    parameters = serializers.SerializerMethodField(
+        help_text="The form to fill, in order: POST the values to run/."
+    )
+    servers = serializers.SerializerMethodField(help_text="Ids of the servers it may run on.")
+
+    class Meta:
+        model = JobTemplate
+        fields = ["id", "name", "description", "interpreter", "servers", "parameters"]
+
+    @extend_schema_field(ParameterSerializer(many=True))
+    def get_parameters(self, template: JobTemplate) -> list[dict]:
+        return jobtemplates.describe(template)
+
+    @extend_schema_field(serializers.ListField(child=serializers.IntegerField()))
+    def get_servers(self, template: JobTemplate) -> list[int]:
+        request = self.context.get("request")
+        servers = policy.template_servers(request.user, template) if request else []
+        return sorted(s.pk for s in servers)
+
+
+class TemplateRunSerializer(serializers.Serializer):
+    """The body of run/: where to run it, how to log in, and one key per parameter
+    (see the template's ``parameters``); multipart/form-data when a file is sent."""
+
+    server = serializers.IntegerField(help_text="One of the template's servers.")
+    title = serializers.CharField(required=False, help_text="Default: the template's name.")
+    password = serializers.CharField(
+        required=False, write_only=True, style={"input_type": "password"}
     )

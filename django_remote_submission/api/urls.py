@@ -6,7 +6,8 @@
     reverse("drs_api:job-detail", kwargs={"pk": 1})    # inside a namespace: "<ns>:drs_api:..."
 
 Routes: ``servers/``, ``interpreters/``, ``jobs/`` (+ ``{id}/submit/``, ``{id}/cancel/``,
-``{id}/resubmit/``), ``logs/``, ``results/`` (+ ``{id}/download/``), ``events/``, ``accounts/``,
+``{id}/resubmit/``), ``logs/``, ``results/`` (+ ``{id}/download/``), ``inputs/`` (multipart
+upload, + ``{id}/download/``), ``templates/`` (+ ``{id}/run/``), ``events/``, ``accounts/``,
 ``tokens/`` (with the tokens app), ``schema/`` (OpenAPI 3) and ``docs/`` (Swagger UI). Any
 other path below answers a JSON 404.
 """
@@ -19,11 +20,13 @@ from .schemas import DocsView, SchemaView
 from .views import (
     AccountViewSet,
     EventViewSet,
+    InputViewSet,
     InterpreterViewSet,
     JobViewSet,
     LogViewSet,
     ResultViewSet,
     ServerViewSet,
+    TemplateViewSet,
     not_found,
 )
 
@@ -36,6 +39,8 @@ router.register("interpreters", InterpreterViewSet, basename="interpreter")
 router.register("jobs", JobViewSet, basename="job")
 router.register("logs", LogViewSet, basename="log")
 router.register("results", ResultViewSet, basename="result")
+router.register("inputs", InputViewSet, basename="input")
+router.register("templates", TemplateViewSet, basename="template")
 router.register("events", EventViewSet, basename="event")
 router.register("accounts", AccountViewSet, basename="account")
 if apps.is_installed("django_remote_submission.tokens"):

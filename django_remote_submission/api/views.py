@@ -26,23 +26,36 @@ from django.views.decorators.csrf import csrf_exempt
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.filters import OrderingFilter
 from rest_framework.generics import GenericAPIView
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import DjangoModelPermissions, IsAuthenticated
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 
-from .. import logs, policy, services
-from ..models import Event, Interpreter, Job, Log, LogArchive, Result, Server, ServerAccount
+from .. import inputs, logs, policy, services
+from ..forms import TemplateJobForm
+from ..models import (
+    Event,
+    Input,
+    Interpreter,
+    Job,
+    JobTemplate,
+    Log,
+    LogArchive,
+    Result,
+    Server,
+    ServerAccount,
+)
 from ..remote import RemoteError
 from .exceptions import BadGateway, Conflict, NotQueued
 from .filters import (
     EventFilter,
+    InputFilter,
     InterpreterFilter,
     JobFilter,
     LogFilter,
@@ -55,6 +68,7 @@ from .schemas import ApiSchema
 from .serializers import (
     AccountSerializer,
     EventSerializer,
+    InputSerializer,
     InstallKeySerializer,
     InterpreterSerializer,
     JobSerializer,
@@ -64,6 +78,8 @@ from .serializers import (
     ResultSerializer,
     ServerSerializer,
     SubmitSerializer,
+    TemplateRunSerializer,
+    TemplateSerializer,
 )
 
 if TYPE_CHECKING:  # what the mixin is mixed into, for the type checker
@@ -360,6 +376,138 @@ class ResultViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
             content_type="application/octet-stream",
             filename=posixpath.basename(result.remote_filename) or "result",
         )
+
+
+class InputViewSet(
+    ApiViewMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.ReadOnlyModelViewSet,
+):
+    """Files given to the user's jobs, copied into the job's directory before it runs.
+    Upload with multipart/form-data: ``job``, ``file`` and an optional ``path``."""
+
+    serializer_class = InputSerializer
+    permission_classes = [IsAuthenticated]
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    filterset_class = InputFilter
+    ordering_fields = ["id", "path", "size", "created"]
+    ordering = ["job", "path", "id"]
+    conflicts = {
+        "create": "The job is submitted, queued or running.",
+        "destroy": "The job is submitted, queued or running.",
+    }
+
+    def get_queryset(self):
+        return policy.visible_jobs(self.request.user, Input.objects.all(), "job__owner")
+
+    def initialize_request(self, request, *args, **kwargs):
+        inputs.limit_uploads(request)  # before anything reads the body
+        return super().initialize_request(request, *args, **kwargs)
+
+    def create(self, request, *args, **kwargs) -> Response:
+        request.data  # noqa: B018 (reads the body: the upload limit says what it dropped)
+        refused = inputs.refused_uploads(request._request)
+        if refused:
+            raise ValidationError({field: [message] for field, message in refused.items()})
+        return super().create(request, *args, **kwargs)
+
+    def perform_create(self, serializer: InputSerializer) -> None:
+        data = serializer.validated_data
+        path = data.get("path") or data["file"].name
+        try:
+            serializer.instance = _service(
+                services.add_input,
+                data["job"],
+                self.request.user,
+                path,
+                data["file"],
+                request=self.request,
+            )
+        except inputs.InputRefused as exc:
+            raise ValidationError({exc.field: [str(exc)]}) from None
+
+    def perform_destroy(self, instance: Input) -> None:
+        _service(services.remove_input, instance, self.request.user, request=self.request)
+
+    def perform_content_negotiation(self, request, force=False):
+        return super().perform_content_negotiation(request, force or self.action == "download")
+
+    @extend_schema(
+        summary="Download the file",
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY, "The file's content, as an attachment."
+            )
+        },
+    )
+    @api_action(detail=True, methods=["get"])
+    def download(self, request, pk=None) -> FileResponse:
+        row = self.get_object()
+        try:
+            handle = row.file.open("rb")
+        except (FileNotFoundError, ValueError):
+            raise NotFound("The file of this input is no longer stored.") from None
+        return FileResponse(
+            handle,
+            as_attachment=True,
+            content_type="application/octet-stream",
+            filename=posixpath.basename(row.path) or "input",
+        )
+
+
+class TemplateViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
+    """Job templates offered to the user, with their parameters; ``run/`` makes a job."""
+
+    serializer_class = TemplateSerializer
+    permission_classes = [IsAuthenticated]
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    ordering_fields = ["name", "id"]
+    ordering = ["name", "id"]
+    queued = {"run": "The job is made, but not queued (it fails with the reason)."}
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return JobTemplate.objects.none()
+        return policy.usable_templates(self.request.user).prefetch_related("parameters")
+
+    def initialize_request(self, request, *args, **kwargs):
+        inputs.limit_uploads(request)  # before anything reads the body
+        return super().initialize_request(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Run the template",
+        description="Make a job from the template with these values and queue it. Values are "
+        "checked by the parameters' types: 400 with one error list per field. Answers 202 "
+        "with the job.",
+        request={
+            "application/json": TemplateRunSerializer,
+            "multipart/form-data": TemplateRunSerializer,
+        },
+        responses={202: OpenApiResponse(JobSerializer, "Queued.")},
+    )
+    @api_action(detail=True, methods=["post"])
+    def run(self, request, pk=None) -> Response:
+        template = self.get_object()
+        data = request.data
+        if hasattr(data, "dict"):  # a multipart body: one value per key
+            data = data.dict()
+        if not isinstance(data, dict):
+            raise ValidationError({"non_field_errors": ["Send an object of values."]})
+        data = {k: v for k, v in data.items() if k not in request.FILES}
+        form = TemplateJobForm(template, data, request.FILES, user=request.user)
+        refused = inputs.refused_uploads(request._request)
+        if not form.is_valid() or refused:
+            errors = {k: list(v) for k, v in form.errors.items()}
+            errors.update({field: [message] for field, message in refused.items()})
+            if "__all__" in errors:
+                errors["non_field_errors"] = errors.pop("__all__")
+            raise ValidationError(errors)
+        job, queued = _service(form.save, request=request)
+        if queued.error:
+            raise NotQueued(queued.error)
+        context = self.get_serializer_context()
+        return Response(JobSerializer(job, context=context).data, status=status.HTTP_202_ACCEPTED)
 
 
 class EventViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):

@@ -43,7 +43,8 @@ class SchedulerError(RemoteError):
 @dataclass(frozen=True)
 class Spec:
     """What to run: the program, written as ``filename`` in ``directory``, run by ``argv``
-    (the interpreter), with its output in ``run_dir``; ``resources`` for a scheduler."""
+    (the interpreter), with its output in ``run_dir``; ``resources`` for a scheduler;
+    ``arguments`` after the program and ``environment`` variables for it."""
 
     directory: str
     filename: str
@@ -51,6 +52,23 @@ class Spec:
     run_dir: str
     argv: list[str]
     resources: dict = field(default_factory=dict)
+    arguments: list[str] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+
+    def command(self) -> list[str]:
+        """The job's argv: interpreter, program, arguments. Variables are set by ``env``,
+        each one word ``NAME=value`` (never shell text)."""
+        target = f"./{self.filename}" if self.filename.startswith("-") else self.filename
+        words = [*self.argv, target, *self.arguments]
+        if not self.environment:
+            return words
+        if "=" in self.argv[0]:
+            # env would take the interpreter for one more variable.
+            raise LaunchError(
+                f"The interpreter path {self.argv[0]!r} contains '=': it cannot be run with "
+                "environment variables."
+            )
+        return ["env", "--", *(f"{k}={v}" for k, v in self.environment.items()), *words]
 
 
 @dataclass

@@ -54,6 +54,11 @@ from .direct import EXIT_CODE, FIND_RECORDS, STREAM, DirectLauncher, _text, sh
 # so stored byte offsets stay valid) and exits with the program's status.
 BATCH = r"""#!/bin/sh
 run=$1; shift
+# "drs:%b" first: every word after it is printf %b text (see encode_word), decoded here.
+if [ "${1-}" = "drs:%b" ]; then
+  shift; n=$#
+  while [ "$n" -gt 0 ]; do x=$(printf '%bx' "$1"); set -- "$@" "${x%x}"; shift; n=$((n - 1)); done
+fi
 exec 9> "$run/lock" || exit 122
 flock -x 9 || exit 122
 : > "$run/started"
@@ -77,6 +82,17 @@ done
 """
     + STREAM
 )
+ENCODED = "drs:%b"
+
+
+def encode_word(word: str) -> str:
+    """``word`` as printf %b text with no control character nor backslash (octal escapes):
+    for a scheduler that keeps job arguments line by line (Grid Engine cuts at a newline)."""
+    return "".join(
+        f"\\0{ord(c):03o}" if c == "\\" or ord(c) < 32 or ord(c) == 127 else c for c in word
+    )
+
+
 NOT_STARTED = 121
 START_CHECKS = 120  # a stream waits at most a minute for the job to start
 
@@ -262,6 +278,8 @@ class BatchLauncher(DirectLauncher):
     CANCEL = ""  # fixed script cancelling job "$1"
     DETAILS = ""  # fixed script printing how job "$1" ended
     ACCOUNTING_WAIT = 0.0  # seconds the scheduler may take to record a finished job
+    # The scheduler mangles control characters in job arguments: send them encoded.
+    ENCODE_ARGUMENTS = False
 
     # --- what a scheduler gives --------------------------------------------------------------
 
@@ -292,8 +310,9 @@ class BatchLauncher(DirectLauncher):
     ) -> tuple[Launched, Process | None]:
         """Stage the program and submit it once (see the module docstring); no process: the
         output is streamed once the job runs."""
-        target = f"./{spec.filename}" if spec.filename.startswith("-") else spec.filename
-        argv = [*spec.argv, target]
+        argv = spec.command()
+        if self.ENCODE_ARGUMENTS:
+            argv = [ENCODED, *map(encode_word, argv)]
         name = "drs-" + spec.run_dir.rstrip("/").rsplit("/", 1)[-1]
         args = [spec.directory, spec.filename, spec.run_dir, name, BATCH, len(argv), *argv]
         res = self.transport.run(

@@ -48,9 +48,12 @@ mkdir -p -- "$d" || exit 10
 cd -- "$d" || exit 10
 cat > "$f" || exit 11
 [ "$mode" = launch ] || { printf '%s\n' "$PWD"; exit 0; }
-case $1 in
-  */*) [ -f "$1" ] && [ -x "$1" ] ;;
-  *) command -v -- "$1" >/dev/null 2>&1 ;;
+i=$1
+# "env -- NAME=value... interpreter ...": the interpreter is the first word after them.
+if [ "$1" = env ]; then for a in "$@"; do case $a in env|--|*=*) ;; *) i=$a; break ;; esac; done; fi
+case $i in
+  */*) [ -f "$i" ] && [ -x "$i" ] ;;
+  *) command -v -- "$i" >/dev/null 2>&1 ;;
 esac || exit 12
 command -v flock >/dev/null 2>&1 && command -v setsid >/dev/null 2>&1 || exit 15
 tmp=$run.tmp.$$
@@ -265,7 +268,7 @@ class DirectLauncher(Launcher):
     def launch(
         self, spec: Spec, follow: bool = True, timeout: float = 120
     ) -> tuple[Launched, Process | None]:
-        """Write the program, start ``argv + [filename]`` detached in ``directory``, and
+        """Write the program, start ``spec.command()`` detached in ``directory``, and
         return the launch with the process that streams its output from offset 0 (with
         ``follow``) or only waits for its end.
 
@@ -274,12 +277,10 @@ class DirectLauncher(Launcher):
         instead of starting the program twice.
         """
         directory, filename, run_dir, argv = spec.directory, spec.filename, spec.run_dir, spec.argv
-        target = f"./{filename}" if filename.startswith("-") else filename
         mode = "follow" if follow else "wait"
+        command = spec.command()
         proc = self.transport.start(
-            sh(
-                LAUNCH, "launch", directory, filename, run_dir, WRAPPER, STREAM, mode, *argv, target
-            ),
+            sh(LAUNCH, "launch", directory, filename, run_dir, WRAPPER, STREAM, mode, *command),
             stdin=spec.program,
         )
         out, err = bytearray(), bytearray()

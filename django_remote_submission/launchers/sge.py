@@ -76,6 +76,7 @@ class SGELauncher(BatchLauncher):
     CANCEL = CANCEL
     DETAILS = DETAILS
     ACCOUNTING_WAIT = 60.0
+    ENCODE_ARGUMENTS = True  # qsub keeps a job's arguments line by line
 
     def directives(self, resources: dict) -> list[str]:
         out = []

@@ -21,6 +21,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .. import inputs
 from ..conf import drs_settings
 from .servers import Interpreter, Server, TimeStampedModel
 
@@ -74,6 +75,27 @@ def stale_before():
     """Runs with a heartbeat before this moment have lost their worker."""
     interval = float(drs_settings.HEARTBEAT_INTERVAL)
     return timezone.now() - timedelta(seconds=STALE_BEATS * interval)
+
+
+def validate_arguments(value) -> None:
+    try:
+        inputs.clean_arguments(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def validate_environment(value) -> None:
+    try:
+        inputs.clean_environment(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def validate_input_path(value) -> None:
+    try:
+        inputs.clean_path(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 class JobQuerySet(models.QuerySet):
@@ -164,6 +186,36 @@ class Job(TimeStampedModel):
         blank=True,
         editable=False,
         help_text=_("Encrypted, expiring login secret of the current run."),
+    )
+
+    template = models.ForeignKey(
+        "JobTemplate",
+        models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="jobs",
+        verbose_name=_("template"),
+        help_text=_("The template the job was made from, if any."),
+    )
+    template_values = models.JSONField(
+        _("template values"),
+        default=dict,
+        blank=True,
+        help_text=_("The values its template's form was filled with (run again with changes)."),
+    )
+    arguments = models.JSONField(
+        _("arguments"),
+        default=list,
+        blank=True,
+        validators=[validate_arguments],
+        help_text=_('Words after the program on its command line, e.g. ["--n", "3", "a b"].'),
+    )
+    environment = models.JSONField(
+        _("environment"),
+        default=dict,
+        blank=True,
+        validators=[validate_environment],
+        help_text=_('Environment variables of the program, e.g. {"MODE": "fast"}.'),
     )
 
     objects = JobQuerySet.as_manager()
@@ -303,3 +355,34 @@ class Result(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.remote_filename} <{self.job}>"
+
+
+def job_input_path(instance: Input, filename: str) -> str:
+    """``inputs/<job uuid>/<random name>``: the job's path is on the row, not in storage."""
+    return f"{drs_settings.INPUTS_PREFIX}/{instance.job.uuid}/{uuid.uuid4().hex}"
+
+
+class Input(TimeStampedModel):
+    """A file given to a job, copied into its remote directory before it runs."""
+
+    job = models.ForeignKey(Job, models.CASCADE, related_name="inputs", verbose_name=_("job"))
+    path = models.CharField(
+        _("path"),
+        max_length=1024,
+        validators=[validate_input_path],
+        help_text=_("Where the job finds it, relative to its remote directory (data/x.csv)."),
+    )
+    file = models.FileField(_("file"), upload_to=job_input_path, max_length=1024)
+    size = models.BigIntegerField(_("size"), default=0, editable=False)
+    sha256 = models.CharField(_("SHA-256"), max_length=64, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("input")
+        verbose_name_plural = _("inputs")
+        ordering = ["path"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "path"], name="drs_input_unique_path")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.path} <{self.job}>"

@@ -66,6 +66,8 @@ class OutputTooLarge(RemoteError):
 
 # What ``Transport.run`` reads of a command's output at most, unless told otherwise.
 OUTPUT_LIMIT = 1 << 20
+# Bytes of a file given as a command's stdin sent at a time.
+STDIN_CHUNK = 1 << 20
 # Longest wait between two calls of a ``tick`` callback while waiting for a command.
 TICK_INTERVAL = 1.0
 
@@ -138,6 +140,15 @@ class Completed:
         return self.stderr.decode(errors="replace").strip()
 
 
+def chunks(stdin: bytes | IO[bytes]):
+    """``stdin`` of ``Transport.start`` in pieces of at most ``STDIN_CHUNK`` bytes."""
+    if isinstance(stdin, (bytes, bytearray, memoryview)):
+        yield stdin
+        return
+    while data := stdin.read(STDIN_CHUNK):
+        yield data
+
+
 class Process(ABC):
     """A command started on the host whose stdout and stderr arrive as they are written."""
 
@@ -198,13 +209,15 @@ class Transport(ABC):
     """
 
     @abstractmethod
-    def start(self, argv: list[str], stdin: bytes | None = None) -> Process:
-        """Start ``argv``; ``stdin`` (if given) is sent and then closed."""
+    def start(self, argv: list[str], stdin: bytes | IO[bytes] | None = None) -> Process:
+        """Start ``argv``; ``stdin`` (if given) is sent and then closed. A binary file is
+        sent in chunks of ``STDIN_CHUNK`` bytes as it is read (bounded memory): the command
+        should read all of it before it prints much."""
 
     def run(
         self,
         argv: list[str],
-        stdin: bytes | None = None,
+        stdin: bytes | IO[bytes] | None = None,
         timeout: float | None = 120.0,
         limit: int = OUTPUT_LIMIT,
         tick: Callable[[], object] | None = None,

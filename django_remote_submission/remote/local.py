@@ -17,7 +17,7 @@ import subprocess
 import threading
 from typing import IO, cast
 
-from .base import Process, Transport
+from .base import Process, Transport, chunks
 
 READ_SIZE = 1 << 18
 
@@ -62,9 +62,10 @@ class LocalProcess(Process):
             self.popen.wait()
 
 
-def _feed(pipe, data: bytes) -> None:
+def _feed(pipe, stdin: bytes | IO[bytes]) -> None:
     try:
-        pipe.write(data)
+        for data in chunks(stdin):
+            pipe.write(data)
         pipe.close()
     except (BrokenPipeError, ValueError, OSError):
         pass  # the command stopped reading: what it got is what it wanted
@@ -74,7 +75,7 @@ class LocalTransport(Transport):
     def __init__(self) -> None:
         self.home = os.path.expanduser("~")
 
-    def start(self, argv: list[str], stdin: bytes | None = None) -> LocalProcess:
+    def start(self, argv: list[str], stdin: bytes | IO[bytes] | None = None) -> LocalProcess:
         popen = subprocess.Popen(
             argv,
             cwd=self.home,

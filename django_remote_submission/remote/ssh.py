@@ -34,6 +34,7 @@ from .base import (
     RemoteError,
     Target,
     Transport,
+    chunks,
 )
 from .channel import OPEN, SSHProcess, _CatReader, command_line
 from .hostkeys import (  # noqa: F401  (fetch_host_key: this module's API too)
@@ -314,14 +315,18 @@ class SSHTransport(Transport):
             return chan
         raise RemoteError(f"{target.hostname} refused every new SSH channel.")
 
-    def start(self, argv: list[str], stdin: bytes | None = None) -> SSHProcess:
+    def start(self, argv: list[str], stdin: bytes | IO[bytes] | None = None) -> SSHProcess:
         chan = self._channel()
         try:
             chan.exec_command(command_line(argv))
             if stdin is not None:
-                chan.sendall(stdin)
+                for data in chunks(stdin):
+                    chan.sendall(data)
                 chan.shutdown_write()
         except (paramiko.SSHException, EOFError, OSError) as exc:
+            if stdin is not None and chan.exit_status_ready():
+                # The command ended before it read all its input: its status says why.
+                return SSHProcess(chan, self.conn)
             chan.close()
             self.conn.release_channel()
             raise ConnectionLost(

@@ -21,7 +21,7 @@ import uuid
 from django.db import transaction
 from django.utils import timezone
 
-from .. import credentials, db
+from .. import credentials, db, inputs
 from .. import resources as resources_
 from ..conf import drs_settings
 from ..connections import connect, credentials_for
@@ -100,15 +100,19 @@ def submit(
     submission: str | None = None,
     login_with: str | None = None,
     resources: dict | None = None,
+    arguments: list[str] | None = None,
+    environment: dict[str, str] | None = None,
 ) -> dict[str, int]:
     """Run the job to its end; return ``{remote_filename: result pk}``.
 
     ``login_with`` (see ``policy.LOGIN_WITH``) is how the policy decided the run logs in;
     None logs in as 2.1.0 did (see ``connections.credentials_for``). ``resources``: what a
     batch scheduler is asked for (see ``resources.clean``), over the server's defaults.
+    ``arguments``, ``environment``: given, they replace the job's own (see ``inputs``).
     """
     submission = submission or uuid.uuid4().hex
     try:
+        given = inputs.given(arguments, environment)
         scheduler = "direct"
         if resources:
             schedulers = Job.objects.filter(pk=job_pk).values_list("server__scheduler", flat=True)
@@ -138,6 +142,7 @@ def submit(
         return {}
     if not run_it:
         return {r.remote_filename: r.pk for r in job.results.all()}
+    inputs.apply(job, given)
     return _run(job, password)
 
 
@@ -159,7 +164,8 @@ def copy(
     submission: str | None = None,
     login_with: str | None = None,
 ) -> dict:
-    """Only write the program into the job's remote directory (status success)."""
+    """Only write the program (and the job's input files) into the job's remote directory
+    (status success)."""
     options = _options(
         None, LogPolicy.LOG_LIVE, None, remote, username, public_key_filename, login_with
     )
@@ -170,6 +176,7 @@ def copy(
     try:
         run.creds = credentials_for(job, password)
         with connect(job.server, run.creds, run.remote) as t:
+            inputs.stage(t, _directory(job.remote_directory), job.run_dir, job.inputs.all())
             where = DirectLauncher(t).stage(
                 _directory(job.remote_directory), job.remote_filename, job.program.encode()
             )

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from .. import db
+from .. import db, inputs
 from .. import resources as resources_
 from ..conf import drs_settings
 from ..connections import connect
@@ -144,7 +144,11 @@ class JobRun:
             job.run_dir,
             _argv(job),
             self._resources(),
+            arguments=list(job.arguments or []),
+            environment=dict(job.environment or {}),
         )
+        transport, beat = self.launcher.transport, self._beat_if_due
+        inputs.stage(transport, spec.directory, job.run_dir, job.inputs.all(), tick=beat)
         launched, self.started = self.launcher.launch(spec, follow=follow)
         now = timezone.now()
         timeout = self.options.get("timeout")

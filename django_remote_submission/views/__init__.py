@@ -1,4 +1,5 @@
-"""Pages: jobs (``jobs``), downloads (``files``) and each user's SSH keys (``keys``).
+"""Pages: jobs (``jobs``), downloads (``files``), each user's SSH keys (``keys``) and job
+templates (``templates``).
 
 # urls.py of a project
 path("", include("django_remote_submission.urls"))    # namespace "drs"
@@ -17,6 +18,7 @@ from .jobs import (
     visible_jobs,
 )
 from .keys import account_edit, key_create, key_install, key_list, key_remove
+from .templates import template_list, template_run
 
 __all__ = [
     "account_edit",
@@ -33,5 +35,7 @@ __all__ = [
     "key_list",
     "key_remove",
     "result_download",
+    "template_list",
+    "template_run",
     "visible_jobs",
 ]

@@ -9,15 +9,18 @@ render the first state. Submit, resubmit and cancel go through ``services``.
 
 from __future__ import annotations
 
+import shlex
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
-from .. import policy, resources, services
+from .. import inputs, policy, resources, services
 from ..forms import JobForm, SubmitForm
 from ..models import Job
 
@@ -69,6 +72,8 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context["submit_form"] = SubmitForm(user=request.user)
     context["events"] = job.events.select_related("actor").order_by("time", "id")
     context["resources"] = job_resources(job)
+    context["arguments"] = shlex.join(job.arguments or [])
+    context["inputs"] = job.inputs.all()
     return render(request, "django_remote_submission/job_detail.html", context)
 
 
@@ -91,11 +96,18 @@ def job_results(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "django_remote_submission/_results.html", _detail_context(request, job))
 
 
-@login_required
+@csrf_exempt  # checked below, once the upload limit is in place (see inputs.UploadLimit)
 def job_create(request: HttpRequest) -> HttpResponse:
+    inputs.limit_uploads(request)
+    return _job_create(request)
+
+
+@login_required
+@csrf_protect
+def _job_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
-        form = JobForm(request.POST, user=request.user)
-        if form.is_valid():
+        form = JobForm(request.POST, request.FILES, user=request.user)
+        if _valid(form, request):
             try:
                 job, queued = form.save(request=request)
             except policy.Refused as exc:
@@ -112,6 +124,15 @@ def job_create(request: HttpRequest) -> HttpResponse:
                 initial["server"] = server
         form = JobForm(initial=initial, user=request.user)
     return render(request, "django_remote_submission/job_form.html", {"form": form})
+
+
+def _valid(form, request: HttpRequest) -> bool:
+    """``form.is_valid()``, and no file of the request was over the upload limit."""
+    valid = form.is_valid()
+    refused = inputs.refused_uploads(request)
+    for field, message in refused.items():
+        form.add_error(field if field in form.fields else None, message)
+    return valid and not refused
 
 
 def _report(request: HttpRequest, queued: services.Queued, done: str) -> None:

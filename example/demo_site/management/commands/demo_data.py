@@ -1,4 +1,5 @@
-"""``manage.py demo_data``: the demo's admin user, servers, interpreters and sample job.
+"""``manage.py demo_data``: the demo's admin user, servers, interpreters, sample job and two
+job templates (a CSV analysis that draws a plot, and a bash one).
 
 Idempotent: running it again resets the admin's password to ``DEMO_ADMIN_PASSWORD`` and
 updates the servers, without duplicating anything.
@@ -13,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from demo_site.env import env
-from django_remote_submission.models import Interpreter, Job, Server
+from django_remote_submission.models import Interpreter, Job, JobTemplate, Server
 
 SAMPLE_TITLE = "Sample: coloured lines, stderr and a result file"
 SAMPLE_PROGRAM = """\
@@ -31,6 +32,125 @@ with open("result.txt", "w") as f:
     f.write("The sample job ran.\\n")
 print("wrote result.txt")
 """
+
+
+ANALYSIS_NAME = "CSV analysis: a histogram of one column"
+ANALYSIS_PROGRAM = """\
+import argparse
+import csv
+import os
+from xml.sax.saxutils import escape
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--column", default="value")
+parser.add_argument("--bins", type=int, default=10)
+parser.add_argument("--log", action="store_true")
+args = parser.parse_args()
+title = escape(os.environ.get("PLOT_TITLE", "Histogram"))
+
+with open(os.environ["DATA"], newline="") as f:
+    values = [float(row[args.column]) for row in csv.DictReader(f) if row.get(args.column)]
+print(f"{len(values)} values in column {args.column!r}")
+low, high = min(values), max(values)
+width = (high - low) / args.bins or 1.0
+counts = [0] * args.bins
+for v in values:
+    counts[min(int((v - low) / width), args.bins - 1)] += 1
+for i, n in enumerate(counts):
+    print(f"{low + i * width:10.3g} {'#' * n}")
+
+# An SVG plot, with no library needed on the host.
+top = max(counts) or 1
+bars = []
+for i, n in enumerate(counts):
+    h = 180 * n / top
+    bars.append(f'<rect x="{20 + i * 360 / args.bins:.1f}" y="{200 - h:.1f}" '
+                f'width="{360 / args.bins - 2:.1f}" height="{h:.1f}" fill="steelblue"/>')
+svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="400" height="230">'
+       f'<text x="20" y="15">{title} ({len(values)} values)</text>{"".join(bars)}</svg>')
+with open("plot.svg", "w") as f:
+    f.write(svg)
+print("wrote plot.svg")
+"""
+
+COUNT_NAME = "Count words (bash)"
+COUNT_PROGRAM = """\
+# $1: the file to read; TOP: how many words to list
+echo "Words in $1:"
+tr -cs '[:alnum:]' '\\n' < "$1" | tr '[:upper:]' '[:lower:]' | grep -v '^$' |
+  sort | uniq -c | sort -rn | head -n "${TOP:-10}" | tee counts.txt
+"""
+
+
+def demo_templates(servers: list, python3, bash) -> None:
+    """The demo's two templates (made again from scratch on every run)."""
+    analysis, _ = JobTemplate.objects.update_or_create(
+        name=ANALYSIS_NAME,
+        defaults={
+            "description": "Upload a CSV file: the job prints a histogram of one column and "
+            "writes plot.svg, which comes back as a result.",
+            "interpreter": python3,
+            "program": ANALYSIS_PROGRAM,
+            "remote_filename": "analysis.py",
+        },
+    )
+    analysis.servers.set(servers)
+    analysis.parameters.all().delete()
+    analysis.parameters.create(
+        position=1,
+        name="data",
+        label="CSV file",
+        type="file",
+        required=True,
+        passed_as="environment",
+        target="data.csv",
+        help="With a header line.",
+    )
+    analysis.parameters.create(
+        position=2, name="column", label="Column", type="text", default="value", required=True
+    )
+    analysis.parameters.create(
+        position=3, name="bins", label="Bins", type="integer", default="10", required=True
+    )
+    analysis.parameters.create(position=4, name="log", label="Log scale", type="boolean")
+    analysis.parameters.create(
+        position=5,
+        name="title",
+        label="Plot title",
+        type="text",
+        default="Histogram",
+        passed_as="environment",
+        target="PLOT_TITLE",
+    )
+    count, _ = JobTemplate.objects.update_or_create(
+        name=COUNT_NAME,
+        defaults={
+            "description": "Upload a text file: the job lists its most frequent words.",
+            "interpreter": bash,
+            "program": COUNT_PROGRAM,
+            "remote_filename": "count.sh",
+        },
+    )
+    count.servers.set(servers)
+    count.parameters.all().delete()
+    count.parameters.create(
+        position=1,
+        name="text",
+        label="Text file",
+        type="file",
+        required=True,
+        passed_as="positional",
+    )
+    count.parameters.create(
+        position=2,
+        name="top",
+        label="How many words",
+        type="choice",
+        choices=["5", "10", "20"],
+        default="10",
+        required=True,
+        passed_as="environment",
+    )
 
 
 def command(path: str, name: str) -> str:
@@ -79,6 +199,10 @@ class Command(BaseCommand):
             ssh, _ = Server.objects.update_or_create(title=f"ssh {host}", defaults=fields)
             ssh.interpreters.add(python3, bash)
             self.stdout.write(f"SSH server: {host}:{fields['port']}")
+
+        demo_templates(
+            list(Server.objects.filter(title__in=["localhost", f"ssh {host}"])), python3, bash
+        )
 
         if not Job.objects.filter(title=SAMPLE_TITLE).exists():
             Job.objects.create(
