@@ -239,10 +239,20 @@ def broker_down(monkeypatch):
 @pytest.fixture
 def eager():
     """Usage: ``def test_x(eager): task.delay(...)`` runs the task inline (CELERY eager mode)."""
+    from django.conf import settings
+
     from tests.celery_app import app
 
     app.set_current()
-    saved = app.conf.task_always_eager, app.conf.task_eager_propagates
+    # Both where the app reads its settings (Celery 5.6 looks there before app.conf) and in
+    # its configuration.
+    names = ("TASK_ALWAYS_EAGER", "TASK_EAGER_PROPAGATES")
+    saved = [getattr(settings, f"CELERY_{n}", False) for n in names]
+    saved_conf = app.conf.task_always_eager, app.conf.task_eager_propagates
+    for name in names:
+        setattr(settings, f"CELERY_{name}", True)
     app.conf.task_always_eager = app.conf.task_eager_propagates = True
     yield app
-    app.conf.task_always_eager, app.conf.task_eager_propagates = saved
+    for name, value in zip(names, saved, strict=True):
+        setattr(settings, f"CELERY_{name}", value)
+    app.conf.task_always_eager, app.conf.task_eager_propagates = saved_conf
