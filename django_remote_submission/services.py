@@ -28,6 +28,7 @@ import logging
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.utils import timezone
 from kombu.utils.url import maybe_sanitize_url
 
 from . import audit, keys, policy, runner, tasks
@@ -125,6 +126,8 @@ def submit(
         if value is not None:
             kwargs[name] = value
     audit.record(action, job=job, actor=user, login=login.username, request=request)
+    # The order in which jobs waiting for a slot start (see ``scheduling``).
+    Job.objects.filter(pk=job.pk).update(submitted_at=timezone.now())
     return _on_commit(lambda: send_submit(job, **kwargs))
 
 
@@ -156,7 +159,7 @@ def edit(job: Job, user, changes: dict, *, request=None) -> Job:
         raise Refused(f"You may not run jobs on {changes['server'].title}.")
     with transaction.atomic():
         current = Job.objects.select_for_update().get(pk=job.pk)
-        if current.is_active:
+        if current.is_busy:
             raise JobBusy(f"The job is {current.status}: it cannot be edited now.")
         for name, value in changes.items():
             setattr(job, name, value)
@@ -171,7 +174,7 @@ def delete(job: Job, user, *, request=None) -> None:
     _refuse_unless_may_act(user, job, "delete")
     with transaction.atomic():
         current = Job.objects.select_for_update().get(pk=job.pk)
-        if current.is_active:
+        if current.is_busy:
             raise JobBusy(f"The job is {current.status}: it cannot be deleted now.")
         results = list(current.results.all())
         audit.record(Event.Action.delete, job=current, actor=user, request=request)
@@ -216,6 +219,18 @@ def send_submit(job: Job, **kwargs) -> str:
             # Should it have changed meanwhile, whoever changed it reports on it.
             runner.move(current, Status.failure, error=error)
         return error
+    return ""
+
+
+def send_start(job_pk: int) -> str:
+    """Queue the start of a job that was given a slot (see ``scheduling``); "" or why not.
+
+    Should the broker not take it, the workers' recovery sweep starts the job later.
+    """
+    try:
+        tasks.resume_job.delay(job_pk)
+    except Exception as exc:
+        return _not_queued("the start of a waiting job", exc)
     return ""
 
 

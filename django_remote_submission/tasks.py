@@ -24,7 +24,7 @@ from celery import Task, shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.utils import timezone
 
-from . import keys, runner
+from . import keys, runner, scheduling
 from .conf import drs_settings
 from .credentials import decrypt, encrypt, is_token
 from .logs import LogPolicy
@@ -223,12 +223,14 @@ _stop_watchdog = threading.Event()
 
 
 def _watchdog() -> None:
-    """In every worker: resume orphaned runs at start, then every 3 heartbeat intervals."""
+    """In every worker, at start then every 3 heartbeat intervals: resume orphaned runs and
+    start waiting jobs that have a free slot."""
     interval = STALE_BEATS * float(drs_settings.HEARTBEAT_INTERVAL)
     while True:
         try:
             for pk in runner.stale_jobs():
                 resume_job.delay(pk)
+            scheduling.sweep()  # waiting jobs whose slot was freed while no one dispatched
         except Exception:
             logger.warning("Recovery sweep failed", exc_info=True)
         if _stop_watchdog.wait(interval):

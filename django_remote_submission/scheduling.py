@@ -1,0 +1,235 @@
+"""Slots on a server, priorities, and a fair order for the jobs that wait for one.
+
+    server.max_running = 3              # at most 3 jobs hold the host at once
+    server.max_running_per_user = 2     # at most 2 of them from one user
+    server.save()
+
+    scheduling.admit(job)      # the runner, once it leased a run: True = start it now
+    scheduling.dispatch(pk)    # a slot freed: give free slots to waiting jobs
+
+A job over a limit of its server waits in ``waiting`` with the reason in ``wait_reason``
+("3 of 3 slots on hpc1 in use"). No worker holds it and nothing polls for it: when a job of
+the server ends, a ``job_state_changed`` receiver calls ``dispatch``, which gives each free
+slot to the next waiting job:
+
+1. the highest ``Job.priority`` first;
+2. among equal priorities, the user who holds the fewest slots on the server, then the user
+   served least recently (one user's thousand jobs do not starve another's one);
+3. for one user, first come first served.
+
+A granted job moves to ``submitted`` and a ``resume_job`` task runs it with the options and
+the encrypted credential its submission stored on the job. Its heartbeat is left stale until
+that task takes it, so the workers' recovery sweep starts it should that task be lost.
+
+A job holds a slot from its admission to its end (``submitted``, ``queued`` or ``running``).
+Slots are counted under a lock of the server's row (an ``UPDATE``, so SQLite serialises it
+too): two workers never give away the same slot.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Count, F, Max
+from django.utils import timezone
+
+from .models import ACTIVE_STATES, FINAL_STATES, Job, Server, Status
+from .models.jobs import stale_before
+
+logger = logging.getLogger(__name__)
+
+HOLDING = ACTIVE_STATES  # the states of a job that holds a slot on its server
+_NEVER = datetime.min.replace(tzinfo=timezone.get_fixed_timezone(0))
+
+
+def is_limited(server: Server) -> bool:
+    return server.max_running is not None or server.max_running_per_user is not None
+
+
+@dataclass
+class _Waiting:
+    pk: int
+    owner_id: int
+    priority: int
+    submitted_at: datetime
+
+
+class _Slots:
+    """What the server holds now, and whom it served last (under the server's lock)."""
+
+    def __init__(self, server: Server, owners, exclude: int | None = None) -> None:
+        self.server = server
+        holding = Job.objects.filter(server=server, status__in=HOLDING)
+        if exclude is not None:
+            holding = holding.exclude(pk=exclude)
+        per_owner = holding.values("owner_id").annotate(n=Count("pk"))
+        self.held = dict(per_owner.values_list("owner_id", "n"))
+        self.total = sum(self.held.values())
+        served = Job.objects.filter(server=server, owner_id__in=owners, admitted_at__isnull=False)
+        latest = served.values("owner_id").annotate(t=Max("admitted_at"))
+        self.last = dict(latest.values_list("owner_id", "t"))
+
+    def full(self, owner_id: int) -> str:
+        """Why ``owner_id`` cannot have a slot now, or ""."""
+        server = self.server
+        if server.max_running is not None and self.total >= server.max_running:
+            return f"{self.total} of {server.max_running} slots on {server.title} in use"
+        per_user = server.max_running_per_user
+        if per_user is not None and self.held.get(owner_id, 0) >= per_user:
+            return (
+                f"{self.held.get(owner_id, 0)} of {per_user} slots per user on {server.title} "
+                "in use by this user"
+            )
+        return ""
+
+    def take(self, owner_id: int, now: datetime) -> None:
+        self.held[owner_id] = self.held.get(owner_id, 0) + 1
+        self.total += 1
+        self.last[owner_id] = now
+
+
+def _lock(server_pk: int) -> Server:
+    """Lock the server's row until the transaction ends; the server with fresh limits."""
+    Server.objects.filter(pk=server_pk).update(modified=F("modified"))
+    return Server.objects.select_for_update().get(pk=server_pk)
+
+
+def admit(job: Job) -> bool:
+    """Whether the runner starts ``job`` now; else it waits in ``waiting`` (False).
+
+    Called once a run is leased (``submitted``). A run admitted before (a redelivery, a run
+    resumed or granted a slot) goes on; a job already waiting stays in the queue.
+    """
+    if job.status == Status.waiting:
+        return False
+    if job.status != Status.submitted or job.admitted_at is not None:
+        return True
+    if not is_limited(job.server):
+        return True
+    from . import runner
+
+    with transaction.atomic():
+        server = _lock(job.server_id)
+        queue = Job.objects.filter(server=server, status=Status.waiting)
+        slots = _Slots(server, [job.owner_id], exclude=job.pk)
+        reason = slots.full(job.owner_id)
+        now = timezone.now()
+        if not reason and not queue.exists():
+            Job.objects.filter(pk=job.pk).update(admitted_at=now)
+            job.admitted_at = now
+            return True
+        ahead = queue.count()
+        jobs = "job" if ahead == 1 else "jobs"
+        reason = reason or f"{ahead} {jobs} ahead in the queue of {server.title}"
+        since = job.submitted_at or now  # set by ``services.submit``; not by direct calls
+        if not runner.move(job, Status.waiting, wait_reason=reason[:255], submitted_at=since):
+            return False  # cancelled meanwhile: whoever did it reports on it
+        granted = _dispatch(server, own=job.pk)
+    if job.pk in granted:
+        job.refresh_from_db()
+        return True
+    return False
+
+
+def dispatch(server_pk: int) -> list[int]:
+    """Give the server's free slots to waiting jobs, in fair order; the jobs granted.
+
+    Each is started by a ``resume_job`` task once the transaction commits.
+    """
+    with transaction.atomic():
+        return _dispatch(_lock(server_pk))
+
+
+def _next(waiting: list[_Waiting], slots: _Slots) -> _Waiting | None:
+    eligible = [w for w in waiting if not slots.full(w.owner_id)]
+    if not eligible:
+        return None
+    top = max(w.priority for w in eligible)
+    return min(
+        (w for w in eligible if w.priority == top),
+        key=lambda w: (
+            slots.held.get(w.owner_id, 0),
+            slots.last.get(w.owner_id) or _NEVER,
+            w.submitted_at or _NEVER,
+            w.pk,
+        ),
+    )
+
+
+def _dispatch(server: Server, own: int | None = None) -> list[int]:
+    from . import runner, services
+
+    waiting = [
+        _Waiting(*row)
+        for row in Job.objects.filter(server=server, status=Status.waiting, cancel_requested=False)
+        .order_by("submitted_at", "pk")
+        .values_list("pk", "owner_id", "priority", "submitted_at")
+    ]
+    if not waiting:
+        return []
+    slots = _Slots(server, {w.owner_id for w in waiting})
+    granted: list[int] = []
+    now = timezone.now()
+    while (pick := _next(waiting, slots)) is not None:
+        waiting.remove(pick)
+        job = Job.objects.select_related("server").get(pk=pick.pk)
+        # Someone else's: stale until its task takes it (or the recovery sweep, should the
+        # task be lost).
+        beat = now if pick.pk == own else stale_before() - timedelta(seconds=1)
+        moved = job.status == Status.waiting and runner.move(
+            job, Status.submitted, wait_reason="", admitted_at=now, heartbeat=beat
+        )
+        if not moved:
+            continue
+        slots.take(pick.owner_id, now + timedelta(microseconds=len(granted) + 1))
+        granted.append(pick.pk)
+        if pick.pk != own:
+            transaction.on_commit(lambda pk=pick.pk: services.send_start(pk))
+    _explain(server, waiting, slots)
+    return granted
+
+
+def _explain(server: Server, waiting: list[_Waiting], slots: _Slots) -> None:
+    """Tell the jobs left waiting why, in their ``wait_reason``."""
+    by_reason: dict[str, list[int]] = {}
+    for w in waiting:
+        by_reason.setdefault(slots.full(w.owner_id) or "waiting for its turn", []).append(w.pk)
+    for reason, pks in by_reason.items():
+        Job.objects.filter(pk__in=pks, status=Status.waiting).exclude(
+            wait_reason=reason[:255]
+        ).update(wait_reason=reason[:255])
+
+
+def job_state_changed(sender, job: Job, old: str, new: str, **kwargs) -> None:
+    """A job that held a slot ended: hand its slot on once the change is committed."""
+    if old in HOLDING and new in FINAL_STATES:
+        server_pk = job.server_id
+        if Server.objects.filter(pk=server_pk).filter(_limited_q()).exists():
+            transaction.on_commit(lambda: _dispatch_logged(server_pk))
+
+
+def _limited_q():
+    from django.db.models import Q
+
+    return Q(max_running__isnull=False) | Q(max_running_per_user__isnull=False)
+
+
+def _dispatch_logged(server_pk: int) -> None:
+    try:
+        dispatch(server_pk)
+    except Exception:  # the job's end is stored; the recovery sweep dispatches again
+        logger.exception("Could not start waiting jobs of server %s", server_pk)
+
+
+def sweep() -> list[int]:
+    """Dispatch every limited server that has waiting jobs (the workers' recovery sweep)."""
+    servers = (
+        Job.objects.filter(status=Status.waiting).values_list("server_id", flat=True).distinct()
+    )
+    granted: list[int] = []
+    for server_pk in list(servers):
+        granted += dispatch(server_pk)
+    return granted
