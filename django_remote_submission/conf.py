@@ -60,6 +60,17 @@ DEFAULTS: dict[str, Any] = {
     # Every Celery worker resumes runs whose worker died (stale heartbeat), at start and
     # then every 3 heartbeat intervals.
     "RECOVER_IN_WORKER": True,
+    # Servers with a "maximum load per core": the command (an argv list, run on the host
+    # with the login of the job about to start) that prints the 1-minute load average and
+    # the number of cores, separated by white space ...
+    "LOAD_COMMAND": [
+        "sh",
+        "-c",
+        'read one rest < /proc/loadavg && echo "$one $(getconf _NPROCESSORS_ONLN)"',
+    ],
+    # ... and the seconds after which the load of a server too busy to start a job is
+    # looked at again (a delayed task, no worker waits meanwhile).
+    "LOAD_RECHECK": 30.0,
     # Seconds between two status queries (squeue, qstat) of one server and login: one
     # query answers for all of its jobs in a worker process.
     "SCHEDULER_POLL_INTERVAL": 10.0,

@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Count, F, Max
+from django.db.models import Count, F, Max, Q
 from django.utils import timezone
 
+from .conf import drs_settings
 from .models import ACTIVE_STATES, FINAL_STATES, Job, Server, Status
 from .models.jobs import stale_before
 
@@ -46,7 +47,73 @@ _NEVER = datetime.min.replace(tzinfo=timezone.get_fixed_timezone(0))
 
 
 def is_limited(server: Server) -> bool:
-    return server.max_running is not None or server.max_running_per_user is not None
+    return any(
+        value is not None
+        for value in (server.max_running, server.max_running_per_user, server.max_load_per_core)
+    )
+
+
+def _limited_q() -> Q:
+    return (
+        Q(max_running__isnull=False)
+        | Q(max_running_per_user__isnull=False)
+        | Q(max_load_per_core__isnull=False)
+    )
+
+
+class LoadUnreadable(Exception):
+    """What ``DRS["LOAD_COMMAND"]`` printed is not "<load average> <cores>"."""
+
+
+def parse_load(text: str) -> float:
+    """The load per core in the output of ``LOAD_COMMAND`` ("0.52 8" -> 0.065)."""
+    words = text.split()
+    try:
+        load, cores = float(words[0]), int(words[1])
+    except (IndexError, ValueError):
+        raise LoadUnreadable(
+            f"expected '<1-minute load average> <cores>', got {text[:80]!r}"
+        ) from None
+    if cores < 1 or load < 0:
+        raise LoadUnreadable(f"expected a load >= 0 and cores >= 1, got {text[:80]!r}")
+    return load / cores
+
+
+def host_load(job: Job) -> float:
+    """The load per core of ``job``'s host, read with the login of the job's run."""
+    from .connections import connect, credentials_for
+    from .credentials import decrypt
+
+    password = decrypt(job.credential) if job.credential else None
+    remote = bool((job.options or {}).get("remote", True)) and not job.server.local
+    with connect(job.server, credentials_for(job, password), remote) as transport:
+        done = transport.run(list(drs_settings.LOAD_COMMAND), timeout=30, limit=4096)
+    if done.exit_code:
+        raise LoadUnreadable(f"exit code {done.exit_code}: {done.error_text[:200]}")
+    return parse_load(done.text)
+
+
+def load_too_high(job: Job) -> str:
+    """Why the load of ``job``'s server keeps jobs from starting now, or ""."""
+    server = job.server
+    limit = server.max_load_per_core
+    if limit is None:
+        return ""
+    try:
+        load = host_load(job)
+    except Exception as exc:  # the run itself reports a host it cannot reach
+        logger.warning("Could not read the load of %s: %s", server.title, exc)
+        return ""
+    if load <= limit:
+        return ""
+    return f"load {load:.2f} per core on {server.title} above {limit:.2f}"
+
+
+def _recheck_later(server_pk: int) -> None:
+    from . import services
+
+    delay = float(drs_settings.LOAD_RECHECK)
+    transaction.on_commit(lambda: services.send_dispatch(server_pk, delay))
 
 
 @dataclass
@@ -111,11 +178,12 @@ def admit(job: Job) -> bool:
         return True
     from . import runner
 
+    busy = load_too_high(job)  # before the lock: it asks the host
     with transaction.atomic():
         server = _lock(job.server_id)
         queue = Job.objects.filter(server=server, status=Status.waiting)
         slots = _Slots(server, [job.owner_id], exclude=job.pk)
-        reason = slots.full(job.owner_id)
+        reason = busy or slots.full(job.owner_id)
         now = timezone.now()
         if not reason and not queue.exists():
             Job.objects.filter(pk=job.pk).update(admitted_at=now)
@@ -127,6 +195,9 @@ def admit(job: Job) -> bool:
         since = job.submitted_at or now  # set by ``services.submit``; not by direct calls
         if not runner.move(job, Status.waiting, wait_reason=reason[:255], submitted_at=since):
             return False  # cancelled meanwhile: whoever did it reports on it
+        if busy:
+            _recheck_later(server.pk)
+            return False
         granted = _dispatch(server, own=job.pk)
     if job.pk in granted:
         job.refresh_from_db()
@@ -137,10 +208,26 @@ def admit(job: Job) -> bool:
 def dispatch(server_pk: int) -> list[int]:
     """Give the server's free slots to waiting jobs, in fair order; the jobs granted.
 
-    Each is started by a ``resume_job`` task once the transaction commits.
+    Each is started by a ``resume_job`` task once the transaction commits. On a server with
+    a maximum load, the load is read first (with the login of the first waiting job): too
+    high, nothing starts and the load is read again after ``DRS["LOAD_RECHECK"]`` seconds.
     """
+    first = (
+        Job.objects.select_related("server", "owner")
+        .filter(server_id=server_pk, status=Status.waiting, cancel_requested=False)
+        .order_by("-priority", "submitted_at", "pk")
+        .first()
+    )
+    if first is None:
+        return []
+    busy = load_too_high(first)
     with transaction.atomic():
-        return _dispatch(_lock(server_pk))
+        server = _lock(server_pk)
+        if busy:
+            Job.objects.filter(server=server, status=Status.waiting).update(wait_reason=busy[:255])
+            _recheck_later(server_pk)
+            return []
+        return _dispatch(server)
 
 
 def _next(waiting: list[_Waiting], slots: _Slots) -> _Waiting | None:
@@ -209,12 +296,6 @@ def job_state_changed(sender, job: Job, old: str, new: str, **kwargs) -> None:
         server_pk = job.server_id
         if Server.objects.filter(pk=server_pk).filter(_limited_q()).exists():
             transaction.on_commit(lambda: _dispatch_logged(server_pk))
-
-
-def _limited_q():
-    from django.db.models import Q
-
-    return Q(max_running__isnull=False) | Q(max_running_per_user__isnull=False)
 
 
 def _dispatch_logged(server_pk: int) -> None:

@@ -234,6 +234,15 @@ def send_start(job_pk: int) -> str:
     return ""
 
 
+def send_dispatch(server_pk: int, countdown: float = 0) -> str:
+    """Queue a look for free slots of a server in ``countdown`` seconds; "" or why not."""
+    try:
+        tasks.dispatch_waiting.apply_async((server_pk,), countdown=countdown)
+    except Exception as exc:
+        return _not_queued("a new look at the server's load", exc)
+    return ""
+
+
 def send_cancel(job: Job) -> str:
     """Queue a cancel of the job now; return "" or why it could not be queued."""
     try:

@@ -40,6 +40,7 @@ __all__ = [
     "delete_key_from_server",
     "cancel_job",
     "resume_job",
+    "dispatch_waiting",
     "recover_jobs",
 ]
 
@@ -207,6 +208,12 @@ def resume_job(self, job_pk):
     """Continue a run whose worker died (its output and results are picked up where they stand)."""
     since = timezone.now()
     return _end(self, job_pk, since, runner.resume(job_pk))
+
+
+@shared_task
+def dispatch_waiting(server_pk):
+    """Start the waiting jobs of a server that fit its limits (see ``scheduling``)."""
+    return scheduling.dispatch(server_pk)
 
 
 @shared_task

@@ -4,6 +4,7 @@ on the test sshd, four Celery worker processes sharing the database, the host's 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -14,6 +15,7 @@ from django.db import connection
 
 from django_remote_submission import services
 from django_remote_submission.models import Event, Job, ServerAccount, Status
+from django_remote_submission.scheduling import LoadUnreadable, parse_load
 from tests.services import start_worker, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,13 +32,20 @@ BLOCKED = (
 )
 
 
+def load_file(sshd) -> str:
+    """Where the faked load source of the workers reads "<load average> <cores>"."""
+    return os.path.join(sshd.base_dir_pw, "fleet-load")
+
+
 @pytest.fixture(scope="module")
-def workers(celery_app, redis_url):
-    """Four worker processes, as a fleet runs them."""
+def workers(celery_app, redis_url, sshd):
+    """Four worker processes, as a fleet runs them; the host's load is read from a file."""
+    faked = {"LOAD_COMMAND": ["cat", load_file(sshd)], "LOAD_RECHECK": 0.2}
+    env = {"DRS_TEST_SETTINGS": json.dumps(faked)}
     started = []
     try:
         for _ in range(4):
-            started.append(start_worker(redis_url, concurrency=3))
+            started.append(start_worker(redis_url, concurrency=3, extra_env=env))
         yield started
     finally:
         for w in started:
@@ -269,3 +278,62 @@ def test_a_server_without_limits_never_makes_a_job_wait(make_job, server, owner,
         )
     )
     assert states == [Status.submitted, Status.running, Status.success]
+
+
+def set_load(sshd, text: str) -> None:
+    path = load_file(sshd)
+    with open(path + ".new", "w") as f:
+        f.write(text)
+    os.chmod(path + ".new", 0o644)
+    os.replace(path + ".new", path)
+
+
+def test_a_job_waits_while_the_hosts_load_per_core_is_above_the_limit(
+    make_job, server, owner, sshd, workers
+):
+    server.max_load_per_core = 1.0
+    server.save()
+    set_load(sshd, "3.00 2\n")
+    try:
+        tag = uuid.uuid4().hex[:8]
+        job = make_job("print('ran')", remote_filename=f"fleet_{tag}_0.py")
+        services.submit(job, owner, password=sshd.password)
+        wait_for(
+            lambda: (
+                Job.objects.get(pk=job.pk).wait_reason
+                == "load 1.50 per core on test sshd above 1.00"
+            ),
+            timeout=60,
+            message=lambda: f"waiting for the load; {Job.objects.get(pk=job.pk).__dict__}",
+        )
+        # Rechecked (every 0.2 s here), still too high: it still waits, never started.
+        set_load(sshd, "2.50 2\n")
+        wait_for(
+            lambda: (
+                Job.objects.get(pk=job.pk).wait_reason
+                == "load 1.25 per core on test sshd above 1.00"
+            ),
+            timeout=30,
+            message="the load read again",
+        )
+        job.refresh_from_db()
+        assert (job.status, job.started_at, job.logs.count()) == (Status.waiting, None, 0)
+        set_load(sshd, "1.00 2\n")
+        wait_for(
+            lambda: Job.objects.get(pk=job.pk).status == Status.success,
+            timeout=60,
+            message="started once the load fell",
+        )
+        assert job.logs.get().content == "ran\n"
+    finally:
+        os.unlink(load_file(sshd))
+
+
+def test_the_load_command_output_is_parsed_with_a_clear_error():
+    assert parse_load("0.52 8\n") == 0.065
+    with pytest.raises(
+        LoadUnreadable, match=r"expected '<1-minute load average> <cores>', got 'busy'"
+    ):
+        parse_load("busy")
+    with pytest.raises(LoadUnreadable, match=r"expected a load >= 0 and cores >= 1, got '1.0 0'"):
+        parse_load("1.0 0")
