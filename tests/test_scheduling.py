@@ -337,3 +337,25 @@ def test_the_load_command_output_is_parsed_with_a_clear_error():
         parse_load("busy")
     with pytest.raises(LoadUnreadable, match=r"expected a load >= 0 and cores >= 1, got '1.0 0'"):
         parse_load("1.0 0")
+
+
+def test_only_staff_may_set_a_jobs_priority_through_the_api(make_job, owner, django_user_model, db):
+    from rest_framework.test import APIClient
+
+    job = make_job("print(1)")
+    client = APIClient()
+    client.force_authenticate(owner)
+    refused = client.patch(f"/api/jobs/{job.pk}/", {"priority": 5}, format="json")
+    assert (refused.status_code, refused.json()) == (
+        400,
+        {"priority": ["Only staff may set a job's priority."]},
+    )
+    assert (
+        client.patch(f"/api/jobs/{job.pk}/", {"title": "same"}, format="json").json()["priority"]
+        == 0
+    )
+    staff = django_user_model.objects.create_user("operator", is_staff=True, is_superuser=True)
+    client.force_authenticate(staff)
+    allowed = client.patch(f"/api/jobs/{job.pk}/", {"priority": 5}, format="json")
+    assert (allowed.status_code, allowed.json()["priority"]) == (200, 5)
+    assert Job.objects.get(pk=job.pk).priority == 5

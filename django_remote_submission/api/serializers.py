@@ -224,6 +224,10 @@ class JobSerializer(serializers.ModelSerializer):
             "finished_at",
             "scheduler_id",
             "scheduler_state",
+            "priority",
+            "wait_reason",
+            "submitted_at",
+            "admitted_at",
             "created",
             "modified",
             "options",
@@ -238,8 +242,18 @@ class JobSerializer(serializers.ModelSerializer):
             "finished_at",
             "scheduler_id",
             "scheduler_state",
+            "wait_reason",
+            "submitted_at",
+            "admitted_at",
         ]
         extra_kwargs = {"program": {"trim_whitespace": False}}  # blanks may be part of it
+
+    def validate_priority(self, value: int) -> int:
+        request = self.context.get("request")
+        current = self.instance.priority if self.instance is not None else 0
+        if value != current and (request is None or not policy.may_set_priority(request.user)):
+            raise serializers.ValidationError("Only staff may set a job's priority.")
+        return value
 
     def validate_program(self, value: str) -> str:
         """CRLF and lone CR line ends become LF, as in the forms (the ORM keeps them)."""
