@@ -13,7 +13,7 @@ import uuid
 import pytest
 from django.db import connection
 
-from django_remote_submission import services
+from django_remote_submission import audit, services
 from django_remote_submission.models import Event, Job, ServerAccount, Status
 from django_remote_submission.scheduling import LoadUnreadable, parse_load
 from tests.services import start_worker, wait_for
@@ -359,3 +359,57 @@ def test_only_staff_may_set_a_jobs_priority_through_the_api(make_job, owner, dja
     allowed = client.patch(f"/api/jobs/{job.pk}/", {"priority": 5}, format="json")
     assert (allowed.status_code, allowed.json()["priority"]) == (200, 5)
     assert Job.objects.get(pk=job.pk).priority == 5
+
+
+def test_the_job_page_shows_how_long_the_job_waited_and_why(
+    make_job, server, owner, sshd, workers, go, client
+):
+    server.max_running = 1
+    server.save()
+    first, second = make_job(BLOCKED.format(go=go)), make_job(BLOCKED.format(go=go))
+    submit_all([first, second], owner, sshd.password)
+    wait_for(
+        lambda: counts(server) == {Status.running: 1, Status.waiting: 1},
+        timeout=60,
+        message=lambda: f"1 running, 1 waiting; got {counts(server)}",
+    )
+    waiting = Job.objects.get(status=Status.waiting)
+    client.force_login(owner)
+    page = client.get(f"/jobs/{waiting.pk}/").content.decode()
+    assert '<dd data-role="wait_reason">1 of 1 slots on test sshd in use</dd>' in page
+    release(go)
+    wait_for(lambda: counts(server) == {Status.success: 2}, timeout=60, message="2 succeed")
+
+    steps = audit.timeline(waiting)
+    moves = [(s.event.from_state, s.event.to_state) for s in steps if s.event.action == "state"]
+    assert moves == [
+        ("initial", "submitted"),
+        ("submitted", "waiting"),
+        ("waiting", "submitted"),
+        ("submitted", "running"),
+        ("running", "success"),
+    ]
+    changes = [s for s in steps if s.event.action == "state"]
+    wait, granted = changes[1], changes[2]
+    waiting.refresh_from_db()
+    assert wait.event.reason == "1 of 1 slots on test sshd in use"
+    assert wait.lasted == granted.event.time - wait.event.time
+    assert wait.event.time < waiting.admitted_at <= granted.event.time
+    assert [s.lasted is None for s in steps if s.event.action == "state"] == [False] * 4 + [True]
+    page = client.get(f"/jobs/{waiting.pk}/").content.decode()
+    assert f"(for {wait.lasted_text})" in page
+    assert "— 1 of 1 slots on test sshd in use" in page
+
+
+def test_durations_read_as_people_write_them():
+    from datetime import timedelta
+
+    def text(seconds):
+        return audit.Step(None, timedelta(seconds=seconds)).lasted_text
+
+    assert [text(0.42), text(12.7), text(184), text(7500)] == [
+        "0.4 s",
+        "12 s",
+        "3 min 4 s",
+        "2 h 5 min",
+    ]

@@ -17,7 +17,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from .. import policy, resources, services
+from .. import audit, policy, resources, services
 from ..forms import JobForm, SubmitForm
 from ..models import Job
 
@@ -67,7 +67,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = job_or_404(request, pk)
     context = _detail_context(request, job)
     context["submit_form"] = SubmitForm(user=request.user)
-    context["events"] = job.events.select_related("actor").order_by("time", "id")
+    context["timeline"] = audit.timeline(job)
     context["resources"] = job_resources(job)
     return render(request, "django_remote_submission/job_detail.html", context)
 
