@@ -8,7 +8,7 @@ class DjangoRemoteSubmissionConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, scheduling  # noqa: F401  (checks: registers the system checks)
+        from . import checks, metrics, scheduling  # noqa: F401  (checks: registers its checks)
         from .signals import job_state_changed
         from .upgrade import upgrade_before_migrate
 
@@ -16,3 +16,4 @@ class DjangoRemoteSubmissionConfig(AppConfig):
         pre_migrate.connect(upgrade_before_migrate, sender=self, dispatch_uid="drs-upgrade-2.1.0")
         # A job that held a slot on its server ended: start the next waiting job.
         job_state_changed.connect(scheduling.job_state_changed, dispatch_uid="drs-scheduling")
+        job_state_changed.connect(metrics.job_state_changed, dispatch_uid="drs-metrics")

@@ -71,6 +71,9 @@ DEFAULTS: dict[str, Any] = {
     # ... and the seconds after which the load of a server too busy to start a job is
     # looked at again (a delayed task, no worker waits meanwhile).
     "LOAD_RECHECK": 30.0,
+    # Bearer token a Prometheus scraper sends to the metrics view (``Authorization: Bearer
+    # <token>``); empty: only staff may read the metrics. Keep it out of the code (env var).
+    "METRICS_TOKEN": "",
     # Seconds between two status queries (squeue, qstat) of one server and login: one
     # query answers for all of its jobs in a worker process.
     "SCHEDULER_POLL_INTERVAL": 10.0,
