@@ -71,6 +71,13 @@ DEFAULTS: dict[str, Any] = {
     # ... and the seconds after which the load of a server too busy to start a job is
     # looked at again (a delayed task, no worker waits meanwhile).
     "LOAD_RECHECK": 30.0,
+    # Result previews on the job page: at most this many bytes of a file are read (text,
+    # CSV/TSV, JSON) ...
+    "PREVIEW_BYTES": 64 * 1024,
+    # ... at most this many rows of a CSV/TSV file are shown ...
+    "PREVIEW_ROWS": 20,
+    # ... and an image (PNG, JPEG, GIF, SVG) is shown inline up to this size.
+    "PREVIEW_IMAGE_MAX_BYTES": 5 << 20,
     # Bearer token a Prometheus scraper sends to the metrics view (``Authorization: Bearer
     # <token>``); empty: only staff may read the metrics. Keep it out of the code (env var).
     "METRICS_TOKEN": "",

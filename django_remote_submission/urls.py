@@ -27,6 +27,11 @@ urlpatterns = [
     path("jobs/<int:pk>/submit/", views.job_submit, name="job-submit"),
     path("jobs/<int:pk>/cancel/", views.job_cancel, name="job-cancel"),
     path("jobs/<int:pk>/results/<int:result_pk>/", views.result_download, name="result-download"),
+    path(
+        "jobs/<int:pk>/results/<int:result_pk>/inline/",
+        views.result_inline,
+        name="result-inline",
+    ),
     path("keys/", views.key_list, name="key-list"),
     path("keys/<int:server_pk>/account/", views.account_edit, name="account-edit"),
     path("keys/<int:server_pk>/create/", views.key_create, name="key-create"),

@@ -5,7 +5,7 @@ path("", include("django_remote_submission.urls"))    # namespace "drs"
 LOGIN_URL = "drs:login"                                # or the project's own login page
 """
 
-from .files import job_log, result_download
+from .files import job_log, result_download, result_inline
 from .jobs import (
     job_cancel,
     job_create,
@@ -33,5 +33,6 @@ __all__ = [
     "key_list",
     "key_remove",
     "result_download",
+    "result_inline",
     "visible_jobs",
 ]

@@ -17,7 +17,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from .. import audit, policy, resources, services
+from .. import audit, policy, previews, resources, services
 from ..forms import JobForm, SubmitForm
 from ..models import Job
 
@@ -56,6 +56,7 @@ def _detail_context(request: HttpRequest, job: Job) -> dict:
     return {
         "job": job,
         "results": job.results.all(),
+        "previews": [previews.of(r) for r in job.results.all()],
         "can_submit": may_act and job.can_submit,
         "can_cancel": may_act and job.can_cancel,
         "may_act": may_act,
