@@ -12,6 +12,7 @@ from django.core.files.base import ContentFile, File
 
 from django_remote_submission import previews
 from django_remote_submission.models import Result
+from tests.services import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -135,3 +136,50 @@ def test_another_users_images_are_not_served(client, job, django_user_model):
     png = add(job, "plot.png", PNG)
     client.force_login(django_user_model.objects.create_user("mallory"))
     assert client.get(f"/jobs/{job.pk}/results/{png.pk}/inline/").status_code == 404
+
+
+def test_the_script_of_an_svg_opened_on_its_own_does_not_run_in_chromium(client, job, monkeypatch):
+    """The headers of the view, served to Debian's chromium; without them the same SVG runs
+    its script (so that this test can fail)."""
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.conftest import CHROMIUM, CHROMIUM_ARGS, unavailable
+
+    svg = add(job, "figure.svg", b"")
+    body = (
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+        b"<script>fetch('/ran')</script><rect width='10' height='10'/></svg>"
+    )
+    svg.local_file.save("figure.svg", ContentFile(body))
+    page(client, job)
+    served = client.get(f"/jobs/{job.pk}/results/{svg.pk}/inline/")
+    headers = {k: served[k] for k in ("Content-Type", "Content-Security-Policy")}
+    headers["X-Content-Type-Options"] = served["X-Content-Type-Options"]
+    if not os.access(CHROMIUM, os.X_OK):
+        unavailable(f"{CHROMIUM} not found: install chromium (make sysdeps as root)")
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    ran: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page()
+
+            def serve(route):
+                url = route.request.url
+                if url.endswith("/ran"):
+                    ran.append(url)
+                    route.fulfill(status=204)
+                elif url.endswith("/safe.svg"):
+                    route.fulfill(status=200, headers=headers, body=served.content)
+                else:  # the control: the same file without the view's headers
+                    route.fulfill(status=200, content_type="image/svg+xml", body=body)
+
+            tab.route("http://drs.test/**", serve)
+            tab.goto("http://drs.test/safe.svg")
+            tab.goto("http://drs.test/unsafe.svg")
+            wait_for(lambda: ran, timeout=15, message="the control SVG's script ran")
+        finally:
+            browser.close()
+    assert ran == ["http://drs.test/ran"]  # the control's only: the safe one ran nothing
