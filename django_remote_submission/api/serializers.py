@@ -31,12 +31,14 @@ MAX_TIMEOUT = 10 * 366 * 24 * 3600.0
 
 
 def _url(serializer: serializers.Serializer, name: str, query: str = "", **kwargs) -> str | None:
-    """Absolute URL of the API route ``name`` in the namespace the request came through."""
+    """Absolute URL of the API route ``name`` in the namespace the request came through (or
+    ``context["api_namespace"]``, for a page that answers in the API's shapes)."""
     request = serializer.context.get("request")
     match = getattr(request, "resolver_match", None)
     if match is None:
         return None
-    name = f"{match.namespace}:{name}" if match.namespace else name
+    namespace = serializer.context.get("api_namespace", match.namespace)
+    name = f"{namespace}:{name}" if namespace else name
     return request.build_absolute_uri(reverse(name, kwargs=kwargs) + query)
 
 

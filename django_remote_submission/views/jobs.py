@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 from .. import audit, policy, previews, resources, services
 from ..forms import JobForm, SubmitForm
 from ..models import Job
+from .answers import job_json, jobs_json, wants_json
 
 QUEUED = "queued"  # tag of the "queued" notice, which the job page drops once the job runs
 
@@ -38,6 +39,8 @@ def job_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(visible_jobs(request).order_by("-created"), 50).get_page(
         request.GET.get("page")
     )
+    if wants_json(request):
+        return jobs_json(request, page)
     return render(
         request, "django_remote_submission/job_list.html", {"page": page, "jobs": page.object_list}
     )
@@ -66,6 +69,8 @@ def _detail_context(request: HttpRequest, job: Job) -> dict:
 @login_required
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = job_or_404(request, pk)
+    if wants_json(request):
+        return job_json(request, job)
     context = _detail_context(request, job)
     context["submit_form"] = SubmitForm(user=request.user)
     context["timeline"] = audit.timeline(job)
