@@ -19,6 +19,7 @@ app_name = "drs"
 
 urlpatterns = [
     path("", views.job_list, name="job-list"),
+    path("dashboard/", views.dashboard, name="dashboard"),
     path("jobs/new/", views.job_create, name="job-create"),
     path("jobs/<int:pk>/", views.job_detail, name="job-detail"),
     path("jobs/<int:pk>/row/", views.job_row, name="job-row"),

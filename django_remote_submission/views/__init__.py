@@ -5,6 +5,7 @@ path("", include("django_remote_submission.urls"))    # namespace "drs"
 LOGIN_URL = "drs:login"                                # or the project's own login page
 """
 
+from .dashboard import dashboard
 from .files import job_log, result_download, result_inline
 from .jobs import (
     job_cancel,
@@ -19,6 +20,7 @@ from .jobs import (
 from .keys import account_edit, key_create, key_install, key_list, key_remove
 
 __all__ = [
+    "dashboard",
     "account_edit",
     "job_cancel",
     "job_create",

@@ -9,17 +9,20 @@ render the first state. Submit, resubmit and cancel go through ``services``.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from .. import audit, policy, previews, resources, services
+from .. import audit, dashboard, policy, previews, resources, services
 from ..forms import JobForm, SubmitForm
-from ..models import Job
+from ..models import Job, Status
 from .answers import job_json, jobs_json, wants_json
 
 QUEUED = "queued"  # tag of the "queued" notice, which the job page drops once the job runs
@@ -30,15 +33,36 @@ def visible_jobs(request: HttpRequest):
     return jobs.select_related("server", "interpreter", "owner")
 
 
+def _filtered(jobs, params):
+    """``jobs`` narrowed by the list's filters; ``BadWindow`` (a ValueError) for bad ones."""
+    for name in ("server", "owner"):
+        if params.get(name):
+            if not params[name].isdigit() or len(params[name]) > 18:
+                raise dashboard.BadWindow(f"{name} must be an id.")
+            jobs = jobs.filter(**{f"{name}_id": int(params[name])})
+    if params.get("status"):
+        if params["status"] not in Status.values:
+            raise dashboard.BadWindow(f"status must be one of {', '.join(Status.values)}.")
+        jobs = jobs.filter(status=params["status"])
+    if params.get("hours"):
+        since = timezone.now() - timedelta(hours=dashboard.hours_from(params["hours"]))
+        jobs = jobs.filter(created__gte=since)
+    return jobs
+
+
 def job_or_404(request: HttpRequest, pk: int) -> Job:
     return get_object_or_404(visible_jobs(request), pk=pk)
 
 
 @login_required
 def job_list(request: HttpRequest) -> HttpResponse:
-    page = Paginator(visible_jobs(request).order_by("-created"), 50).get_page(
-        request.GET.get("page")
-    )
+    """Your jobs, newest first; the dashboard's links narrow it (``?server=``, ``owner=``,
+    ``status=``, ``hours=``: ids, a state, created in the last hours)."""
+    try:
+        jobs = _filtered(visible_jobs(request), request.GET)
+    except dashboard.BadWindow as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
+    page = Paginator(jobs.order_by("-created"), 50).get_page(request.GET.get("page"))
     if wants_json(request):
         return jobs_json(request, page)
     return render(
