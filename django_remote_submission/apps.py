@@ -8,8 +8,14 @@ class DjangoRemoteSubmissionConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import archive, checks  # noqa: F401  (system checks; archive files follow rows)
+        # Imported for their receivers: system checks, archive files that follow their rows,
+        # metrics, and the hand-out of free slots when a job ends.
+        from . import archive, checks, metrics, scheduling  # noqa: F401
+        from .signals import job_state_changed
         from .upgrade import upgrade_before_migrate
 
         # A database of 2.1.0 is brought to 0001's schema before migrations run.
         pre_migrate.connect(upgrade_before_migrate, sender=self, dispatch_uid="drs-upgrade-2.1.0")
+        # A job that held a slot on its server ended: start the next waiting job.
+        job_state_changed.connect(scheduling.job_state_changed, dispatch_uid="drs-scheduling")
+        job_state_changed.connect(metrics.job_state_changed, dispatch_uid="drs-metrics")

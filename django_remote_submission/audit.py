@@ -2,6 +2,7 @@
 
     audit.record(Event.Action.submit, job=job, actor=request.user, login="ada", request=request)
     audit.client_address(request)          # "192.0.2.7"
+    audit.timeline(job)                    # [Step(event, lasted=timedelta(seconds=12)), ...]
 
 State changes are recorded by ``runner.move`` itself; everything a person does (submit,
 resubmit, cancel, edit, delete, keys and logins, access) is recorded through ``record``.
@@ -9,10 +10,48 @@ resubmit, cancel, edit, delete, keys and logins, access) is recorded through ``r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import timedelta
+from itertools import pairwise
+
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_ipv46_address
 
 from .models import Event, Job, Server
+
+
+@dataclass
+class Step:
+    """One event of a job's history; ``lasted``: until the job's next state change (None for
+    the job's current state, or an event that is not a state change)."""
+
+    event: Event
+    lasted: timedelta | None = None
+
+    @property
+    def lasted_text(self) -> str:
+        """``lasted`` for people: "0.4 s", "12 s", "3 min 4 s", "2 h 5 min"."""
+        if self.lasted is None:
+            return ""
+        seconds = self.lasted.total_seconds()
+        if seconds < 10:
+            return f"{seconds:.1f} s"
+        whole = int(seconds)
+        if whole < 60:
+            return f"{whole} s"
+        if whole < 3600:
+            return f"{whole // 60} min {whole % 60} s"
+        return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
+def timeline(job: Job) -> list[Step]:
+    """The job's history, oldest first: how long it stayed in each state (waiting, queued,
+    running, ...) and what people did meanwhile."""
+    steps = [Step(e) for e in job.events.select_related("actor").order_by("time", "id")]
+    moves = [s for s in steps if s.event.action == Event.Action.state]
+    for this, following in pairwise(moves):
+        this.lasted = following.event.time - this.event.time
+    return steps
 
 
 def client_address(request) -> str | None:

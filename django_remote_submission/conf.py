@@ -83,6 +83,27 @@ DEFAULTS: dict[str, Any] = {
     # ago; and whole jobs (logs, archive, results and files; the audit trail keeps their title).
     "PURGE_RESULTS_AFTER_DAYS": 0,
     "PURGE_JOBS_AFTER_DAYS": 0,
+    # Servers with a "maximum load per core": the command (an argv list, run on the host
+    # with the login of the job about to start) that prints the 1-minute load average and
+    # the number of cores, separated by white space ...
+    "LOAD_COMMAND": [
+        "sh",
+        "-c",
+        'read one rest < /proc/loadavg && echo "$one $(getconf _NPROCESSORS_ONLN)"',
+    ],
+    # ... and the seconds after which the load of a server too busy to start a job is
+    # looked at again (a delayed task, no worker waits meanwhile).
+    "LOAD_RECHECK": 30.0,
+    # Result previews on the job page: at most this many bytes of a file are read (text,
+    # CSV/TSV, JSON) ...
+    "PREVIEW_BYTES": 64 * 1024,
+    # ... at most this many rows of a CSV/TSV file are shown ...
+    "PREVIEW_ROWS": 20,
+    # ... and an image (PNG, JPEG, GIF, SVG) is shown inline up to this size.
+    "PREVIEW_IMAGE_MAX_BYTES": 5 << 20,
+    # Bearer token a Prometheus scraper sends to the metrics view (``Authorization: Bearer
+    # <token>``); empty: only staff may read the metrics. Keep it out of the code (env var).
+    "METRICS_TOKEN": "",
     # Seconds between two status queries (squeue, qstat) of one server and login: one
     # query answers for all of its jobs in a worker process.
     "SCHEDULER_POLL_INTERVAL": 10.0,

@@ -74,6 +74,7 @@ def job_payload(job) -> dict:
         "modified": iso(job.modified),
         "scheduler_id": job.scheduler_id,
         "scheduler_state": job.scheduler_state,
+        "wait_reason": job.wait_reason,
     }
 
 

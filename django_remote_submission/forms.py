@@ -423,12 +423,20 @@ class TemplateJobForm(forms.Form):
 
 
 class JobAdminForm(forms.ModelForm):
-    """The admin's job form: the program's line ends as on the pages."""
+    """The admin's job form: the program's line ends as on the pages; a blank priority is 0."""
 
     class Meta:
         model = Job
         fields = "__all__"
         field_classes = {"program": ProgramField}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if "priority" in self.fields:
+            self.fields["priority"].required = False
+
+    def clean_priority(self) -> int:
+        return self.cleaned_data.get("priority") or 0
 
 
 class InputAdminForm(forms.ModelForm):

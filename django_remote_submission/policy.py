@@ -89,6 +89,16 @@ def usable_servers(user, queryset: QuerySet | None = None) -> QuerySet:
     return servers.filter(groups).distinct()
 
 
+def may_see_metrics(user) -> bool:
+    """Staff may read the Prometheus metrics (a scraper uses ``DRS["METRICS_TOKEN"]``)."""
+    return bool(user is not None and user.is_authenticated and user.is_active and user.is_staff)
+
+
+def may_set_priority(user) -> bool:
+    """Staff may move a job ahead of (or behind) others waiting for a slot."""
+    return bool(user.is_authenticated and user.is_active and user.is_staff)
+
+
 def may_use_server(user, server: Server) -> bool:
     return usable_servers(user, Server.objects.filter(pk=server.pk)).exists()
 

@@ -28,12 +28,14 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 from kombu.utils.url import maybe_sanitize_url
 
 from . import audit, inputs, jobtemplates, keys, policy, runner, tasks
-from .models import Event, Input, Job, ServerAccount, Status
+from .models import Event, Input, Job, Server, ServerAccount, Status
 from .policy import Refused
 from .results import delete_files_on_commit
 
@@ -159,6 +161,8 @@ def submit(
         if value is not None:
             kwargs[name] = value
     audit.record(action, job=job, actor=user, login=login.username, request=request)
+    # The order in which jobs waiting for a slot start (see ``scheduling``).
+    Job.objects.filter(pk=job.pk).update(submitted_at=timezone.now())
     return _on_commit(lambda: send_submit(job, **kwargs))
 
 
@@ -190,7 +194,7 @@ def edit(job: Job, user, changes: dict, *, request=None) -> Job:
         raise Refused(f"You may not run jobs on {changes['server'].title}.")
     with transaction.atomic():
         current = Job.objects.select_for_update().get(pk=job.pk)
-        if current.is_active:
+        if current.is_busy:
             raise JobBusy(f"The job is {current.status}: it cannot be edited now.")
         for name, value in changes.items():
             setattr(job, name, value)
@@ -256,7 +260,7 @@ def delete(job: Job, user, *, request=None) -> None:
     _refuse_unless_may_act(user, job, "delete")
     with transaction.atomic():
         current = Job.objects.select_for_update().get(pk=job.pk)
-        if current.is_active:
+        if current.is_busy:
             raise JobBusy(f"The job is {current.status}: it cannot be deleted now.")
         results = list(current.results.all())
         given = list(current.inputs.all())
@@ -304,6 +308,31 @@ def send_submit(job: Job, **kwargs) -> str:
             # Should it have changed meanwhile, whoever changed it reports on it.
             runner.move(current, Status.failure, error=error)
         return error
+    return ""
+
+
+def send_start(job_pk: int) -> str:
+    """Queue the start of a job that was given a slot (see ``scheduling``); "" or why not.
+
+    Should the broker not take it, the workers' recovery sweep starts the job later.
+    """
+    try:
+        tasks.resume_job.delay(job_pk)
+    except Exception as exc:
+        return _not_queued("the start of a waiting job", exc)
+    return ""
+
+
+def send_dispatch(server_pk: int, countdown: float = 0) -> str:
+    """Queue a look for free slots of a server in ``countdown`` seconds, on the server's
+    queue (see ``Server.celery_queue``); "" or why not."""
+    server = Server.objects.filter(pk=server_pk).first()
+    queue = server.celery_queue if server is not None else None
+    options: dict[str, Any] = {"queue": queue} if queue else {}
+    try:
+        tasks.dispatch_waiting.apply_async((server_pk,), countdown=countdown, **options)
+    except Exception as exc:
+        return _not_queued("a new look at the server's load", exc)
     return ""
 
 

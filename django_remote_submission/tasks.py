@@ -32,7 +32,7 @@ from celery import Task, shared_task
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from django.utils import timezone
 
-from . import keys, retention, runner
+from . import keys, retention, runner, scheduling
 from .conf import drs_settings
 from .credentials import decrypt, encrypt, is_token
 from .logs import LogPolicy
@@ -49,6 +49,7 @@ __all__ = [
     "delete_key_from_server",
     "cancel_job",
     "resume_job",
+    "dispatch_waiting",
     "recover_jobs",
     "apply_retention",
 ]
@@ -261,6 +262,12 @@ def _hand_over(job_pk) -> None:
 
 
 @shared_task
+def dispatch_waiting(server_pk):
+    """Start the waiting jobs of a server that fit its limits (see ``scheduling``)."""
+    return scheduling.dispatch(server_pk)
+
+
+@shared_task
 def recover_jobs():
     """Queue ``resume_job`` for every active job whose worker stopped sending heartbeats (each
     claimed, so that concurrent sweeps queue it once)."""
@@ -282,12 +289,14 @@ _stop_watchdog = threading.Event()
 
 
 def _watchdog() -> None:
-    """In every worker: resume orphaned runs at start, then every 3 heartbeat intervals."""
+    """In every worker, at start then every 3 heartbeat intervals: resume orphaned runs and
+    start waiting jobs that have a free slot."""
     interval = STALE_BEATS * float(drs_settings.HEARTBEAT_INTERVAL)
     while True:
         try:
             for pk in runner.claim_stale_jobs():
                 resume_job.delay(pk)
+            scheduling.sweep()  # waiting jobs whose slot was freed while no one dispatched
         except Exception:
             logger.warning("Recovery sweep failed", exc_info=True)
         if _stop_watchdog.wait(interval):

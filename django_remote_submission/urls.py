@@ -19,6 +19,7 @@ app_name = "drs"
 
 urlpatterns = [
     path("", views.job_list, name="job-list"),
+    path("dashboard/", views.dashboard, name="dashboard"),
     path("jobs/new/", views.job_create, name="job-create"),
     path("jobs/<int:pk>/", views.job_detail, name="job-detail"),
     path("jobs/<int:pk>/row/", views.job_row, name="job-row"),
@@ -29,6 +30,11 @@ urlpatterns = [
     path("jobs/<int:pk>/results/<int:result_pk>/", views.result_download, name="result-download"),
     path("templates/", views.template_list, name="template-list"),
     path("templates/<int:pk>/", views.template_run, name="template-run"),
+    path(
+        "jobs/<int:pk>/results/<int:result_pk>/inline/",
+        views.result_inline,
+        name="result-inline",
+    ),
     path("keys/", views.key_list, name="key-list"),
     path("keys/<int:server_pk>/account/", views.account_edit, name="account-edit"),
     path("keys/<int:server_pk>/create/", views.key_create, name="key-create"),

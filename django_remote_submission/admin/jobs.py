@@ -29,6 +29,9 @@ STATE_FIELDS = (
     "finished_at",
     "scheduler_id",
     "scheduler_state",
+    "wait_reason",
+    "submitted_at",
+    "admitted_at",
     "uuid",
     "created",
     "modified",
@@ -111,6 +114,7 @@ def _short_time(value) -> str:
 def _status_badge(job: Job) -> str:
     colours = {
         "initial": "#98a2b3",
+        "waiting": "#b54708",
         "submitted": "#7a5af8",
         "queued": "#0e9384",
         "running": "#1570ef",
@@ -123,6 +127,8 @@ def _status_badge(job: Job) -> str:
         colours.get(job.status, "#98a2b3"),
         job.get_status_display(),
     )
+    if job.status == Status.waiting:
+        return format_html("{}<br><small>{}</small>", badge, job.wait_reason)
     if not job.scheduler_id:
         return badge
     # A batch job: the scheduler's id and what it last said, under the badge.
@@ -169,6 +175,7 @@ class JobAdmin(admin.ModelAdmin):
                     "remote_filename",
                     "arguments",
                     "environment",
+                    "priority",
                 )
             },
         ),

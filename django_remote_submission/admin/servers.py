@@ -144,6 +144,17 @@ class ServerAdmin(admin.ModelAdmin):
             },
         ),
         (
+            _("Limits"),
+            {
+                "fields": ("max_running", "max_running_per_user", "max_load_per_core"),
+                "description": _(
+                    "A job over a limit waits (status “waiting”, with the reason) and starts "
+                    "as soon as a slot frees: by priority, in turn across users, first come "
+                    "first served."
+                ),
+            },
+        ),
+        (
             _("Who may use it"),
             {
                 "fields": ("allowed_groups",),

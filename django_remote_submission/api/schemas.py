@@ -115,6 +115,7 @@ _JOB_EVENT = {
         "modified",
         "scheduler_id",
         "scheduler_state",
+        "wait_reason",
     ],
     "properties": {
         "id": {"type": "integer"},
@@ -137,6 +138,10 @@ _JOB_EVENT = {
         "scheduler_state": {
             "type": "string",
             "description": 'What the scheduler last said, e.g. "PENDING (Priority)".',
+        },
+        "wait_reason": {
+            "type": "string",
+            "description": 'Why a waiting job waits, e.g. "3 of 3 slots on hpc1 in use".',
         },
     },
 }

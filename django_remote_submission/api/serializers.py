@@ -41,12 +41,14 @@ MAX_TIMEOUT = 10 * 366 * 24 * 3600.0
 
 
 def _url(serializer: serializers.Serializer, name: str, query: str = "", **kwargs) -> str | None:
-    """Absolute URL of the API route ``name`` in the namespace the request came through."""
+    """Absolute URL of the API route ``name`` in the namespace the request came through (or
+    ``context["api_namespace"]``, for a page that answers in the API's shapes)."""
     request = serializer.context.get("request")
     match = getattr(request, "resolver_match", None)
     if match is None:
         return None
-    name = f"{match.namespace}:{name}" if match.namespace else name
+    namespace = serializer.context.get("api_namespace", match.namespace)
+    name = f"{namespace}:{name}" if namespace else name
     return request.build_absolute_uri(reverse(name, kwargs=kwargs) + query)
 
 
@@ -248,6 +250,10 @@ class JobSerializer(serializers.ModelSerializer):
             "finished_at",
             "scheduler_id",
             "scheduler_state",
+            "priority",
+            "wait_reason",
+            "submitted_at",
+            "admitted_at",
             "created",
             "modified",
             "options",
@@ -265,8 +271,18 @@ class JobSerializer(serializers.ModelSerializer):
             "finished_at",
             "scheduler_id",
             "scheduler_state",
+            "wait_reason",
+            "submitted_at",
+            "admitted_at",
         ]
         extra_kwargs = {"program": {"trim_whitespace": False}}  # blanks may be part of it
+
+    def validate_priority(self, value: int) -> int:
+        request = self.context.get("request")
+        current = self.instance.priority if self.instance is not None else 0
+        if value != current and (request is None or not policy.may_set_priority(request.user)):
+            raise serializers.ValidationError("Only staff may set a job's priority.")
+        return value
 
     def validate_program(self, value: str) -> str:
         """CRLF and lone CR line ends become LF, as in the forms (the ORM keeps them)."""

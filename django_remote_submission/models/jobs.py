@@ -28,6 +28,7 @@ from .servers import Interpreter, Server, TimeStampedModel
 
 class Status(models.TextChoices):
     initial = "initial", _("initial")
+    waiting = "waiting", _("waiting")
     submitted = "submitted", _("submitted")
     queued = "queued", _("queued")
     running = "running", _("running")
@@ -41,9 +42,13 @@ ACTIVE_STATES = frozenset({Status.submitted, Status.queued, Status.running})
 
 # Legal moves. A final state may go back to ``submitted``: that is a resubmission.
 # ``queued``: accepted by a batch scheduler (Slurm, Grid Engine), waiting to start.
+# ``waiting``: held back by a limit of its server (see ``scheduling``); no process, no worker.
 TRANSITIONS: dict[str, frozenset[str]] = {
     Status.initial: frozenset({Status.submitted, Status.success, Status.failure, Status.cancelled}),
-    Status.submitted: frozenset({Status.submitted, Status.queued, Status.running, *FINAL_STATES}),
+    Status.waiting: frozenset({Status.submitted, Status.failure, Status.cancelled}),
+    Status.submitted: frozenset(
+        {Status.submitted, Status.waiting, Status.queued, Status.running, *FINAL_STATES}
+    ),
     Status.queued: frozenset({Status.queued, Status.running, *FINAL_STATES}),
     Status.running: frozenset({Status.running, *FINAL_STATES}),
     Status.success: frozenset({Status.submitted}),
@@ -68,6 +73,8 @@ FRESH_RUN: dict[str, Any] = {
     "finished_at": None,
     "deadline": None,
     "cancel_requested": False,
+    "wait_reason": "",
+    "admitted_at": None,
 }
 
 
@@ -176,6 +183,35 @@ class Job(TimeStampedModel):
     heartbeat = models.DateTimeField(null=True, blank=True, editable=False)
     deadline = models.DateTimeField(null=True, blank=True, editable=False)
     cancel_requested = models.BooleanField(default=False, editable=False)
+    priority = models.SmallIntegerField(
+        _("priority"),
+        default=0,
+        help_text=_(
+            "Among jobs waiting for a slot on their server, higher starts first; equal "
+            "priorities start in turn across users, first come first served for each."
+        ),
+    )
+    wait_reason = models.CharField(
+        _("waiting because"),
+        max_length=255,
+        blank=True,
+        editable=False,
+        help_text=_('Why the job waits, e.g. "3 of 3 slots on hpc1 in use".'),
+    )
+    submitted_at = models.DateTimeField(
+        _("submitted at"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("When the latest run was asked for: waiting jobs start in this order."),
+    )
+    admitted_at = models.DateTimeField(
+        _("admitted at"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("When the current run was given a slot on its server."),
+    )
     options = models.JSONField(
         default=dict,
         blank=True,
@@ -256,9 +292,14 @@ class Job(TimeStampedModel):
         return self.status in ACTIVE_STATES
 
     @property
+    def is_busy(self) -> bool:
+        """A run is under way or waits for a slot: the job cannot be edited or deleted."""
+        return self.is_active or self.status == Status.waiting
+
+    @property
     def can_submit(self) -> bool:
         """A new run may start: from ``initial`` or a final state (not while one runs)."""
-        return not self.is_active and Status.submitted in TRANSITIONS[self.status]
+        return not self.is_busy and Status.submitted in TRANSITIONS[self.status]
 
     @property
     def can_cancel(self) -> bool:

@@ -15,10 +15,12 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from .. import resources
+from ..conf import drs_settings
 from ..credentials import EncryptedTextField
 from ..remote.hostkeys import parse_host_key
 
@@ -173,6 +175,32 @@ class Server(TimeStampedModel):
         validators=[validate_resources],
         help_text=RESOURCES_HELP,
     )
+    max_running = models.PositiveIntegerField(
+        _("maximum running jobs"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "At most this many jobs hold the host at once (started, queued in its scheduler or "
+            "running); the others wait, in order of priority and fairly across users. Blank: "
+            "no limit."
+        ),
+    )
+    max_running_per_user = models.PositiveIntegerField(
+        _("maximum running jobs per user"),
+        null=True,
+        blank=True,
+        help_text=_("At most this many jobs of one user hold the host at once. Blank: no limit."),
+    )
+    max_load_per_core = models.FloatField(
+        _("maximum load per core"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0)],
+        help_text=_(
+            "Do not start a job while the host's 1-minute load average divided by its cores is "
+            "above this. Blank: the load is not looked at."
+        ),
+    )
     allowed_groups = models.ManyToManyField(
         Group,
         blank=True,
@@ -209,8 +237,6 @@ class Server(TimeStampedModel):
     @property
     def celery_queue(self) -> str | None:
         """The queue of this server's job tasks; None: Celery's own routing decides."""
-        from ..conf import drs_settings
-
         return self.queue or drs_settings.QUEUE or None
 
 

@@ -21,7 +21,7 @@ import uuid
 from django.db import transaction
 from django.utils import timezone
 
-from .. import credentials, db, inputs
+from .. import credentials, db, inputs, scheduling
 from .. import resources as resources_
 from ..conf import drs_settings
 from ..connections import connect, credentials_for
@@ -143,6 +143,8 @@ def submit(
     if not run_it:
         return {r.remote_filename: r.pk for r in job.results.all()}
     inputs.apply(job, given)
+    if not scheduling.admit(job):
+        return {}  # it waits for a slot on its server; scheduling starts it
     return _run(job, password)
 
 
@@ -244,6 +246,10 @@ def cancel(job_pk: int, password: str | None = None) -> None:
     Job.objects.filter(pk=job.pk).update(cancel_requested=True)
     if job.status == Status.initial:
         move(job, Status.cancelled, error="Cancelled before it was submitted.")
+        return
+    if job.status == Status.waiting and move(
+        job, Status.cancelled, error="Cancelled while it waited for a slot."
+    ):
         return
     if not job.run_dir:
         return

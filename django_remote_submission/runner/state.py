@@ -81,7 +81,7 @@ def move(job: Job, to: str, *, login: str = "", actor=None, **fields) -> bool:
                 from_state=job.status,
                 to_state=to,
                 login=login[:150],
-                reason=fields.get("error", ""),
+                reason=fields.get("error", "") or fields.get("wait_reason", ""),
             )
             return True
 

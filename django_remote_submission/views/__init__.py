@@ -6,7 +6,8 @@ path("", include("django_remote_submission.urls"))    # namespace "drs"
 LOGIN_URL = "drs:login"                                # or the project's own login page
 """
 
-from .files import job_log, result_download
+from .dashboard import dashboard
+from .files import job_log, result_download, result_inline
 from .jobs import (
     job_cancel,
     job_create,
@@ -21,6 +22,7 @@ from .keys import account_edit, key_create, key_install, key_list, key_remove
 from .templates import template_list, template_run
 
 __all__ = [
+    "dashboard",
     "account_edit",
     "job_cancel",
     "job_create",
@@ -37,5 +39,6 @@ __all__ = [
     "result_download",
     "template_list",
     "template_run",
+    "result_inline",
     "visible_jobs",
 ]

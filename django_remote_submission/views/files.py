@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils.http import content_disposition_header
 
-from .. import logs
+from .. import logs, previews
 from ..models import Log
 from .jobs import job_or_404
 
@@ -84,6 +84,24 @@ def _file_chunks(f) -> Iterator[bytes]:
             yield chunk
     finally:
         f.close()
+
+
+@login_required
+def result_inline(request: HttpRequest, pk: int, result_pk: int) -> HttpResponse:
+    """An image result, to be drawn on the job page: its own type only, and no script runs
+    (``previews.IMAGE_CSP``), an SVG opened on its own included."""
+    job = job_or_404(request, pk)
+    result = get_object_or_404(job.results, pk=result_pk)
+    content_type = previews.image_type(result)
+    if content_type is None:
+        raise Http404("This result is not an image shown inline.")
+    with result.local_file.open("rb") as f:
+        response = HttpResponse(f.read(), content_type=content_type)
+    response["Content-Security-Policy"] = previews.IMAGE_CSP
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Disposition"] = content_disposition_header(False, "preview")
+    response["Cache-Control"] = "private, no-cache"
+    return response
 
 
 @login_required

@@ -10,19 +10,22 @@ render the first state. Submit, resubmit and cancel go through ``services``.
 from __future__ import annotations
 
 import shlex
+from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
-from .. import inputs, policy, resources, services
+from .. import audit, dashboard, inputs, policy, previews, resources, services
 from ..forms import JobForm, SubmitForm
-from ..models import Job
+from ..models import Job, Status
+from .answers import job_json, jobs_json, wants_json
 
 QUEUED = "queued"  # tag of the "queued" notice, which the job page drops once the job runs
 
@@ -32,15 +35,38 @@ def visible_jobs(request: HttpRequest):
     return jobs.select_related("server", "interpreter", "owner")
 
 
+def _filtered(jobs, params):
+    """``jobs`` narrowed by the list's filters; ``BadWindow`` (a ValueError) for bad ones."""
+    for name in ("server", "owner"):
+        if params.get(name):
+            if not params[name].isdigit() or len(params[name]) > 18:
+                raise dashboard.BadWindow(f"{name} must be an id.")
+            jobs = jobs.filter(**{f"{name}_id": int(params[name])})
+    if params.get("status"):
+        if params["status"] not in Status.values:
+            raise dashboard.BadWindow(f"status must be one of {', '.join(Status.values)}.")
+        jobs = jobs.filter(status=params["status"])
+    if params.get("hours"):
+        since = timezone.now() - timedelta(hours=dashboard.hours_from(params["hours"]))
+        jobs = jobs.filter(created__gte=since)
+    return jobs
+
+
 def job_or_404(request: HttpRequest, pk: int) -> Job:
     return get_object_or_404(visible_jobs(request), pk=pk)
 
 
 @login_required
 def job_list(request: HttpRequest) -> HttpResponse:
-    page = Paginator(visible_jobs(request).order_by("-created"), 50).get_page(
-        request.GET.get("page")
-    )
+    """Your jobs, newest first; the dashboard's links narrow it (``?server=``, ``owner=``,
+    ``status=``, ``hours=``: ids, a state, created in the last hours)."""
+    try:
+        jobs = _filtered(visible_jobs(request), request.GET)
+    except dashboard.BadWindow as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
+    page = Paginator(jobs.order_by("-created"), 50).get_page(request.GET.get("page"))
+    if wants_json(request):
+        return jobs_json(request, page)
     return render(
         request, "django_remote_submission/job_list.html", {"page": page, "jobs": page.object_list}
     )
@@ -59,6 +85,7 @@ def _detail_context(request: HttpRequest, job: Job) -> dict:
     return {
         "job": job,
         "results": job.results.all(),
+        "previews": [previews.of(r) for r in job.results.all()],
         "can_submit": may_act and job.can_submit,
         "can_cancel": may_act and job.can_cancel,
         "may_act": may_act,
@@ -68,9 +95,11 @@ def _detail_context(request: HttpRequest, job: Job) -> dict:
 @login_required
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = job_or_404(request, pk)
+    if wants_json(request):
+        return job_json(request, job)
     context = _detail_context(request, job)
     context["submit_form"] = SubmitForm(user=request.user)
-    context["events"] = job.events.select_related("actor").order_by("time", "id")
+    context["timeline"] = audit.timeline(job)
     context["resources"] = job_resources(job)
     context["arguments"] = shlex.join(job.arguments or [])
     context["inputs"] = job.inputs.all()

@@ -96,6 +96,8 @@ export function applyJob(root, job) {
   }
   const scheduler = root.querySelector("[data-role=scheduler_state]");
   if (scheduler && job.scheduler_state !== undefined) scheduler.textContent = job.scheduler_state || "–";
+  const waiting = root.querySelector("[data-role=wait_reason]");
+  if (waiting && job.wait_reason !== undefined) waiting.textContent = job.wait_reason || "–";
   const schedulerId = root.querySelector("[data-role=scheduler_id]");
   if (schedulerId && job.scheduler_id !== undefined) schedulerId.textContent = job.scheduler_id || "–";
   const code = root.querySelector("[data-role=exit_code]");

@@ -179,8 +179,9 @@ class Command(BaseCommand):
         bash, _ = Interpreter.objects.update_or_create(
             name="bash", defaults={"path": command("/bin/bash", "bash"), "arguments": []}
         )
+        # At most 2 jobs at once: submit a third to see it wait ("2 of 2 slots ... in use").
         local, _ = Server.objects.update_or_create(
-            title="localhost", defaults={"hostname": "localhost", "local": True}
+            title="localhost", defaults={"hostname": "localhost", "local": True, "max_running": 2}
         )
         local.interpreters.add(python3, bash)
 
