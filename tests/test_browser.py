@@ -467,3 +467,114 @@ def test_files_dropped_on_the_new_job_form_are_uploaded_and_staged(
     wait_for(lambda: "".join(rows.all_text_contents()) == expected, timeout=10)
     job = Job.objects.get(title="dropped files")
     assert sorted(job.inputs.values_list("path", "size")) == [("a.txt", 5), ("b c.bin", 2)]
+
+
+CHART_TOTALS = """() => Object.fromEntries(
+  [...document.querySelectorAll("canvas[data-chart]")].map((canvas) => [
+    canvas.dataset.chart,
+    Object.fromEntries(
+      Chart.getChart(canvas).data.datasets.map((d) => [d.label, d.data.reduce((a, b) => a + b, 0)])
+    ),
+  ])
+)"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_dashboards_charts_show_the_jobs_and_follow_a_job_that_ends(
+    live_site, tab: Page, server, redis_url, settings
+):
+    page = tab
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    from django_remote_submission import events
+    from django_remote_submission.conf import redis_channel_layer
+    from django_remote_submission.models import Result, Server
+
+    staff = get_user_model().objects.create_user("chart-staff", password="pw", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_job"))
+    python3 = server.interpreters.get(name="python3")
+    hpc2 = Server.objects.create(title="hpc2", hostname="hpc2.invalid")
+    now = timezone.now()
+    # A few hours of history: (server, status, hours ago it ended, wait s, run s, log bytes).
+    plan = [
+        (server, "success", 9, 3, 40, 2_000),
+        (server, "success", 7, 12, 95, 8_000),
+        (server, "failure", 7, 1, 2, 300),
+        (hpc2, "success", 5, 45, 600, 40_000),
+        (hpc2, "cancelled", 4, 400, 30, 0),
+        (server, "success", 2, 2, 8, 1_500),
+        (hpc2, "failure", 1, 20, 4_000, 12_000),
+        (server, "success", 0, 5, 70, 6_000),
+    ]
+    for i, (where, status, ago, wait, run, logged) in enumerate(plan):
+        finished = now - timedelta(hours=ago, minutes=5)
+        started = finished - timedelta(seconds=run)
+        job = Job.objects.create(
+            title=f"history {i}",
+            program="print(1)",
+            owner=staff,
+            server=where,
+            interpreter=python3,
+            remote_directory="d",
+            remote_filename="job.py",
+            status=status,
+            exit_code=0 if status == "success" else 1,
+            error={"failure": f"exit code {i}", "cancelled": "cancelled by chart-staff"}.get(
+                status, ""
+            ),
+            submitted_at=started - timedelta(seconds=wait),
+            started_at=started,
+            finished_at=finished,
+            stdout_offset=logged,
+        )
+        Job.objects.filter(pk=job.pk).update(created=started - timedelta(seconds=wait))
+        if status == "success":
+            Result.objects.create(job=job, remote_filename="out.txt", local_file="x", size=1_000)
+    running = Job.objects.create(
+        title="still running",
+        program="print(1)",
+        owner=staff,
+        server=server,
+        interpreter=python3,
+        remote_directory="d",
+        remote_filename="job.py",
+        status="running",
+        submitted_at=now - timedelta(seconds=30),
+        started_at=now - timedelta(seconds=10),
+    )
+
+    page.set_viewport_size({"width": 1280, "height": 900})
+    log_in(page, live_site, "chart-staff", "pw")
+    page.goto(live_site + "dashboard/")
+    expect(page.locator("[data-role=connection]")).to_have_attribute("data-state", "live")
+    for name in ("outcomes", "durations", "volume"):
+        expect(page.locator(f'canvas[data-chart="{name}"]')).to_be_visible()
+    assert page.evaluate(CHART_TOTALS) == {
+        "outcomes": {"success": 5, "failure": 2, "cancelled": 1},
+        "durations": {"wait": 9, "run": 8},
+        "volume": {"logs": 69_800, "results": 5_000},
+    }
+    assert page.evaluate(
+        "Chart.getChart(document.querySelector('canvas[data-chart=volume]')).data.labels"
+    ) == ["hpc2", "test sshd"]
+    if os.environ.get("DRS_SCREENSHOT") == "1":
+        shot = Path(__file__).resolve().parent.parent / "docs" / "_static" / "dashboard.png"
+        shot.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(shot), full_page=True)
+
+    # The running job ends, as the runner ends jobs: the row, then the status broadcast.
+    Job.objects.filter(pk=running.pk).update(
+        status="success", exit_code=0, finished_at=timezone.now(), stdout_offset=200
+    )
+    running.refresh_from_db()
+    settings.CHANNEL_LAYERS = {"default": redis_channel_layer(redis_url.rsplit("/", 1)[0] + "/2")}
+    events.status_changed(running)
+    page.wait_for_function(f"({CHART_TOTALS})().outcomes.success === 6", timeout=15_000)
+    assert page.evaluate(CHART_TOTALS) == {
+        "outcomes": {"success": 6, "failure": 2, "cancelled": 1},
+        "durations": {"wait": 9, "run": 9},
+        "volume": {"logs": 70_000, "results": 5_000},
+    }
