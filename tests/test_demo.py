@@ -146,7 +146,11 @@ def test_demo_starts_runs_the_sample_job_and_stops_cleanly(tmp_path, redis_url):
         assert printed(r"API tokens: (\S+)").group(1) == f"{url}tokens/"
         assert "My API tokens" in browser.get("tokens/")
         key = api(url, "tokens/", {"name": "demo script"}, basic=(username, password))["token"]
-        assert [j["id"] for j in api(url, "jobs/", bearer=key)["results"]] == [int(pk)]
+        listed = api(url, "jobs/?page_size=100", bearer=key)["results"]
+        assert int(pk) in [j["id"] for j in listed]
+        # The dashboard's history: ten finished jobs of another user over the last day.
+        earlier = sorted(j["status"] for j in listed if j["title"].startswith("Earlier run"))
+        assert earlier == ["cancelled"] + ["failure"] * 2 + ["success"] * 7
     finally:
         demo.send_signal(signal.SIGINT)  # what Ctrl-C does
         try:

@@ -1,5 +1,6 @@
-"""``manage.py demo_data``: the demo's admin user, servers, interpreters, sample job and two
-job templates (a CSV analysis that draws a plot, and a bash one).
+"""``manage.py demo_data``: the demo's admin user, servers, interpreters, sample job, two
+job templates (a CSV analysis that draws a plot, and a bash one) and, for the dashboard, ten
+finished jobs of another user over the last day.
 
 Idempotent: running it again resets the admin's password to ``DEMO_ADMIN_PASSWORD`` and
 updates the servers, without duplicating anything.
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
 from demo_site.env import env
-from django_remote_submission.models import Interpreter, Job, JobTemplate, Server
+from django_remote_submission.models import Interpreter, Job, JobTemplate, Log, Server
 
 SAMPLE_TITLE = "Sample: coloured lines, stderr and a result file"
 SAMPLE_PROGRAM = """\
@@ -153,6 +156,56 @@ def demo_templates(servers: list, python3, bash) -> None:
     )
 
 
+HISTORY = "Earlier run"
+# (hours ago it ended, minutes it waited, minutes it ran, its end)
+RUNS = [
+    (22, 0, 3, "success"),
+    (19, 1, 12, "success"),
+    (17, 0, 1, "failure"),
+    (14, 4, 25, "success"),
+    (11, 0, 2, "cancelled"),
+    (9, 2, 8, "success"),
+    (6, 0, 40, "success"),
+    (4, 6, 1, "failure"),
+    (2, 1, 5, "success"),
+    (1, 0, 2, "success"),
+]
+
+
+def seed_history(server, interpreter) -> None:
+    """Finished jobs of another user over the last day, so that the dashboard has something to
+    show (once: they are recognised by their title)."""
+    if Job.objects.filter(title__startswith=HISTORY).exists():
+        return
+    owner, _ = get_user_model().objects.get_or_create(username="ada")
+    now = timezone.now()
+    for number, (ago, waited, ran, status) in enumerate(RUNS, 1):
+        finished = now - timedelta(hours=ago)
+        started = finished - timedelta(minutes=ran)
+        submitted = started - timedelta(minutes=waited)
+        error = {
+            "failure": "The program exited with status 1.",
+            "cancelled": "Cancelled on request; its processes were stopped.",
+        }.get(status, "")
+        job = Job.objects.create(
+            title=f"{HISTORY} {number}",
+            program=f"print('run {number}')\n",
+            owner=owner,
+            server=server,
+            interpreter=interpreter,
+            remote_directory=f"drs-demo/history-{number}",
+            remote_filename="run.py",
+            status=status,
+            error=error,
+            submitted_at=submitted,
+            started_at=started,
+            finished_at=finished,
+            stdout_offset=len(f"run {number}\n"),
+        )
+        Log.objects.create(job=job, content=f"run {number}\n", offset=0, time=started)
+        Job.objects.filter(pk=job.pk).update(created=submitted, modified=finished)
+
+
 def command(path: str, name: str) -> str:
     """The system's ``path`` if it exists (not a virtualenv's or a version manager's shim)."""
     return path if os.access(path, os.X_OK) else shutil.which(name) or path
@@ -215,4 +268,5 @@ class Command(BaseCommand):
                 remote_directory="drs-demo/sample",
                 remote_filename="sample.py",
             )
+        seed_history(local, python3)
         self.stdout.write(f"Demo data ready: log in as {username}")
