@@ -107,6 +107,20 @@ class ApiViewMixin(_View):
         return [TokenScope(), *super().get_permissions()]
 
 
+def _attachment(stored, path: str, what: str) -> FileResponse:
+    """A stored file (a result's, an input's) sent as an attachment named after ``path``."""
+    try:
+        handle = stored.open("rb")
+    except (FileNotFoundError, ValueError):
+        raise NotFound(f"The file of this {what} is no longer stored.") from None
+    return FileResponse(
+        handle,
+        as_attachment=True,
+        content_type="application/octet-stream",
+        filename=posixpath.basename(path) or what,
+    )
+
+
 def authentication_classes(*extra) -> list[type]:
     """API tokens (the tokens app), ``rest_framework.authtoken`` tokens, ``extra``, sessions:
     those installed. A token class first, so that an anonymous request answers 401 with its
@@ -366,16 +380,7 @@ class ResultViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     @api_action(detail=True, methods=["get"])
     def download(self, request, pk=None) -> FileResponse:
         result = self.get_object()
-        try:
-            handle = result.local_file.open("rb")
-        except (FileNotFoundError, ValueError):
-            raise NotFound("The file of this result is no longer stored.") from None
-        return FileResponse(
-            handle,
-            as_attachment=True,
-            content_type="application/octet-stream",
-            filename=posixpath.basename(result.remote_filename) or "result",
-        )
+        return _attachment(result.local_file, result.remote_filename, "result")
 
 
 class InputViewSet(
@@ -444,16 +449,7 @@ class InputViewSet(
     @api_action(detail=True, methods=["get"])
     def download(self, request, pk=None) -> FileResponse:
         row = self.get_object()
-        try:
-            handle = row.file.open("rb")
-        except (FileNotFoundError, ValueError):
-            raise NotFound("The file of this input is no longer stored.") from None
-        return FileResponse(
-            handle,
-            as_attachment=True,
-            content_type="application/octet-stream",
-            filename=posixpath.basename(row.path) or "input",
-        )
+        return _attachment(row.file, row.path, "input")
 
 
 class TemplateViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
