@@ -10,7 +10,9 @@ class DjangoRemoteSubmissionConfig(AppConfig):
     def ready(self) -> None:
         # Imported for their receivers: system checks, archive files that follow their rows,
         # metrics, and the hand-out of free slots when a job ends.
-        from . import archive, checks, metrics, scheduling  # noqa: F401
+        from celery.signals import worker_process_shutdown, worker_shutdown
+
+        from . import archive, checks, metrics, remote, scheduling  # noqa: F401
         from .signals import job_state_changed
         from .upgrade import upgrade_before_migrate
 
@@ -19,3 +21,6 @@ class DjangoRemoteSubmissionConfig(AppConfig):
         # A job that held a slot on its server ended: start the next waiting job.
         job_state_changed.connect(scheduling.job_state_changed, dispatch_uid="drs-scheduling")
         job_state_changed.connect(metrics.job_state_changed, dispatch_uid="drs-metrics")
+        remote.watch(metrics.PoolWatcher())
+        worker_process_shutdown.connect(metrics.process_ended, dispatch_uid="drs-metrics")
+        worker_shutdown.connect(metrics.process_ended, dispatch_uid="drs-metrics")

@@ -83,7 +83,8 @@ def credentials_for(job: Job, password: str | None = None, options: dict | None 
 def connect(server: Server, creds: Credentials, remote: bool = True) -> Transport:
     """A transport to ``server``; a host key trusted on first use is stored on it."""
     try:
-        t = open_transport(Target(server.hostname, server.port, server.host_key), creds, remote)
+        target = Target(server.hostname, server.port, server.host_key, name=server.title)
+        t = open_transport(target, creds, remote)
     except (HostKeyUnknown, HostKeyInvalid) as exc:
         command = f"manage.py drs_fetch_host_key {shlex.quote(server.title)} --save"
         text = str(exc).replace("manage.py drs_fetch_host_key", command)

@@ -34,7 +34,7 @@ from django.db.models import QuerySet
 from django.db.models.functions import Length
 from django.utils import timezone
 
-from . import archive, db, events, signals
+from . import archive, db, events, metrics, signals
 from .conf import drs_settings
 from .models import Job, Log, LogArchive
 
@@ -145,6 +145,7 @@ class LogWriter:
         self.max_bytes = int(drs_settings.LOG_MAX_BYTES)
         self.fed = job.stdout_offset + job.stderr_offset  # bytes of both streams taken in
         self.dropped = False  # bytes arrived past LOG_MAX_BYTES
+        self.received = metrics.transferred(job, "log")
 
     @property
     def full(self) -> bool:
@@ -153,6 +154,7 @@ class LogWriter:
 
     def feed(self, stream: str, data: bytes) -> None:
         s = self.streams[stream]
+        self.received.inc(len(data))
         if self.policy == LogPolicy.LOG_NONE:
             s.offset += len(data)
             return
@@ -194,12 +196,15 @@ class LogWriter:
         """Store what is ready (whole lines; everything when ``final``)."""
         rows = []
         limit = int(drs_settings.LOG_ROW_BYTES)
+        oldest = None  # when the oldest byte of the batch arrived (monotonic)
         for s in self.streams.values():
-            arrived = s.arrived
+            arrived, since = s.arrived, s.since
             if self.policy == LogPolicy.LOG_TOTAL and not final:
                 pieces = s.take_rows(limit)
             else:
                 pieces = s.take(final, limit)
+            if pieces and since is not None:
+                oldest = since if oldest is None else min(oldest, since)
             for offset, text in pieces:
                 rows.append(
                     Log(
@@ -209,6 +214,8 @@ class LogWriter:
             if s.buf:
                 s.arrived = timezone.now()
         self._store(rows)
+        if rows and oldest is not None:
+            metrics.log_stored(self.job, time.monotonic() - oldest)
         return rows
 
     def _store(self, rows: list[Log]) -> None:

@@ -22,6 +22,21 @@ server, queue depth) is read from it at each scrape.
 - ``drs_job_endings_total{server, outcome}``: runs ended (success, failure, cancelled).
 - ``drs_wait_seconds{server}``: from the submission to the start of the program (histogram).
 - ``drs_run_seconds{server, outcome}``: from the start of the program to its end (histogram).
+- ``drs_ssh_connect_seconds{server}``: opening an SSH connection: TCP, key exchange, login,
+  and the retries of a handshake a busy sshd dropped (histogram).
+- ``drs_ssh_connect_failures_total{server, reason}``: connections that could not be opened;
+  ``reason`` is ``unreachable`` (name, refused, timed out, handshake), ``auth``,
+  ``host_key`` (unknown, changed or unreadable) or ``other``.
+- ``drs_ssh_connections{server}``, ``drs_ssh_channels{server}``: connections in the
+  workers' pools and channels (sessions) open on them, now (summed over live processes).
+- ``drs_transferred_bytes_total{server, kind}``: bytes moved between workers and hosts:
+  ``log`` (output read), ``result`` (files fetched), ``input`` (files sent).
+- ``drs_log_lag_seconds{server}``: per stored batch of log rows, from the arrival of its
+  oldest byte in the worker to its commit (histogram). The host sends output as it is written
+  (``tail -F``), so this is the time from print to storage less the network's transit.
+
+A worker process that ends is dropped from the gauges (``mark_process_dead``, on Celery's
+``worker_process_shutdown`` and ``worker_shutdown``).
 """
 
 from __future__ import annotations
@@ -36,8 +51,10 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -45,6 +62,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from . import policy
 from .conf import drs_settings
 from .models import FINAL_STATES, Job, Status
+from .remote import AuthError, ConnectError, RemoteError, Target, Watcher
+from .remote.base import HostKeyInvalid, HostKeyMismatch, HostKeyUnknown
 
 # Seconds: a few up to a day (jobs wait for slots, batch queues and walltimes).
 BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, float("inf"))
@@ -67,6 +86,54 @@ RUN = Histogram(
     ["server", "outcome"],
     buckets=BUCKETS,
 )
+# Seconds: a connection (a few ms to a busy sshd's retries), a log batch (ms to a stalled DB).
+SHORT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, float("inf"))
+CONNECT = Histogram(
+    "drs_ssh_connect_seconds",
+    "Opening an SSH connection: TCP, key exchange, login, retries included.",
+    ["server"],
+    buckets=SHORT_BUCKETS,
+)
+CONNECT_FAILURES = Counter(
+    "drs_ssh_connect_failures",
+    "SSH connections that could not be opened, by reason.",
+    ["server", "reason"],
+)
+CONNECTIONS = Gauge(
+    "drs_ssh_connections",
+    "SSH connections in the workers' pools.",
+    ["server"],
+    multiprocess_mode="livesum",
+)
+CHANNELS = Gauge(
+    "drs_ssh_channels",
+    "SSH channels (sessions) open on the workers' connections.",
+    ["server"],
+    multiprocess_mode="livesum",
+)
+TRANSFERRED = Counter(
+    "drs_transferred_bytes",
+    "Bytes moved between workers and hosts: log (output read), result, input.",
+    ["server", "kind"],
+)
+LOG_LAG = Histogram(
+    "drs_log_lag_seconds",
+    "From the arrival of a batch's oldest byte in the worker to its storage.",
+    ["server"],
+    buckets=SHORT_BUCKETS,
+)
+PROCESS_METRICS = (
+    SUBMISSIONS,
+    ENDINGS,
+    WAIT,
+    RUN,
+    CONNECT,
+    CONNECT_FAILURES,
+    CONNECTIONS,
+    CHANNELS,
+    TRANSFERRED,
+    LOG_LAG,
+)
 
 
 def _server(job: Job) -> str:
@@ -84,6 +151,47 @@ def job_state_changed(sender, job: Job, old: str, new: str, **kwargs) -> None:
         if job.started_at and job.finished_at:
             seconds = (job.finished_at - job.started_at).total_seconds()
             RUN.labels(_server(job), str(new)).observe(seconds)
+
+
+def transferred(job: Job, kind: str):
+    """The byte counter of ``job``'s server for ``kind`` ("log", "result", "input")."""
+    return TRANSFERRED.labels(_server(job), kind)
+
+
+def log_stored(job: Job, lag: float) -> None:
+    LOG_LAG.labels(_server(job)).observe(lag)
+
+
+def _reason(error: RemoteError) -> str:
+    if isinstance(error, AuthError):
+        return "auth"
+    if isinstance(error, (HostKeyMismatch, HostKeyUnknown, HostKeyInvalid)):
+        return "host_key"
+    if isinstance(error, ConnectError):
+        return "unreachable"
+    return "other"
+
+
+class PoolWatcher(Watcher):
+    """The SSH pool's reports as metrics (installed by the app: ``remote.watch``)."""
+
+    def connected(self, target: Target, seconds: float) -> None:
+        CONNECT.labels(target.label).observe(seconds)
+
+    def connect_failed(self, target: Target, error: RemoteError) -> None:
+        CONNECT_FAILURES.labels(target.label, _reason(error)).inc()
+
+    def connections(self, target: Target, delta: int) -> None:
+        CONNECTIONS.labels(target.label).inc(delta)
+
+    def channels(self, target: Target, delta: int) -> None:
+        CHANNELS.labels(target.label).inc(delta)
+
+
+def process_ended(**kwargs) -> None:
+    """A worker process ends: its gauges no longer count (multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(os.getpid())
 
 
 class DatabaseCollector:
@@ -114,7 +222,7 @@ def registry() -> CollectorRegistry:
     if directory:
         MultiProcessCollector(found, path=directory)
     else:
-        for metric in (SUBMISSIONS, ENDINGS, WAIT, RUN):
+        for metric in PROCESS_METRICS:
             found.register(metric)
     found.register(DatabaseCollector())
     return found

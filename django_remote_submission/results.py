@@ -31,7 +31,7 @@ from django.core.exceptions import SuspiciousFileOperation
 from django.core.files import File
 from django.db import transaction
 
-from . import limits
+from . import limits, metrics
 from .conf import drs_settings
 from .logs import write_notice
 from .models import Job, Result
@@ -269,6 +269,7 @@ def _copy(transport, result: Result, path: str, stored: int, progress) -> None:
     finally:
         if reader is not None:
             reader.sha.close()
+            metrics.transferred(result.job, "result").inc(reader.size)
 
 
 def _replace_older(result: Result) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from prometheus_client import REGISTRY
 
 from django_remote_submission.models import Job
 
@@ -200,11 +201,15 @@ def test_an_input_the_job_modifies_comes_back_as_a_result(make_job, submit):
 def test_inputs_are_staged_again_on_resubmit(make_job, submit):
     job = make_job("import os\nprint(open('in.txt').read())\nos.remove('in.txt')")
     add(job, "in.txt", b"again")
+    sent = {"server": job.server.title, "kind": "input"}
+    before = REGISTRY.get_sample_value("drs_transferred_bytes_total", sent) or 0
     submit(job)
     submit(job)
     job.refresh_from_db()
     assert job.status == Job.STATUS.success, job.error
     assert stdout(job) == "again\n"
+    # Each run sent the input (the metric ``drs_transferred_bytes_total{kind="input"}``).
+    assert REGISTRY.get_sample_value("drs_transferred_bytes_total", sent) == before + 2 * 5
 
 
 @pytest.mark.parametrize(

@@ -53,39 +53,65 @@ def scrape(client, multiproc_dir, monkeypatch) -> dict[tuple[str, tuple], float]
     return found
 
 
-def run_on(queue: str, job, sshd) -> None:
+def run_on(queue: str, job, password: str) -> None:
     Job.objects.filter(pk=job.pk).update(submitted_at=job.created)
-    submit_job_to_server.apply_async((job.pk,), {"password": sshd.password}, queue=queue)
+    submit_job_to_server.apply_async((job.pk,), {"password": password}, queue=queue)
+
+
+OK = "open('r.dat', 'wb').write(b'x' * 1000)\nprint('ok')"  # 3 bytes of log, 1000 of result
+BAD = "import sys\nsys.stderr.write('bad\\n')\nsys.exit(3)"  # 4 bytes of log
 
 
 def test_counters_and_histograms_add_up_across_two_worker_processes(
     make_job, server, sshd, two_workers, multiproc_dir, client, token, monkeypatch
 ):
-    ok = [make_job("print('ok')"), make_job("print('ok')")]
-    bad = make_job("import sys; sys.exit(3)")
+    ok = [make_job(OK), make_job(OK)]
+    bad = make_job(BAD)
+    refused = make_job("print('never')")
     for job in ok:
-        run_on("metrics-a", job, sshd)
-    run_on("metrics-b", bad, sshd)
+        run_on("metrics-a", job, sshd.password)
+    run_on("metrics-b", bad, sshd.password)
+    run_on("metrics-b", refused, "not the password")
     wait_for(
-        lambda: Job.objects.filter(status__in=[Status.success, Status.failure]).count() == 3,
+        lambda: Job.objects.filter(status__in=[Status.success, Status.failure]).count() == 4,
         timeout=90,
         message=lambda: str(list(Job.objects.values_list("status", "error"))),
     )
+    refused.refresh_from_db()
+    assert refused.error.startswith("Authentication failed for ")
     pids = {name.rsplit("_", 1)[1] for name in os.listdir(multiproc_dir)}
     assert len(pids) == 2  # both processes wrote their own files
 
     found = scrape(client, multiproc_dir, monkeypatch)
     s = (("server", "test sshd"),)
-    assert found[("drs_submissions_total", s)] == 3
+    assert found[("drs_submissions_total", s)] == 4
     assert found[("drs_job_endings_total", (("outcome", "success"), *s))] == 2
-    assert found[("drs_job_endings_total", (("outcome", "failure"), *s))] == 1
+    assert found[("drs_job_endings_total", (("outcome", "failure"), *s))] == 2
     assert found[("drs_run_seconds_count", (("outcome", "success"), *s))] == 2
-    assert found[("drs_run_seconds_count", (("outcome", "failure"), *s))] == 1
+    assert found[("drs_run_seconds_count", (("outcome", "failure"), *s))] == 1  # one started
     assert found[("drs_wait_seconds_count", s)] == 3
     assert found[("drs_wait_seconds_bucket", (("le", "+Inf"), *s))] == 3
     states = {state: found[("drs_jobs", (*s, ("state", state)))] for state in Status.values}
-    assert states == {state: 0 for state in Status.values} | {"success": 2, "failure": 1}
+    assert states == {state: 0 for state in Status.values} | {"success": 2, "failure": 2}
     assert found[("drs_queue_depth", s)] == 0
+
+    # SSH: one connection per worker process, both still open and idle; one login refused.
+    assert found[("drs_ssh_connect_seconds_count", s)] == 2
+    assert 0 < found[("drs_ssh_connect_seconds_sum", s)] < 20
+    assert found[("drs_ssh_connect_failures_total", (("reason", "auth"), *s))] == 1
+    assert found[("drs_ssh_connections", s)] == 2
+    assert found[("drs_ssh_channels", s)] == 0
+    # Bytes moved, to the byte; one stored batch of log rows per job that printed.
+    assert found[("drs_transferred_bytes_total", (("kind", "log"), *s))] == 3 + 3 + 4
+    assert found[("drs_transferred_bytes_total", (("kind", "result"), *s))] == 2000
+    assert found[("drs_log_lag_seconds_count", s)] == 3
+    assert 0 <= found[("drs_log_lag_seconds_sum", s)] < 10
+
+    # A worker process that ends no longer counts in the gauges.
+    two_workers[1].stop()
+    found = scrape(client, multiproc_dir, monkeypatch)
+    assert found[("drs_ssh_connections", s)] == 1
+    assert found[("drs_ssh_connect_seconds_count", s)] == 2  # counters keep what it counted
 
 
 def test_metrics_are_for_staff_or_the_token(client, django_user_model, token, db):

@@ -9,10 +9,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.db import connection
 
-from django_remote_submission import runner
+from django_remote_submission import metrics, runner
 from django_remote_submission.models import Job, Server
 from django_remote_submission.remote import Credentials, RemoteError, Target, ssh
-from django_remote_submission.remote.base import ChannelRefused
+from django_remote_submission.remote.base import (
+    AuthError,
+    ChannelRefused,
+    ConnectError,
+    HostKeyMismatch,
+    Watcher,
+)
 from tests.services import start_sshd
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
@@ -138,3 +144,56 @@ def test_a_burst_of_channels_opens_the_connections_it_needs_and_no_more(stock_ss
     # 25 channels at sshd's 10 per connection: three connections, each one's handshake once.
     assert len(conns) == 3
     assert stock_sshd.log().count("Accepted publickey") == 3
+
+
+OTHER_KEY = "AAAAC3NzaC1lZDI1NTE5AAAAIGb1Rw4R/qK0e1SqBM7h4Bcl3UQ0QkGzYlQf9vOQ9QAq"  # not sshd's
+
+
+class Recording(Watcher):
+    """What the pool reported (``remote.watch``), in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def connected(self, target, seconds):
+        self.events.append(("connected", target.label, seconds > 0))
+
+    def connect_failed(self, target, error):
+        self.events.append(("failed", target.label, metrics._reason(error)))
+
+    def connections(self, target, delta):
+        self.events.append(("connections", target.label, delta))
+
+    def channels(self, target, delta):
+        self.events.append(("channels", target.label, delta))
+
+
+def test_the_pool_reports_connects_failures_connections_and_channels(sshd, monkeypatch):
+    ssh.pool.clear()
+    seen = Recording()
+    monkeypatch.setattr(ssh.pool, "watcher", seen)
+    key = Credentials(sshd.key_user, key_text=sshd.key_text)
+    target = Target(sshd.host, sshd.port, sshd.host_key, name="hpc")
+    with ssh.SSHTransport.connect(target, key) as t:
+        assert t.run(["echo", "ok"]).stdout == b"ok\n"
+    assert seen.events == [
+        ("connected", "hpc", True),
+        ("connections", "hpc", 1),
+        ("channels", "hpc", 1),
+        ("channels", "hpc", -1),
+    ]
+    seen.events.clear()
+    other_key = f"{sshd.host_key.split()[0]} ssh-ed25519 {OTHER_KEY}"
+    with pytest.raises(ConnectError):  # no sshd on that port
+        ssh.SSHTransport.connect(Target(sshd.host, 1, "", name="gone"), key)
+    with pytest.raises(HostKeyMismatch):
+        ssh.SSHTransport.connect(Target(sshd.host, sshd.port, other_key), key)
+    with pytest.raises(AuthError):
+        ssh.SSHTransport.connect(target, Credentials(sshd.key_user, password="wrong"))
+    ssh.pool.clear()
+    assert seen.events == [
+        ("failed", "gone", "unreachable"),
+        ("failed", f"{sshd.host}:{sshd.port}", "host_key"),
+        ("failed", "hpc", "auth"),
+        ("connections", "hpc", -1),
+    ]

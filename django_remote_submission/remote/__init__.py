@@ -20,6 +20,7 @@ from .base import (  # noqa: F401
     RemoteError,
     Target,
     Transport,
+    Watcher,
 )
 
 
@@ -32,3 +33,11 @@ def open_transport(target, credentials, remote: bool = True) -> "Transport":
     from .ssh import SSHTransport
 
     return SSHTransport.connect(target, credentials)
+
+
+def watch(watcher: Watcher) -> None:
+    """Report what the SSH pool does (connects, failures, connections and channels in use)
+    to ``watcher`` from now on, in this process."""
+    from .ssh import pool
+
+    pool.watcher = watcher

@@ -74,11 +74,20 @@ TICK_INTERVAL = 1.0
 
 @dataclass(frozen=True)
 class Target:
-    """Where to connect, and the host key on record (known_hosts-style line or "")."""
+    """Where to connect, and the host key on record (known_hosts-style line or "").
+
+    ``name``: what the host is called where it is reported (the server's title), else
+    ``hostname:port``.
+    """
 
     hostname: str
     port: int = 22
     host_key: str = ""
+    name: str = field(default="", compare=False)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.hostname}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,23 @@ class Completed:
     @property
     def error_text(self) -> str:
         return self.stderr.decode(errors="replace").strip()
+
+
+class Watcher:
+    """What the SSH pool reports as it works; nothing here. ``remote.watch(w)`` installs
+    another (the app's Prometheus metrics do). Called often: keep each call cheap."""
+
+    def connected(self, target: Target, seconds: float) -> None:
+        """A connection opened (TCP, key exchange, login) in ``seconds``, retries included."""
+
+    def connect_failed(self, target: Target, error: RemoteError) -> None:
+        """A connection could not be opened (after retrying a dropped handshake)."""
+
+    def connections(self, target: Target, delta: int) -> None:
+        """Connections in the pool changed by ``delta``."""
+
+    def channels(self, target: Target, delta: int) -> None:
+        """Channels open on the pool's connections changed by ``delta``."""
 
 
 def chunks(stdin: bytes | IO[bytes]):

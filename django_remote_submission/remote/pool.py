@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from ..conf import drs_settings
-from .base import ConnectError, Credentials, RemoteError, Target
+from .base import ConnectError, Credentials, RemoteError, Target, Watcher
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class Pool:
         self._opening: dict[tuple, int] = {}  # connections being opened, per key
         self._waiting: dict[tuple, int] = {}  # threads waiting for one of them, per key
         self._capacity: dict[tuple, int] = {}  # MaxSessions as learnt from refusals, per key
+        self.watcher = Watcher()  # told of connects, failures, connections and channels
 
     @staticmethod
     def key(target: Target, credentials: Credentials) -> tuple:
@@ -96,9 +97,13 @@ class Pool:
     def count(self, conn, opened: int = 0, reserved: int = 0) -> None:
         """Channels opened (or closed) and slots reserved (or given up) on ``conn``."""
         with self._cond:
+            before = conn.opened_channels
             conn.opened_channels = max(0, conn.opened_channels + opened)
             conn.reserved = max(0, conn.reserved + reserved)
+            change = conn.opened_channels - before
             self._cond.notify_all()
+        if change:
+            self.watcher.channels(conn.target, change)
 
     def take(self, conn) -> bool:
         """Reserve a channel slot on ``conn`` itself, if it is alive and has room."""
@@ -167,6 +172,7 @@ class Pool:
                     conn.reserved += int(reserve)
                     self._conns.setdefault(key, []).append(conn)
                 self._cond.notify_all()
+        self.watcher.connections(target, 1)
         return conn
 
     def _spare(self, key: tuple, target: Target, credentials: Credentials) -> None:
@@ -188,13 +194,21 @@ class Pool:
 
     def _open(self, target: Target, credentials: Credentials):
         """Open a connection; a handshake the server dropped (a busy sshd) is tried again."""
+        began = time.monotonic()
         for delay in (0.1, 0.3, 1.0, None):
             try:
-                return self.connect(target, credentials)
+                conn = self.connect(target, credentials)
             except ConnectError as exc:
                 if delay is None or not exc.transient:
+                    self.watcher.connect_failed(target, exc)
                     raise
                 time.sleep(delay)
+            except RemoteError as exc:
+                self.watcher.connect_failed(target, exc)
+                raise
+            else:
+                self.watcher.connected(target, time.monotonic() - began)
+                return conn
         raise AssertionError("unreachable")
 
     def discard(self, conn) -> None:
@@ -202,6 +216,7 @@ class Pool:
             for conns in self._conns.values():
                 if conn in conns:
                     conns.remove(conn)
+                    self.watcher.connections(conn.target, -1)
         conn.close()
 
     def _evict_idle(self) -> None:
@@ -216,6 +231,7 @@ class Pool:
             for conns in self._conns.values():
                 conns[:] = [c for c in conns if c not in stale]
         for conn in stale:
+            self.watcher.connections(conn.target, -1)
             conn.close()
 
     def clear(self, close: bool = True) -> None:
@@ -225,6 +241,7 @@ class Pool:
             self._opening.clear()
             self._waiting.clear()
             self._capacity.clear()
-        if close:
+        if close:  # (after a fork the child counts from nothing: its parent's are not its)
             for conn in conns:
+                self.watcher.connections(conn.target, -1)
                 conn.close()

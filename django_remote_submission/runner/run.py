@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from .. import db, inputs
+from .. import db, inputs, metrics
 from .. import resources as resources_
 from ..conf import drs_settings
 from ..connections import connect
@@ -148,7 +148,9 @@ class JobRun:
             environment=dict(job.environment or {}),
         )
         transport, beat = self.launcher.transport, self._beat_if_due
-        inputs.stage(transport, spec.directory, job.run_dir, job.inputs.all(), tick=beat)
+        rows = list(job.inputs.all())
+        if inputs.stage(transport, spec.directory, job.run_dir, rows, tick=beat):
+            metrics.transferred(job, "input").inc(sum(row.size for row in rows))
         launched, self.started = self.launcher.launch(spec, follow=follow)
         now = timezone.now()
         timeout = self.options.get("timeout")

@@ -223,7 +223,12 @@ class RemoteWrapper:
                 ) from None
             creds = Credentials(self.username, key_filename=key)
         server = Server.objects.filter(hostname=self.hostname, port=self.port).first()
-        target = Target(self.hostname, self.port, server.host_key if server else "")
+        target = Target(
+            self.hostname,
+            self.port,
+            server.host_key if server else "",
+            name=server.title if server else "",
+        )
         try:
             transport = _OwnConnection(target, creds)
         except AuthError as exc:
