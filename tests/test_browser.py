@@ -479,6 +479,11 @@ CHART_TOTALS = """() => Object.fromEntries(
 )"""
 
 
+# The rows of the dashboard's table of counts, as text, sorted.
+COUNT_ROWS = """() => [...document.querySelectorAll('table[data-role=counts] tbody tr')]
+    .map((tr) => [...tr.cells].map((td) => td.textContent.trim())).sort()"""
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_dashboards_charts_show_the_jobs_and_follow_a_job_that_ends(
     live_site, tab: Page, server, redis_url, settings
@@ -560,6 +565,14 @@ def test_the_dashboards_charts_show_the_jobs_and_follow_a_job_that_ends(
     assert page.evaluate(
         "Chart.getChart(document.querySelector('canvas[data-chart=volume]')).data.labels"
     ) == ["hpc2", "test sshd"]
+    assert page.evaluate(COUNT_ROWS) == [
+        ["hpc2", "chart-staff", "cancelled", "1"],
+        ["hpc2", "chart-staff", "failure", "1"],
+        ["hpc2", "chart-staff", "success", "1"],
+        ["test sshd", "chart-staff", "failure", "1"],
+        ["test sshd", "chart-staff", "running", "1"],
+        ["test sshd", "chart-staff", "success", "4"],
+    ]
     if os.environ.get("DRS_SCREENSHOT") == "1":
         shot = Path(__file__).resolve().parent.parent / "docs" / "_static" / "dashboard.png"
         shot.parent.mkdir(exist_ok=True)
@@ -578,3 +591,12 @@ def test_the_dashboards_charts_show_the_jobs_and_follow_a_job_that_ends(
         "durations": {"wait": 9, "run": 9},
         "volume": {"logs": 70_000, "results": 5_000},
     }
+    # The tables follow too: the running job's row is gone, its success counted.
+    page.wait_for_function(f"({COUNT_ROWS})().length === 5", timeout=15_000)
+    assert page.evaluate(COUNT_ROWS) == [
+        ["hpc2", "chart-staff", "cancelled", "1"],
+        ["hpc2", "chart-staff", "failure", "1"],
+        ["hpc2", "chart-staff", "success", "1"],
+        ["test sshd", "chart-staff", "failure", "1"],
+        ["test sshd", "chart-staff", "success", "5"],
+    ]

@@ -1,5 +1,6 @@
-// The dashboard's charts (Chart.js, vendor/chart.umd.min.js): drawn from the data the page
-// embeds (dashboard.charts), fetched again from the page's JSON when a job changes state.
+// The dashboard's charts (Chart.js, vendor/chart.umd.min.js), drawn from the data the page
+// embeds (dashboard.charts), and its tables: when a job changes state the page is fetched
+// again and both are replaced by the new page's (the template stays their one source).
 import { connect, formatTime } from "./live.js";
 
 const Chart = window.Chart;
@@ -87,12 +88,22 @@ function draw(data) {
 let timer = null;
 let again = false;
 
+const TABLES = ["counts", "servers", "failures"];
+
+function refresh(html) {
+  const fresh = new DOMParser().parseFromString(html, "text/html");
+  for (const role of TABLES) {
+    const table = fresh.querySelector(`table[data-role="${role}"]`);
+    if (table) document.querySelector(`table[data-role="${role}"]`)?.replaceWith(document.adoptNode(table));
+  }
+  const data = fresh.getElementById("drs-chart-data");
+  if (data) draw(JSON.parse(data.textContent));
+}
+
 async function refetch() {
-  const url = new URL(location.href);
-  url.searchParams.set("format", "json");
   try {
-    const response = await fetch(url, { headers: { Accept: "application/json" } });
-    if (response.ok) draw((await response.json()).charts);
+    const response = await fetch(location.href, { headers: { Accept: "text/html" } });
+    if (response.ok) refresh(await response.text());
   } finally {
     // Changes during the fetch or the wait after it: one more refetch, REFETCH_EVERY later.
     timer = setTimeout(() => {
