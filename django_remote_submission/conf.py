@@ -83,6 +83,9 @@ DEFAULTS: dict[str, Any] = {
     # ago; and whole jobs (logs, archive, results and files; the audit trail keeps their title).
     "PURGE_RESULTS_AFTER_DAYS": 0,
     "PURGE_JOBS_AFTER_DAYS": 0,
+    # The most jobs one user may hold at once on all servers together (submitted, queued,
+    # running); more wait in "waiting" like jobs over a server's own limits. 0: no limit.
+    "MAX_RUNNING_PER_USER": 0,
     # Servers with a "maximum load per core": the command (an argv list, run on the host
     # with the login of the job about to start) that prints the 1-minute load average and
     # the number of cores, separated by white space ...

@@ -3,6 +3,7 @@
     server.max_running = 3              # at most 3 jobs hold the host at once
     server.max_running_per_user = 2     # at most 2 of them from one user
     server.save()
+    DRS = {"MAX_RUNNING_PER_USER": 5}   # at most 5 jobs of one user on all servers together
 
     scheduling.admit(job)      # the runner, once it leased a run: True = start it now
     scheduling.dispatch(pk)    # a slot freed: give free slots to waiting jobs
@@ -23,7 +24,10 @@ that task takes it, so the workers' recovery sweep starts it should that task be
 
 A job holds a slot from its admission to its end (``submitted``, ``queued`` or ``running``).
 Slots are counted under a lock of the server's row (an ``UPDATE``, so SQLite serialises it
-too): two workers never give away the same slot.
+too): two workers never give away the same slot. With ``MAX_RUNNING_PER_USER``, the rows of
+the users concerned are locked too, after the server's and in the order of their keys, so two
+servers' hand-outs never give one user more (and never wait for each other in a cycle); a job
+that ends hands out slots on its server and on every server where its owner has jobs waiting.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Count, F, Max, Q
 from django.utils import timezone
@@ -51,8 +56,13 @@ HOLDING = ACTIVE_STATES  # the states of a job that holds a slot on its server
 _NEVER = datetime.min.replace(tzinfo=timezone.get_fixed_timezone(0))
 
 
+def user_limit() -> int | None:
+    """``DRS["MAX_RUNNING_PER_USER"]``: jobs one user may hold on all servers together."""
+    return int(drs_settings.MAX_RUNNING_PER_USER) or None
+
+
 def is_limited(server: Server) -> bool:
-    return any(
+    return user_limit() is not None or any(
         value is not None
         for value in (server.max_running, server.max_running_per_user, server.max_load_per_core)
     )
@@ -138,6 +148,15 @@ class _Slots:
         served = Job.objects.filter(server=server, owner_id__in=owners, admitted_at__isnull=False)
         latest = served.values("owner_id").annotate(t=Max("admitted_at"))
         self.last = dict(latest.values_list("owner_id", "t"))
+        self.per_user = user_limit()
+        self.everywhere: dict[int, int] = {}  # slots held on every server, per owner
+        if self.per_user is not None:
+            _lock_users(owners)
+            anywhere = Job.objects.filter(owner_id__in=owners, status__in=HOLDING)
+            if exclude is not None:
+                anywhere = anywhere.exclude(pk=exclude)
+            per_owner = anywhere.values("owner_id").annotate(n=Count("pk"))
+            self.everywhere = dict(per_owner.values_list("owner_id", "n"))
 
     def full(self, owner_id: int) -> str:
         """Why ``owner_id`` cannot have a slot now, or ""."""
@@ -150,9 +169,15 @@ class _Slots:
                 f"{self.held.get(owner_id, 0)} of {per_user} slots per user on {server.title} "
                 "in use by this user"
             )
+        everywhere = self.everywhere.get(owner_id, 0)
+        if self.per_user is not None and everywhere >= self.per_user:
+            return (
+                f"{everywhere} of {self.per_user} slots per user on all servers in use by this user"
+            )
         return ""
 
     def take(self, owner_id: int, now: datetime) -> None:
+        self.everywhere[owner_id] = self.everywhere.get(owner_id, 0) + 1
         self.held[owner_id] = self.held.get(owner_id, 0) + 1
         self.total += 1
         self.last[owner_id] = now
@@ -162,6 +187,12 @@ def _lock(server_pk: int) -> Server:
     """Lock the server's row until the transaction ends; the server with fresh limits."""
     Server.objects.filter(pk=server_pk).update(modified=F("modified"))
     return Server.objects.select_for_update().get(pk=server_pk)
+
+
+def _lock_users(owners) -> None:
+    """Lock the users' rows until the transaction ends, in the order of their keys."""
+    users = get_user_model().objects.filter(pk__in=list(owners)).order_by("pk")
+    list(users.select_for_update().values_list("pk", flat=True))
 
 
 def admit(job: Job) -> bool:
@@ -287,11 +318,19 @@ def _explain(server: Server, waiting: list[_Waiting], slots: _Slots) -> None:
 
 
 def job_state_changed(sender, job: Job, old: str, new: str, **kwargs) -> None:
-    """A job that held a slot ended: hand its slot on once the change is committed."""
-    if old in HOLDING and new in FINAL_STATES:
-        server_pk = job.server_id
-        if Server.objects.filter(pk=server_pk).filter(_limited_q()).exists():
-            transaction.on_commit(lambda: _dispatch_logged(server_pk))
+    """A job that held a slot ended: hand its slot on once the change is committed (on its
+    server; with ``MAX_RUNNING_PER_USER``, also where its owner has jobs waiting)."""
+    if old not in HOLDING or new not in FINAL_STATES:
+        return
+    servers = set()
+    if user_limit() is not None:
+        servers.add(job.server_id)
+        waiting = Job.objects.filter(owner_id=job.owner_id, status=Status.waiting)
+        servers.update(waiting.values_list("server_id", flat=True).distinct())
+    elif Server.objects.filter(pk=job.server_id).filter(_limited_q()).exists():
+        servers.add(job.server_id)
+    for server_pk in sorted(servers):
+        transaction.on_commit(partial(_dispatch_logged, server_pk))
 
 
 def _dispatch_logged(server_pk: int) -> None:

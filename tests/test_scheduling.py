@@ -413,3 +413,87 @@ def test_durations_read_as_people_write_them():
         "3 min 4 s",
         "2 h 5 min",
     ]
+
+
+@pytest.fixture(scope="module")
+def per_user_worker(celery_app, redis_url):
+    """A worker of its own queue whose settings limit each user to 2 jobs on all servers."""
+    env = {"DRS_TEST_SETTINGS": json.dumps({"MAX_RUNNING_PER_USER": 2})}
+    worker = start_worker(redis_url, concurrency=6, extra_env=env, queue="drs-per-user")
+    yield worker
+    worker.stop()
+
+
+def test_a_users_limit_on_all_servers_holds_across_servers(
+    make_job, server, owner, sshd, per_user_worker, django_user_model, settings, python3, tmp_path
+):
+    settings.DRS = {**settings.DRS, "MAX_RUNNING_PER_USER": 2}
+    other = type(server).objects.create(
+        title="same host", hostname=server.hostname, port=server.port, host_key=server.host_key
+    )
+    other.interpreters.add(python3)
+    type(server).objects.filter(pk__in=[server.pk, other.pk]).update(queue="drs-per-user")
+    bob = django_user_model.objects.create_user("bob")
+    ServerAccount.objects.create(user=bob, server=other, username=sshd.password_user)
+    go_a, go_b = (os.path.join(sshd.base_dir_pw, f"go-{uuid.uuid4().hex[:8]}") for _ in "ab")
+    a1 = make_job(BLOCKED.format(go=go_a))  # on the test sshd
+    b1, b2 = (make_job(BLOCKED.format(go=go_b)) for _ in "12")
+    c = of(bob, make_job(BLOCKED.format(go=go_b)))
+    Job.objects.filter(pk__in=[b1.pk, b2.pk, c.pk]).update(server=other)
+    for job in (b1, b2, c):
+        job.refresh_from_db()
+    try:
+        submit_all([a1, b1], owner, sshd.password)
+        wait_for(lambda: Job.objects.filter(status=Status.running).count() == 2, timeout=60)
+        submit_all([b2], owner, sshd.password)
+        submit_all([c], bob, sshd.password)
+        b2.refresh_from_db()
+        wait_for(
+            lambda: (
+                Job.objects.filter(pk=b2.pk, status=Status.waiting).exists()
+                and Job.objects.filter(pk=c.pk, status=Status.running).exists()
+            ),
+            timeout=60,
+            message=lambda: str(
+                list(Job.objects.values_list("pk", "status", "wait_reason", "error"))
+                + list(Event.objects.filter(job=c).values_list("action", "to_state", "reason"))
+            ),
+        )
+        b2.refresh_from_db()
+        assert b2.wait_reason == "2 of 2 slots per user on all servers in use by this user"
+        # The job that ends is on the other server: its end starts the one waiting here.
+        release(go_a)
+        wait_for(
+            lambda: Job.objects.filter(pk=b2.pk, status=Status.running).exists(),
+            timeout=60,
+            message=lambda: str(list(Job.objects.values_list("pk", "status", "wait_reason"))),
+        )
+        assert Job.objects.get(pk=a1.pk).status == Status.success
+    finally:
+        for path in (go_a, go_b):
+            release(path)
+    jobs = [a1, b1, b2, c]
+    wait_for(
+        lambda: Job.objects.filter(pk__in=[j.pk for j in jobs], status=Status.success).count() == 4,
+        timeout=120,
+        message=lambda: str(list(Job.objects.values_list("pk", "status", "error"))),
+    )
+    held = max_held_by(owner)
+    assert held == 2, held
+
+
+def max_held_by(user) -> int:
+    """The most jobs of ``user`` running at once, on every server, from the audit."""
+    holding: set[int] = set()
+    most = 0
+    for job_id, to_state in (
+        Event.objects.filter(job__owner=user, action=Event.Action.state)
+        .order_by("id")
+        .values_list("job_id", "to_state")
+    ):
+        if to_state in (Status.queued, Status.running):
+            holding.add(job_id)
+        else:
+            holding.discard(job_id)
+        most = max(most, len(holding))
+    return most
