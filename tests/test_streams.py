@@ -56,3 +56,48 @@ def test_short_jobs_in_parallel_stream_every_byte(sshd):
         runs = list(pool.map(run, range(JOBS)))
     incomplete = [r for r in runs if (r[0], r[1], r[4]) != (r[2], r[3], 0)]
     assert incomplete == []
+
+
+# Bursts of lines printed one write at a time, with pauses, on both streams.
+BURSTS = (
+    "import sys, time\n"
+    "for burst in range(3):\n"
+    "    for i in range(4000):\n"
+    "        print(f'out {burst} {i:05d}')\n"
+    "        if i % 1000 == 0:\n"
+    "            print(f'err {burst} {i:05d}', file=sys.stderr)\n"
+    "    time.sleep(0.2)\n"
+)
+
+
+@pytest.mark.parametrize("perl", [True, False], ids=["perl pump", "dd without perl"])
+def test_a_stream_is_exact_through_the_pump_and_without_perl(sshd, monkeypatch, perl):
+    """The pump that paces the stream (perl), and dd where the host has no perl (a host
+    without perl cannot be had here: the script is told to look for another name)."""
+    from django_remote_submission.launchers import direct
+
+    if sshd.password is None:
+        pytest.skip("needs the password user (root)")
+    if not perl:
+        missing = direct.STREAM.replace("command -v perl ", "command -v drs-no-perl ")
+        assert missing != direct.STREAM
+        monkeypatch.setattr(direct, "STREAM", missing)
+    server = Server(hostname=sshd.host, port=sshd.port, host_key=sshd.host_key)
+    directory = f"{sshd.base_dir_pw}/pump-{uuid.uuid4().hex}"
+    with connect(server, Credentials(sshd.password_user, password=sshd.password)) as transport:
+        launcher = DirectLauncher(transport)
+        spec = Spec(directory, "job.py", BURSTS.encode(), f"{directory}/run", ["python3", "-u"])
+        launched, proc = launcher.launch(spec)
+        read = {"stdout": bytearray(), "stderr": bytearray()}
+        while not proc.done:
+            for stream, data in proc.read(1.0):
+                read[stream] += data
+        assert launcher.exit_code(launched.run_dir, proc) == 0
+        proc.close()
+    burst = range(3)
+    assert read["stdout"].decode() == "".join(
+        f"out {b} {i:05d}\n" for b in burst for i in range(4000)
+    )
+    assert read["stderr"].decode() == "".join(
+        f"err {b} {i:05d}\n" for b in burst for i in range(0, 4000, 1000)
+    )
