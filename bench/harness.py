@@ -168,6 +168,27 @@ def cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+class MachineCpu:
+    """How busy the machine's CPUs were (all processes, ours and others'), from /proc/stat:
+    ``with MachineCpu() as m: ...; m.busy`` is a fraction, 1.0 when every core was busy."""
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+        idle = ticks[3] + ticks[4]  # idle + iowait
+        return sum(ticks), idle
+
+    def __enter__(self) -> MachineCpu:
+        self._start = self._read()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        total, idle = self._read()
+        spent = total - self._start[0]
+        self.busy = 1 - (idle - self._start[1]) / spent if spent else 0.0
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 
-from .harness import ROOT, Bench, Row, RssPeak, cpu_seconds, run
+from .harness import ROOT, Bench, MachineCpu, Row, RssPeak, cpu_seconds, run
 
 
 def _cmd(program: str) -> str:
@@ -274,7 +274,7 @@ def _at_once(b: Bench, n: int, program: str, server, creds: dict, sshd) -> dict:
     jobs = [b.job(program, server) for _ in range(n)]
     pks = [job.pk for job in jobs]
     cpu = cpu_seconds()
-    with RssPeak(interval=0.05) as rss:
+    with RssPeak(interval=0.05) as rss, MachineCpu() as machine:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(n) as threads:
             raised = list(threads.map(one, pks))
@@ -293,6 +293,7 @@ def _at_once(b: Bench, n: int, program: str, server, creds: dict, sshd) -> dict:
         "cpu": cpu,
         "rss_start": rss.start,
         "rss_peak": rss.peak,
+        "machine_busy": machine.busy,
         "errors": errors,
     }
 
@@ -365,7 +366,8 @@ def thousand(b: Bench) -> list[Row]:
     notes = "success: " + ", ".join(f"{got['successes']}/{n}" for got in runs)
     notes += f"; connections: {', '.join(str(got['connections']) for got in runs)}"
     notes += f"; {_samples([got['seconds'] for got in runs])}"
-    notes += f"; load average {os.getloadavg()[0]:.1f}"
+    notes += "; machine CPU busy " + ", ".join(f"{got['machine_busy']:.0%}" for got in runs)
+    notes += f" (both cores, every process); load average {os.getloadavg()[0]:.1f}"
     notes += "".join(f"; {c} x {e!r}" for e, c in errors.most_common(5))
     work = f"{n} jobs sleeping 30 s at once, one worker process ({n} threads), stock sshd"
     return [

@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 
-from .harness import ROOT, Bench, Row
+from .harness import ROOT, Bench, MachineCpu, Row
 
 N = int(os.environ.get("BENCH_WORKER_JOBS", 1000))
 # (pool, concurrency) of the one worker process, each measured in turn.
@@ -54,23 +54,24 @@ def _one(b: Bench, pool: str, concurrency: int, database: str) -> Row:
         app="bench.celery_app",
         extra_env={"DJANGO_SETTINGS_MODULE": "bench.settings"},
     )
-    try:
-        started = time.time()
-        for pk in pks:
-            submit_job_to_server.delay(pk, **b.creds)
-        sent = time.time() - started
-        finished = Job.objects.filter(pk__in=pks, status__in=FINAL_STATES)
-        wait_for(
-            lambda: finished.count() == N,
-            timeout=900,
-            interval=0.2,
-            message=lambda: f"{finished.count()} of {N} jobs finished",
-        )
-        last = max(Job.objects.filter(pk__in=pks).values_list("finished_at", flat=True))
-        seconds = last.timestamp() - started
-        worker_cpu = _cpu(worker.pid)
-    finally:
-        worker.stop()
+    with MachineCpu() as machine:
+        try:
+            started = time.time()
+            for pk in pks:
+                submit_job_to_server.delay(pk, **b.creds)
+            sent = time.time() - started
+            finished = Job.objects.filter(pk__in=pks, status__in=FINAL_STATES)
+            wait_for(
+                lambda: finished.count() == N,
+                timeout=900,
+                interval=0.2,
+                message=lambda: f"{finished.count()} of {N} jobs finished",
+            )
+            last = max(Job.objects.filter(pk__in=pks).values_list("finished_at", flat=True))
+            seconds = last.timestamp() - started
+            worker_cpu = _cpu(worker.pid)
+        finally:
+            worker.stop()
     successes = Job.objects.filter(pk__in=pks, status="success").count()
     marks_text = b.sshd.run_as(b.user, f"cat {marks}").stdout.split()
     once = sorted(marks_text) == sorted(tokens)
@@ -86,8 +87,9 @@ def _one(b: Bench, pool: str, concurrency: int, database: str) -> Row:
     notes = (
         f"{seconds:.1f} s; success: {successes}/{N}; each exactly once: {'yes' if once else 'no'}"
         f"; exact output and one run each: {'yes' if exact else 'no'}"
-        f"; sending {sent:.1f} s; worker CPU {worker_cpu:.1f} s (children included)"
-        f"; load average {os.getloadavg()[0]:.1f}"
+        f"; sending {sent:.1f} s; worker CPU {worker_cpu:.1f} s (children included, its start"
+        f" too), {worker_cpu / N * 1000:.0f} ms a job; machine CPU busy {machine.busy:.0%}"
+        f" (both cores, every process); load average {os.getloadavg()[0]:.1f}"
     )
     return Row(
         f"{N} trivial jobs, one Celery worker (--pool {pool} -c {concurrency}) + redis, {database}",
