@@ -631,14 +631,19 @@ def websocket_clients(b: Bench) -> list[Row]:
     p50_all, p99_all = statistics.median(pooled), pooled[int(0.99 * (len(pooled) - 1))]
     ok = min(complete) == FLOOD_CLIENTS
     n = FLOOD_CLIENTS
-    note = (
-        f"{_consumer()}; {n} clients on one event loop in the bench process; every line once "
-        f"in order: {', '.join(f'{c}/{n}' for c in complete)} clients; rows resent from the "
-        f"database (history): {', '.join(map(str, history))}; messages per client (median): "
-        f"{', '.join(f'{m:.0f}' for m in messages)}; max {max(pooled):.0f} ms; of which "
-        f"print -> read by the worker (the row's time): p50 {statistics.median(arrived):.0f} ms, "
-        f"max {max(arrived):.0f} ms; "
-        f"value: over all lines of all clients, [range]: per repetition"
+    note = "; ".join(
+        [
+            f"{_consumer()}",
+            f"{n} clients on one event loop in the bench process, one session",
+            f"every line once in order: {', '.join(f'{c}/{n}' for c in complete)} clients",
+            f"rows resent from the database (history): {', '.join(map(str, history))}",
+            f"messages per client (median): {', '.join(f'{m:.0f}' for m in messages)}",
+            f"max {max(pooled):.0f} ms",
+            # A row's time is when the worker read its first bytes: a lower bound of the
+            # worker's share for the row's first line (later lines were printed after it).
+            f"row's time - printed time (the worker's share), max {max(arrived):.0f} ms",
+            "value: over all lines of all clients, [range]: per repetition",
+        ]
     )
     work = f"{n} websocket clients, a job printing 1,000 lines/s for 5 s: print -> client"
     return [
