@@ -639,9 +639,9 @@ def websocket_clients(b: Bench) -> list[Row]:
             f"rows resent from the database (history): {', '.join(map(str, history))}",
             f"messages per client (median): {', '.join(f'{m:.0f}' for m in messages)}",
             f"max {max(pooled):.0f} ms",
-            # A row's time is when the worker read its first bytes: a lower bound of the
-            # worker's share for the row's first line (later lines were printed after it).
-            f"row's time - printed time (the worker's share), max {max(arrived):.0f} ms",
+            # A row's time is when the worker read its first bytes: for the row's first line,
+            # how long the line took to reach the worker (the row's later lines came after).
+            f"row's time - printed time (host -> worker), max {max(arrived):.0f} ms",
             "value: over all lines of all clients, [range]: per repetition",
         ]
     )
