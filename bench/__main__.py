@@ -18,8 +18,9 @@ import traceback
 from .harness import Bench, Row, table
 from .rows import ROWS, warm_up
 from .throughput import throughput
+from .workers import workers
 
-ROWS = {**ROWS, "throughput": throughput}
+ROWS = {**ROWS, "throughput": throughput, "workers": workers}
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
 

@@ -39,6 +39,7 @@ class Row:
     target: str = ""
     limit: float | None = None  # met if value <= limit
     max_ratio: float | None = None  # met if value / median(baseline) <= max_ratio
+    minimum: float | None = None  # met if value >= minimum (a rate: jobs/s)
     ok: bool = True  # a correctness condition (exact output, all jobs succeeded)
     notes: str = ""
     # The number held against the target: the median of ``project`` unless given (the
@@ -77,6 +78,8 @@ class Row:
             checks.append(self.headline <= self.limit)
         if self.max_ratio is not None:
             checks.append(self.ratio is not None and self.ratio <= self.max_ratio)
+        if self.minimum is not None:
+            checks.append(self.headline >= self.minimum)
         return all(checks)
 
     def as_dict(self) -> dict:
@@ -165,6 +168,27 @@ def cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+class MachineCpu:
+    """How busy the machine's CPUs were (all processes, ours and others'), from /proc/stat:
+    ``with MachineCpu() as m: ...; m.busy`` is a fraction, 1.0 when every core was busy."""
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+        idle = ticks[3] + ticks[4]  # idle + iowait
+        return sum(ticks), idle
+
+    def __enter__(self) -> MachineCpu:
+        self._start = self._read()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        total, idle = self._read()
+        spent = total - self._start[0]
+        self.busy = 1 - (idle - self._start[1]) / spent if spent else 0.0
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -176,6 +200,9 @@ def rss_mb() -> float:
 class RssPeak:
     """Samples this process's RSS every 5 ms: ``with RssPeak() as p: ...; p.growth`` in MB."""
 
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+
     def __enter__(self) -> RssPeak:
         self.start = self.peak = rss_mb()
         self._stop = threading.Event()
@@ -184,7 +211,7 @@ class RssPeak:
         return self
 
     def _sample(self) -> None:
-        while not self._stop.wait(0.005):
+        while not self._stop.wait(self.interval):
             self.peak = max(self.peak, rss_mb())
 
     def __exit__(self, *exc) -> None:
@@ -231,6 +258,12 @@ class Bench:
         self.user = self.sshd.password_user or self.sshd.key_user
         self.base = self.sshd.base_dir_pw or self.sshd.base_dir_key
         os.environ["DRS_BENCH_RUN_ROOT"] = f"{self.base}/runs"  # removed with the base dir
+        if os.environ.get("DRS_BENCH_DATABASE") == "postgres":  # else the sqlite file
+            from tests.services import start_postgres
+
+            pg = start_postgres()
+            self._cleanup.callback(pg.stop)
+            os.environ["DRS_BENCH_DATABASE_URL"] = pg.create_database("drs_bench")
         os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
 
         import django
@@ -318,6 +351,18 @@ class Bench:
             result.local_file.delete(save=False)
         self.sshd.run_as(self.user, f"rm -rf -- {shlex.quote(job.remote_directory)}")
         job.delete()
+
+    def forget_all(self, jobs) -> None:
+        """``forget`` of many jobs at once: one ``rm`` on the host, one DELETE."""
+        from django_remote_submission.models import Job
+
+        pks = [job.pk for job in jobs]
+        for job in Job.objects.filter(pk__in=pks):
+            for result in job.results.all():
+                result.local_file.delete(save=False)
+        dirs = " ".join(shlex.quote(job.remote_directory) for job in jobs)
+        self.sshd.run_as(self.user, f"rm -rf -- {dirs}")
+        Job.objects.filter(pk__in=pks).delete()
 
     # --- the OpenSSH baseline --------------------------------------------------------------
 

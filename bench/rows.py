@@ -17,9 +17,10 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
+from datetime import datetime
 
-from .harness import ROOT, Bench, Row, RssPeak, cpu_seconds, run
+from .harness import ROOT, Bench, MachineCpu, Row, RssPeak, cpu_seconds, run
 
 
 def _cmd(program: str) -> str:
@@ -251,17 +252,15 @@ def big_result(b: Bench) -> list[Row]:
     ]
 
 
-def _many(b: Bench, server, creds: dict, sshd, sessions: int, label: str) -> Row:
-    """200 jobs sleeping 10 s submitted at once to one worker (threads, like
-    ``celery worker --pool threads --concurrency 200``) vs 200 ssh sessions on as many
-    ControlMasters as the sshd's ``MaxSessions`` needs."""
+def _at_once(b: Bench, n: int, program: str, server, creds: dict, sshd) -> dict:
+    """``n`` jobs submitted at once to this process from an ``n``-thread pool (like ``celery
+    worker --pool threads --concurrency n``): wall time until all returned, successes, the
+    connections the pool opened, this process's CPU and RSS (sampled every 50 ms), errors."""
     from django.db import connection
 
     from django_remote_submission import runner
     from django_remote_submission.models import Job
     from django_remote_submission.remote.ssh import pool
-
-    n = 200
 
     def one(pk: int) -> str | None:
         try:
@@ -271,22 +270,47 @@ def _many(b: Bench, server, creds: dict, sshd, sessions: int, label: str) -> Row
         finally:
             connection.close()  # each thread has its own DB connection
 
-    project, successes, conns, errors = [], [], [], Counter()
-    for _ in range(b.slow_reps):
-        pks = [b.job(SLEEP, server).pk for _ in range(n)]
-        cpu = cpu_seconds()
+    errors: Counter = Counter()
+    jobs = [b.job(program, server) for _ in range(n)]
+    pks = [job.pk for job in jobs]
+    cpu = cpu_seconds()
+    with RssPeak(interval=0.05) as rss, MachineCpu() as machine:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(n) as threads:
             raised = list(threads.map(one, pks))
-        project.append(time.perf_counter() - t0)
-        cpu = cpu_seconds() - cpu
-        conns.append(sum(len(cs) for key, cs in pool._conns.items() if key[1] == sshd.port))
-        jobs = Job.objects.filter(pk__in=pks)
-        successes.append(jobs.filter(status="success").count())
-        errors.update([j.error[:70] for j in jobs.exclude(status="success")])
-        errors.update(e[:70] for e in raised if e)
-        for job in jobs:
-            b.forget(job)
+        seconds = time.perf_counter() - t0
+    cpu = cpu_seconds() - cpu
+    conns = sum(len(cs) for key, cs in pool._conns.items() if key[1] == sshd.port)
+    done = Job.objects.filter(pk__in=pks)
+    successes = done.filter(status="success").count()
+    errors.update([j.error[:70] for j in done.exclude(status="success")])
+    errors.update(e[:70] for e in raised if e)
+    b.forget_all(jobs)
+    return {
+        "seconds": seconds,
+        "successes": successes,
+        "connections": conns,
+        "cpu": cpu,
+        "rss_start": rss.start,
+        "rss_peak": rss.peak,
+        "machine_busy": machine.busy,
+        "errors": errors,
+    }
+
+
+def _many(b: Bench, server, creds: dict, sshd, sessions: int, label: str) -> Row:
+    """200 jobs sleeping 10 s submitted at once to one worker (threads, like
+    ``celery worker --pool threads --concurrency 200``) vs 200 ssh sessions on as many
+    ControlMasters as the sshd's ``MaxSessions`` needs."""
+    n = 200
+    project, successes, conns, errors = [], [], [], Counter()
+    for _ in range(b.slow_reps):
+        got = _at_once(b, n, SLEEP, server, creds, sshd)
+        project.append(got["seconds"])
+        successes.append(got["successes"])
+        conns.append(got["connections"])
+        errors.update(got["errors"])
+        cpu = got["cpu"]
 
     baseline, baseline_ok = [], []
     k = -(-n // sessions)
@@ -322,34 +346,68 @@ def many(b: Bench) -> list[Row]:
     ]
 
 
-def not_measured(b: Bench) -> list[Row]:
-    """The issue's targets that this bench does not measure yet: shown, never met."""
-    todo = "not measured by this bench yet"
+SLEEP30 = "import time\ntime.sleep(30)\n"
+
+
+def thousand(b: Bench) -> list[Row]:
+    """1,000 jobs sleeping 30 s submitted at once to one worker process (a 1,000-thread pool,
+    like ``celery worker --pool threads --concurrency 1000``) against the sshd with stock
+    limits; one repetition (``BENCH_THOUSAND_REPS``), no baseline."""
+    sshd, server, creds = b.stock()
+    n = 1000
+    runs = [
+        _at_once(b, n, SLEEP30, server, creds, sshd)
+        for _ in range(int(os.environ.get("BENCH_THOUSAND_REPS", 1)))
+    ]
+    errors: Counter = Counter()
+    for got in runs:
+        errors.update(got["errors"])
+    ok = min(got["successes"] for got in runs) == n
+    notes = "success: " + ", ".join(f"{got['successes']}/{n}" for got in runs)
+    notes += f"; connections: {', '.join(str(got['connections']) for got in runs)}"
+    notes += f"; {_samples([got['seconds'] for got in runs])}"
+    notes += "; machine CPU busy " + ", ".join(f"{got['machine_busy']:.0%}" for got in runs)
+    notes += f" (both cores, every process); load average {os.getloadavg()[0]:.1f}"
+    notes += "".join(f"; {c} x {e!r}" for e, c in errors.most_common(5))
+    work = f"{n} jobs sleeping 30 s at once, one worker process ({n} threads), stock sshd"
     return [
         Row(
-            "1,000 jobs sleeping 30 s, stock sshd, one worker",
+            work,
             "s",
-            [],
+            [got["seconds"] for got in runs],
             None,
-            "all success <= 40 s; RSS <= 400 MB; CPU <= 10 s",
-            notes=todo,
+            "all success <= 40 s",
+            limit=40,
+            ok=ok,
+            notes=notes,
         ),
         Row(
-            "1,000 trivial jobs, Celery worker + Redis (SQLite, PostgreSQL)",
-            "jobs/s",
-            [],
+            "  worker RSS (peak, sampled every 50 ms) during those jobs",
+            "MB",
+            [got["rss_peak"] for got in runs],
             None,
-            ">= 30 jobs/s",
-            notes=todo,
+            "<= 400 MB",
+            limit=400,
+            value=max(got["rss_peak"] for got in runs),
+            notes="this process: " + ", ".join(f"{got['rss_start']:.0f} MB before" for got in runs),
         ),
         Row(
-            "100 websocket clients on a job printing 1,000 lines/s",
-            "ms",
-            [],
+            "  worker CPU during those jobs",
+            "s",
+            [got["cpu"] for got in runs],
             None,
-            "p50 <= 50 ms, p99 <= 100 ms, no line missed",
-            notes=todo,
+            "<= 10 s",
+            limit=10,
+            value=max(got["cpu"] for got in runs),
+            notes="this process, all threads, the database's work included",
         ),
+    ]
+
+
+def not_measured(b: Bench) -> list[Row]:
+    """The targets that this bench does not measure yet: shown, never met."""
+    todo = "not measured by this bench yet"
+    return [
         Row(
             "job page of a 1M-line job in chromium",
             "s",
@@ -377,19 +435,15 @@ def _listen(url: str, cookie: str, n: int, ready: threading.Event, latencies: li
                 latencies.extend(now - float(line) for line in row["content"].split())
 
 
-def websocket(b: Bench) -> list[Row]:
-    """A remote ``print`` -> a message on a websocket client (daphne + channels_redis)."""
-    from importlib.util import find_spec
+@contextmanager
+def _daphne(b: Bench):
+    """daphne serving bench.asgi on a free port: yields (port, session cookie of the owner)."""
+    import socket
 
     from django.test import Client
 
     from tests.services import free_port, wait_for
 
-    consumer = (
-        "the app's consumer"
-        if find_spec("django_remote_submission.routing")
-        else "bench stand-in consumer"
-    )
     browser = Client()
     browser.force_login(b.owner)  # the consumers want an authenticated session
     cookie = f"sessionid={browser.cookies['sessionid'].value}"
@@ -411,9 +465,7 @@ def websocket(b: Bench) -> list[Row]:
         cwd=ROOT,
         env=env,
     )
-    p50, p99, pooled = [], [], []
     try:
-        import socket
 
         def up() -> bool:
             try:
@@ -423,6 +475,24 @@ def websocket(b: Bench) -> list[Row]:
                 return False
 
         wait_for(up, timeout=30, message="daphne")
+        yield port, cookie
+    finally:
+        daphne.terminate()
+        daphne.wait(10)
+
+
+def _consumer() -> str:
+    from importlib.util import find_spec
+
+    if find_spec("django_remote_submission.routing"):
+        return "the app's consumer"
+    return "bench stand-in consumer"
+
+
+def websocket(b: Bench) -> list[Row]:
+    """A remote ``print`` -> a message on a websocket client (daphne + channels_redis)."""
+    p50, p99, pooled = [], [], []
+    with _daphne(b) as (port, cookie):
         for _ in range(b.reps):
             job = b.job(WS_PROGRAM)
             latencies: list[float] = []
@@ -442,16 +512,153 @@ def websocket(b: Bench) -> list[Row]:
             p50.append(statistics.median(ms))
             p99.append(ms[int(0.99 * (len(ms) - 1))])
             b.forget(job)
-    finally:
-        daphne.terminate()
-        daphne.wait(10)
     pooled.sort()
     p50_all, p99_all = statistics.median(pooled), pooled[int(0.99 * (len(pooled) - 1))]
-    note = f"{consumer}; {len(pooled)} lines; value: over all lines, [range]: per repetition"
+    note = f"{_consumer()}; {len(pooled)} lines; value: over all lines, [range]: per repetition"
     work = "remote print -> websocket message"
     return [
         Row(f"{work}, p50", "ms", p50, None, "<= 50 ms", limit=50, notes=note, value=p50_all),
         Row(f"{work}, p99", "ms", p99, None, "<= 100 ms", limit=100, value=p99_all),
+    ]
+
+
+FLOOD_CLIENTS = 100
+FLOOD_LINES = 5000  # 1,000 lines/s for 5 s
+# Each line: its number and the time it was printed; on schedule, not drifting behind it.
+WS_FLOOD = (
+    "import time\nt0 = time.time()\nfor i in range({n}):\n"
+    "    wait = t0 + i / 1000 - time.time()\n"
+    "    if wait > 0:\n        time.sleep(wait)\n"
+    "    print(i, time.time())\n"
+)
+
+
+async def _flood_clients(
+    url: str, cookie: str, clients: int, ready: threading.Event, timeout: float
+) -> list[dict]:
+    """``clients`` websockets on one event loop; each returns the line numbers it received in
+    order, their latencies (receive time - printed time), and how it was served."""
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    async def one(ws) -> dict:
+        got: dict = {
+            "numbers": [],
+            "latencies": [],
+            "arrived": [],  # the row's time (the worker read it) - printed time
+            "history_rows": 0,
+            "messages": 0,
+        }
+        last_ack = 0.0
+        while True:
+            message = json.loads(await ws.recv())
+            now = time.time()
+            got["messages"] += 1
+            if message.get("type") == "logs":
+                for row in message["logs"]:
+                    if row["stream"] != "stdout":
+                        continue
+                    got["history_rows"] += bool(message.get("history"))
+                    arrived = datetime.fromisoformat(row["time"]).timestamp()
+                    for line in row["content"].splitlines():
+                        number, printed = line.split()
+                        got["numbers"].append(int(number))
+                        got["latencies"].append(now - float(printed))
+                        got["arrived"].append(arrived - float(printed))
+            elif message.get("type") == "status" and message["job"]["status"] in (
+                "success",
+                "failure",
+            ):
+                return got  # sent after every row stored before it
+            if now - last_ack > 0.1:  # the protocol's flow control: ack at most every 100 ms
+                last_ack = now
+                await ws.send(json.dumps({"type": "ack", "seq": message["seq"]}))
+
+    sockets = [
+        await connect(url, open_timeout=30, additional_headers={"Cookie": cookie}, max_size=None)
+        for _ in range(clients)
+    ]
+    try:
+        for ws in sockets:  # the job's status on connect: each socket is joined to the group
+            assert json.loads(await ws.recv())["type"] == "status"
+        ready.set()
+        return await asyncio.wait_for(asyncio.gather(*(one(ws) for ws in sockets)), timeout)
+    finally:
+        for ws in sockets:
+            await ws.close()
+
+
+def websocket_clients(b: Bench) -> list[Row]:
+    """100 websocket clients on one job printing 1,000 lines/s for 5 s: printed on the host
+    -> received by a client, each client must get every line once, in order."""
+    import asyncio
+
+    p50, p99, pooled, complete, history, messages = [], [], [], [], [], []
+    arrived: list[float] = []
+    expected = list(range(FLOOD_LINES))
+    with _daphne(b) as (port, cookie):
+        for _ in range(b.reps):
+            job = b.job(WS_FLOOD.format(n=FLOOD_LINES))
+            url = f"ws://127.0.0.1:{port}/ws/job-log/{job.pk}/"
+            ready, out, failed = threading.Event(), [], []
+
+            def listen(url=url, ready=ready, out=out, failed=failed) -> None:
+                try:
+                    out += asyncio.run(_flood_clients(url, cookie, FLOOD_CLIENTS, ready, 120))
+                except BaseException as exc:  # reported below
+                    failed.append(exc)
+                    ready.set()
+
+            clients = threading.Thread(target=listen, daemon=True)
+            clients.start()
+            if not ready.wait(60) or failed:
+                raise RuntimeError(f"the websocket clients could not connect: {failed}")
+            _, job = b.submit(job)
+            clients.join(150)
+            if failed or clients.is_alive():
+                raise RuntimeError(f"the websocket clients failed: {failed or 'timed out'}")
+            ms = sorted(x * 1000 for got in out for x in got["latencies"])
+            pooled += ms
+            p50.append(statistics.median(ms))
+            p99.append(ms[int(0.99 * (len(ms) - 1))])
+            arrived += [x * 1000 for got in out for x in got["arrived"]]
+            complete.append(sum(got["numbers"] == expected for got in out))
+            history.append(sum(got["history_rows"] for got in out))
+            messages.append(statistics.median(got["messages"] for got in out))
+            b.forget(job)
+    pooled.sort()
+    p50_all, p99_all = statistics.median(pooled), pooled[int(0.99 * (len(pooled) - 1))]
+    ok = min(complete) == FLOOD_CLIENTS
+    n = FLOOD_CLIENTS
+    note = "; ".join(
+        [
+            f"{_consumer()}",
+            f"{n} clients on one event loop in the bench process, one session",
+            f"every line once in order: {', '.join(f'{c}/{n}' for c in complete)} clients",
+            f"rows resent from the database (history): {', '.join(map(str, history))}",
+            f"messages per client (median): {', '.join(f'{m:.0f}' for m in messages)}",
+            f"max {max(pooled):.0f} ms",
+            # A row's time is when the worker read its first bytes: for the row's first line,
+            # how long the line took to reach the worker (the row's later lines came after).
+            f"row's time - printed time (host -> worker), max {max(arrived):.0f} ms",
+            "value: over all lines of all clients, [range]: per repetition",
+        ]
+    )
+    work = f"{n} websocket clients, a job printing 1,000 lines/s for 5 s: print -> client"
+    return [
+        Row(
+            f"{work}, p50",
+            "ms",
+            p50,
+            None,
+            "<= 50 ms; no line missed",
+            limit=50,
+            ok=ok,
+            notes=note,
+            value=p50_all,
+        ),
+        Row(f"{work}, p99", "ms", p99, None, "<= 100 ms", limit=100, ok=ok, value=p99_all),
     ]
 
 
@@ -461,6 +668,8 @@ ROWS = {
     "sleep": sleeping,
     "big": big_result,
     "many": many,
+    "many1000": thousand,
     "ws": websocket,
+    "ws100": websocket_clients,
     "todo": not_measured,
 }

@@ -38,6 +38,21 @@ if os.environ.get("BENCH_SQLITE_WAL", "1") != "0":
     DATABASES["default"]["OPTIONS"]["init_command"] = (
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     )
+# The workers row runs a second bench on a throwaway PostgreSQL cluster
+# (``DRS_BENCH_DATABASE=postgres``: bench.harness starts it and exports its URL).
+if os.environ.get("DRS_BENCH_DATABASE_URL"):
+    from urllib.parse import urlsplit
+
+    _url = urlsplit(os.environ["DRS_BENCH_DATABASE_URL"])
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": _url.path.lstrip("/"),
+            "USER": _url.username or "postgres",
+            "HOST": _url.hostname,
+            "PORT": _url.port,
+        }
+    }
 MEDIA_ROOT = os.path.join(TMP, "media")
 USE_TZ = True
 TIME_ZONE = "UTC"
@@ -51,6 +66,10 @@ CHANNEL_LAYERS = (
     if _REDIS
     else {}
 )
+# The workers row: ``celery -A bench.celery_app worker`` on the bench's redis-server.
+CELERY_BROKER_URL = _REDIS or "memory://"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 DRS = {
     "HOST_KEY_POLICY": "reject",
     # Inside the bench's per-run base dir on the host, removed when the bench's sshd stops.

@@ -531,11 +531,13 @@ def start_worker(
     extra_env: dict[str, str] | None = None,
     queue: str = "celery",
     pool: str = "threads",
+    app: str = "tests.celery_app",
 ) -> CeleryWorker:
-    """Start a worker for ``tests.celery_app`` and wait until it answers a ping.
+    """Start a worker for ``app`` (``tests.celery_app``) and wait until it answers a ping.
 
     ``queue``: the queues it consumes, comma-separated (tasks sent with
     ``apply_async(queue=...)``, or to a server's queue). ``pool``: "threads" or "prefork".
+    ``extra_env`` may set another ``DJANGO_SETTINGS_MODULE`` (the bench's).
     """
     import sys
 
@@ -558,7 +560,7 @@ def start_worker(
                 "-m",
                 "celery",
                 "-A",
-                "tests.celery_app",
+                app,
                 "worker",
                 "--pool",
                 pool,

@@ -27,6 +27,27 @@ def test_hello_world_succeeds_with_its_output(make_job, submit):
     assert job.started_at <= job.finished_at
 
 
+def test_a_job_runs_while_the_worker_holds_descriptors_above_1024(make_job, submit):
+    # A worker running 1,000 jobs holds that many channels and database connections: the
+    # channel of this job gets a descriptor that ``select`` refuses (it stops at 1024).
+    import os
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"RLIMIT_NOFILE is {soft}")
+    null = os.open(os.devnull, os.O_RDONLY)
+    held = [os.dup(null) for _ in range(1100)]
+    try:
+        job = make_job('import time\ntime.sleep(0.5)\nprint("after a wait")')
+        submit(job)
+    finally:
+        for fd in [*held, null]:
+            os.close(fd)
+    job.refresh_from_db()
+    assert (job.status, job.error, output(job)) == ("success", "", "after a wait\n")
+
+
 def test_nonzero_exit_is_failure_with_reason(make_job, submit):
     job = make_job('import sys\nprint("x", file=sys.stderr)\nsys.exit(3)')
     submit(job)

@@ -83,6 +83,17 @@ class _Prelude:
         )
 
 
+def _wait_readable(ch: paramiko.Channel, timeout: float | None) -> None:
+    """Until ``ch`` has something to read, or ``timeout`` seconds. ``poll``, not ``select``:
+    a worker running many jobs holds over 1024 descriptors, and ``select`` refuses those."""
+    if not hasattr(select, "poll"):  # Windows: paramiko's channel pipe is a socket there
+        select.select([ch], [], [], timeout)
+        return
+    poller = select.poll()
+    poller.register(ch.fileno(), select.POLLIN)
+    poller.poll(None if timeout is None else max(0.0, timeout) * 1000)
+
+
 class SSHProcess(Process):
     def __init__(self, chan: paramiko.Channel, conn: Connection) -> None:
         self.chan = chan
@@ -99,7 +110,7 @@ class SSHProcess(Process):
     def read(self, timeout: float | None) -> list[tuple[str, bytes]]:
         ch = self.chan
         if not (ch.recv_ready() or ch.recv_stderr_ready() or ch.eof_received or ch.closed):
-            select.select([ch], [], [], timeout)
+            _wait_readable(ch, timeout)
         out: list[tuple[str, bytes]] = []
         # Seen before the buffers are drained: paramiko buffers a channel's data before it
         # marks its EOF, so once EOF is seen here, this drain takes everything that is left.
