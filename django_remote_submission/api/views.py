@@ -330,6 +330,8 @@ class LogViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     # Always in id order: that order is what makes ``after`` a cursor.
     filter_backends = [DjangoFilterBackend]
     filterset_class = LogFilter
+    # action -> what its 404 means (documented in the schema, with its 400)
+    queries = {"window": "No such job, or one that is not yours."}
 
     def get_queryset(self):
         logs = policy.visible_jobs(self.request.user, Log.objects.all(), "job__owner")
