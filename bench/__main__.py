@@ -16,10 +16,11 @@ import time
 import traceback
 
 from .harness import Bench, Row, table
+from .page import job_page
 from .rows import ROWS, warm_up
 from .throughput import throughput
 
-ROWS = {**ROWS, "throughput": throughput}
+ROWS = {**ROWS, "throughput": throughput, "page": job_page}
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
 

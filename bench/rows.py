@@ -350,14 +350,6 @@ def not_measured(b: Bench) -> list[Row]:
             "p50 <= 50 ms, p99 <= 100 ms, no line missed",
             notes=todo,
         ),
-        Row(
-            "job page of a 1M-line job in chromium",
-            "s",
-            [],
-            None,
-            "first lines <= 1 s; memory <= 300 MB",
-            notes=todo,
-        ),
     ]
 
 
