@@ -14,9 +14,9 @@ For each repetition a fresh browser context logs in, then navigates to the job's
   (CDP ``Performance.getMetrics``), once the page is live; the baseline is the PSS with the
   same browser logged in on ``about:blank``, just before;
 - rows in the DOM (``.drs-row``) at the tail and after scrolling to the top;
-- responsiveness: from setting ``scrollTop = 0`` to the frame showing ``line 0``; the
-  longest main-thread task from the navigation to then (``longtask`` entries, over 50 ms;
-  0 when there was none).
+- responsiveness: from setting ``scrollTop = 0`` to the frame showing ``line 0``, then from
+  scrolling to the middle to the frame showing ``line 500000``; the longest main-thread task
+  from the navigation to then (``longtask`` entries, over 50 ms; 0 when there was none).
 """
 
 from __future__ import annotations
@@ -61,6 +61,15 @@ SCROLL_TOP = f"""() => {{
   const t = performance.now();
   document.getElementById("drs-log").scrollTop = 0;
   return ({AT_FRAME})({json.dumps(FIRST_ROW)}).then((at) => at - t);
+}}"""
+MIDDLE_ROW = (
+    "[...document.querySelectorAll('#drs-log .drs-row')]"
+    f".some((row) => row.textContent === 'line {LINES // 2}\\n')"
+)
+SCROLL_MIDDLE = f"""() => {{
+  const t = performance.now(), log = document.getElementById("drs-log");
+  log.scrollTop = (log.scrollHeight - log.clientHeight) / 2;
+  return ({AT_FRAME})({json.dumps(MIDDLE_ROW)}).then((at) => at - t);
 }}"""
 
 
@@ -156,6 +165,7 @@ def job_page(b: Bench) -> list[Row]:
     rss: list[float] = []
     heap: list[float] = []
     scroll: list[float] = []
+    middle: list[float] = []
     longest: list[float] = []
     tail_rows: list[int] = []
     top_rows: list[int] = []
@@ -202,6 +212,7 @@ def job_page(b: Bench) -> list[Row]:
                     texts = page.locator("#drs-log .drs-row").all_text_contents()
                     exact &= texts == [f"line {i}\n" for i in range(len(texts))]
                     top_rows.append(len(texts))
+                    middle.append(page.evaluate(SCROLL_MIDDLE) / 1000)
                     longest.append(page.evaluate("window.__longest") / 1000)
                     context.close()
             finally:
@@ -252,7 +263,16 @@ def job_page(b: Bench) -> list[Row]:
             notes="a page fetched by position from api/logs/window/",
         ),
         Row(
-            "  longest main-thread task, navigation to the scroll's end",
+            "  then to the middle -> line 500000 painted",
+            "s",
+            middle,
+            None,
+            "<= 500 ms",
+            limit=0.5,
+            notes="its page by position: an offset of 500,000 in the (job, id) index",
+        ),
+        Row(
+            "  longest main-thread task, navigation to the last scroll's end",
             "s",
             longest,
             None,
