@@ -214,6 +214,11 @@ def test_rows_stored_after_the_archive_follow_it(site):
     rows = list(logs.read(job.pk))
     assert len(rows) == 11 and rows[-1]["id"] == late.pk
     assert logs.page(job.pk, rows[-2]["id"]) == [rows[-1]]
+    # Positions run on from the archive into the database, and back.
+    assert logs.window(job.pk, count=4) == {"total": 11, "start": 8, "logs": rows[8:]}
+    assert logs.window(job.pk, start=6, count=4)["logs"] == rows[6:10]
+    assert logs.window(job.pk, before=late.pk, count=3)["logs"] == rows[7:10]
+    assert logs.window(job.pk, after=rows[8]["id"], count=3)["logs"] == rows[9:]
 
 
 def test_a_job_that_changes_while_its_log_is_written_keeps_its_rows(site, monkeypatch):
