@@ -16,11 +16,12 @@ import time
 import traceback
 
 from .harness import Bench, Row, table
+from .page import job_page
 from .rows import ROWS, warm_up
 from .throughput import throughput
 from .workers import workers
 
-ROWS = {**ROWS, "throughput": throughput, "workers": workers}
+ROWS = {**ROWS, "throughput": throughput, "workers": workers, "page": job_page}
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
 

@@ -404,21 +404,6 @@ def thousand(b: Bench) -> list[Row]:
     ]
 
 
-def not_measured(b: Bench) -> list[Row]:
-    """The targets that this bench does not measure yet: shown, never met."""
-    todo = "not measured by this bench yet"
-    return [
-        Row(
-            "job page of a 1M-line job in chromium",
-            "s",
-            [],
-            None,
-            "first lines <= 1 s; memory <= 300 MB",
-            notes=todo,
-        ),
-    ]
-
-
 WS_PROGRAM = "import time\nfor _ in range(100):\n    print(time.time())\n    time.sleep(0.05)\n"
 
 
@@ -671,5 +656,4 @@ ROWS = {
     "many1000": thousand,
     "ws": websocket,
     "ws100": websocket_clients,
-    "todo": not_measured,
 }

@@ -21,12 +21,16 @@ moved them: see ``archive.py``), as ``events.log_payload`` dicts, oldest first:
 
     for row in read(job.pk, after=120, streams=["stderr"]): ...
     page(job.pk, after=120, max_rows=500, max_chars=256 * 1024)   # one bounded page
+    window(job.pk, count=200)              # a log view's page: the last one, or by position
+    window(job.pk, before=9120, count=200) # ... or the rows before (after) one it has
 """
 
 from __future__ import annotations
 
 import codecs
+import itertools
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 
 from django.db import transaction
@@ -348,3 +352,65 @@ def page(
     if last is not None:
         rows += [events.log_payload(row) for row in stored.filter(id__lte=last)]
     return rows
+
+
+WINDOW_ROWS = 500  # at most this many rows in one ``window``
+
+
+def window(
+    job_pk: int,
+    *,
+    start: int | None = None,
+    after: int | None = None,
+    before: int | None = None,
+    count: int = 200,
+) -> dict:
+    """One page of the job's log for a view that shows only part of it (at most
+    ``WINDOW_ROWS`` rows, oldest first): ``{"total": ..., "start": ..., "logs": [...]}``.
+
+    - ``after=<id>``: the ``count`` rows that follow that row; ``before=<id>``: the ``count``
+      rows before it (a view paging from rows it has). Cheap: a range read of the (job, id)
+      index. ``total`` and ``start`` are None.
+    - ``start=<position>``: the rows from that position (0 is the first row): an offset in
+      the index, proportional to ``start`` (a jump). ``total`` is None.
+    - neither: the last page, the rows from the largest multiple of ``count`` below the
+      number of rows; ``total`` is that number, counted up to the last row returned (pass
+      its id as a websocket's ``after``: the rows that follow are at positions ``total``,
+      ``total + 1``, ...).
+
+    An archive's rows (see ``archive.py``) come first; positions and ``before`` in it are
+    found by decompressing it from its start."""
+    count = max(1, min(count, WINDOW_ROWS))
+    found = LogArchive.objects.filter(job_id=job_pk).first()
+    archived = found.rows if found is not None else 0
+    stored = Log.objects.filter(job_id=job_pk)
+    if found is not None:
+        stored = stored.filter(id__gt=found.last_id)
+    total = None
+    if after is not None:
+        rows = list(itertools.islice(read(job_pk, after, page_rows=count), count))
+    elif before is not None:
+        newest = stored.filter(id__lt=before).order_by("-id")[:count]
+        rows = [events.log_payload(row) for row in newest][::-1]
+        if len(rows) < count and found is not None and before > found.first_id:
+            older = deque(archive.rows(found, before=before), maxlen=count - len(rows))
+            rows = list(older) + rows
+    else:
+        if start is None:
+            last = stored.order_by("-id").values_list("id", flat=True).first()
+            if last is not None:
+                stored = stored.filter(id__lte=last)
+            total = archived + (stored.count() if last is not None else 0)
+            start = max(0, total - 1) // count * count
+            if start >= archived:  # the usual case: read backwards from the last row
+                newest = stored.order_by("-id")[: total - start]
+                rows = [events.log_payload(row) for row in newest][::-1]
+                return {"total": total, "start": start, "logs": rows}
+        rows = []
+        if start < archived and found is not None:
+            rows = list(itertools.islice(archive.rows(found), start, min(archived, start + count)))
+        if len(rows) < count:
+            first = max(0, start - archived)
+            more = stored.order_by("id")[first : first + count - len(rows)]
+            rows += [events.log_payload(row) for row in more]
+    return {"total": total, "start": start, "logs": rows}

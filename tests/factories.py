@@ -47,3 +47,28 @@ def job(owner, server: Server, interpreter: Interpreter, **fields) -> Job:
     fields.setdefault("remote_directory", f"drs-jobs/{uuid.uuid4().hex[:10]}")
     fields.setdefault("remote_filename", "job.py")
     return Job.objects.create(owner=owner, server=server, interpreter=interpreter, **fields)
+
+
+def log_lines(job: Job, count: int, *, batch: int = 50_000) -> None:
+    """``count`` stdout rows ``line <i>\\n`` (i from 0) for ``job``, bulk-inserted in id order:
+    a million in a few seconds on SQLite."""
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from django_remote_submission.models import Log
+
+    table, offset_ = (connection.ops.quote_name(n) for n in (Log._meta.db_table, "offset"))
+    sql = (
+        f"INSERT INTO {table} (job_id, time, stream, content, {offset_})"
+        " VALUES (%s, %s, 'stdout', %s, %s)"
+    )
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    offset = 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        for first in range(0, count, batch):
+            params = []
+            for i in range(first, min(count, first + batch)):
+                text = f"line {i}\n"
+                params.append((job.pk, now, text, offset))
+                offset += len(text)
+            cursor.executemany(sql, params)

@@ -108,6 +108,8 @@ MATRIX = [
      lambda w: {"password": "pw"}, (401, 202, 404, 404, 202)),
     ("logs list", "get", lambda w: "/api/logs/", None, (401, 200, 200, 200, 200)),
     ("log detail", "get", lambda w: f"/api/logs/{w.log.pk}/", None, (401, 200, 404, 404, 200)),
+    ("log window", "get", lambda w: f"/api/logs/window/?job={w.job.pk}", None,
+     (401, 200, 404, 404, 200)),
     ("log create", "post", lambda w: "/api/logs/", lambda w: {"content": "x"},
      (401, 405, 405, 405, 405)),
     ("log delete", "delete", lambda w: f"/api/logs/{w.log.pk}/", None,
@@ -569,6 +571,45 @@ def test_log_filters(world):
     assert [r["content"] for r in rows] == ["err\n"]
     assert api.get("/api/logs/?after=x").status_code == 400
     assert api.get("/api/logs/?stream=stdin").status_code == 400
+
+
+def test_log_window_pages_by_position_and_beside_rows(world):
+    from django_remote_submission.models import Log
+
+    job = world.done
+    Log.objects.filter(job=job).delete()
+    rows = [Log.objects.create(job=job, content=f"line {i}\n") for i in range(12)]
+    Log.objects.create(job=world.job, content="another job's\n")  # a gap in the ids
+    rows += [Log.objects.create(job=job, content=f"line {i}\n") for i in range(12, 25)]
+    api = client(world, "owner")
+
+    def window(**query) -> dict:
+        answer = api.get("/api/logs/window/", {"job": job.pk, "count": 10, **query})
+        assert answer.status_code == 200, answer.content
+        page = answer.json()
+        page["results"] = [row["content"] for row in page.pop("results")]
+        return page
+
+    lines = [f"line {i}\n" for i in range(25)]
+    # The last page: from the largest multiple of count below the number of rows.
+    assert window() == {"total": 25, "start": 20, "results": lines[20:]}
+    assert window(start=10) == {"total": None, "start": 10, "results": lines[10:20]}
+    assert window(start=30)["results"] == []
+    assert window(after=rows[8].pk)["results"] == lines[9:19]
+    assert window(before=rows[15].pk)["results"] == lines[5:15]
+    assert window(before=rows[3].pk)["results"] == lines[:3]
+    assert set(api.get("/api/logs/window/", {"job": job.pk}).json()["results"][0]) == {
+        "id",
+        "time",
+        "stream",
+        "content",
+        "offset",
+    }
+    for bad in ({}, {"job": "x"}, {"job": job.pk, "count": 501}, {"job": job.pk, "count": 0}):
+        assert api.get("/api/logs/window/", bad).status_code == 400
+    both = {"job": job.pk, "start": 1, "after": rows[0].pk}
+    assert api.get("/api/logs/window/", both).status_code == 400
+    assert api.get("/api/logs/window/", {"job": 10**9}).status_code == 404
 
 
 def test_logs_follow_with_after(world):

@@ -600,3 +600,104 @@ def test_the_dashboards_charts_show_the_jobs_and_follow_a_job_that_ends(
         ["test sshd", "chart-staff", "failure", "1"],
         ["test sshd", "chart-staff", "success", "5"],
     ]
+
+
+LONG_LOG = 200_000  # rows; the bench opens a job of a million
+
+
+def _shown(page: Page) -> list[str]:
+    """The texts of the log rows in the page, and of those inside the log's viewport."""
+    return page.evaluate(
+        """() => {
+        const log = document.getElementById("drs-log"), box = log.getBoundingClientRect();
+        const rows = [...log.querySelectorAll(".drs-row")];
+        const inside = rows.filter((r) => {
+            const b = r.getBoundingClientRect();
+            return b.top >= box.top - 0.5 && b.bottom <= box.bottom + 0.5;
+        });
+        return [rows.map((r) => r.textContent), inside.map((r) => r.textContent)];
+    }"""
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_page_of_a_long_log_holds_only_the_rows_near_the_viewport(
+    live_site, tab: Page, redis_url, settings
+):
+    page = tab
+    from django_remote_submission import events
+    from django_remote_submission.conf import redis_channel_layer
+    from django_remote_submission.models import Log
+    from tests import factories
+
+    user = factories.user("long-log", password="pw")
+    python3 = factories.interpreter()
+    host = factories.server(None, python3, hostname="long-log.invalid")
+    job = factories.job(user, host, python3, title="long log", status="running")
+    factories.log_lines(job, LONG_LOG)
+    lines = [f"line {i}\n" for i in range(LONG_LOG)]
+
+    log_in(page, live_site, "long-log", "pw")
+    page.goto(live_site + f"jobs/{job.pk}/")
+    log = page.locator("#drs-log")
+    rows = log.locator(".drs-row")
+    expect(rows.last).to_have_text(lines[-1])
+    expect(page.locator("[data-role=connection]")).to_have_attribute("data-state", "live")
+    in_page, visible = _shown(page)
+    assert len(in_page) < 500
+    assert in_page == lines[-len(in_page) :]  # the tail, in order, nothing else
+    assert len(visible) > 10 and visible == lines[-len(visible) :]  # the last line at the bottom
+
+    # The top: the first lines, fetched from the API.
+    log.evaluate("el => { el.scrollTop = 0 }")
+    expect(rows.first).to_have_text(lines[0])
+    in_page, visible = _shown(page)
+    assert len(in_page) < 500
+    assert in_page == lines[: len(in_page)] and visible == lines[: len(visible)]
+    expect(page.locator("[data-role=follow]")).to_be_hidden()
+
+    # The middle: a jump fetches that page by position.
+    log.evaluate("el => { el.scrollTop = (el.scrollHeight - el.clientHeight) / 2 }")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#drs-log .drs-row')].some("
+        f"r => r.textContent === 'line {LONG_LOG // 2}\\n')"
+    )
+    in_page, visible = _shown(page)
+    first = lines.index(in_page[0])
+    assert in_page == lines[first : first + len(in_page)] and len(in_page) < 500
+    assert lines[LONG_LOG // 2] in visible
+
+    # Back at the bottom, new rows arrive over the websocket: shown, and followed.
+    settings.CHANNEL_LAYERS = {"default": redis_channel_layer(redis_url.rsplit("/", 1)[0] + "/2")}
+
+    def arrive(texts: list[str]) -> None:
+        stored = Log.objects.bulk_create([Log(job=job, content=text) for text in texts])
+        events.logs_stored(job, stored)
+        lines.extend(texts)
+
+    log.evaluate("el => { el.scrollTop = el.scrollHeight }")
+    expect(rows.last).to_have_text(lines[-1])
+    arrive([f"new {i}\n" for i in range(30)])
+    expect(rows.last).to_have_text("new 29\n")
+    page.wait_for_function(
+        "() => { const log = document.getElementById('drs-log'),"
+        " last = [...log.querySelectorAll('.drs-row')].pop();"
+        " return last.getBoundingClientRect().bottom <= log.getBoundingClientRect().bottom + 0.5; }"
+    )
+    in_page, visible = _shown(page)
+    assert in_page == lines[-len(in_page) :] and visible == lines[-len(visible) :]
+
+    # Scrolled up a little: new rows wait below, behind the "follow" button.
+    log.evaluate("el => { el.scrollTop -= 200 }")
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    arrive(["later\n"])
+    follow = page.locator("[data-role=follow]")
+    expect(follow).to_be_visible()
+    assert "later\n" not in _shown(page)[1]
+    follow.click()
+    expect(rows.last).to_have_text("later\n")
+    page.wait_for_function(
+        "() => { const log = document.getElementById('drs-log');"
+        " return log.scrollHeight - log.scrollTop - log.clientHeight < 2; }"
+    )
+    assert _shown(page)[1][-1] == "later\n"

@@ -126,6 +126,23 @@ def websocket_history(user, job: Job, after: int = 0) -> list[dict]:
     return async_to_sync(scenario)()
 
 
+def windows(client: Client, job: Job, middle: int) -> dict:
+    """The job page's reads (api/logs/window/): the last page, every page by position, and
+    pages beside the middle row."""
+
+    def get(**query) -> dict:
+        return client.get("/api/logs/window/", {"job": job.pk, "count": 29, **query}).json()
+
+    last = get()
+    pages = [get(start=start)["results"] for start in range(0, last["total"], 29)]
+    return {
+        "last": last,
+        "pages": pages,
+        "after the middle": get(after=middle),
+        "before the middle": get(before=middle),
+    }
+
+
 def everything(client: Client, user, job: Job, middle: int) -> dict:
     """What each reader serves of the job's log."""
     return {
@@ -138,6 +155,7 @@ def everything(client: Client, user, job: Job, middle: int) -> dict:
         "api": api_follow(client, job),
         "api stderr": api_follow(client, job, stream="stderr"),
         "api from the middle": api_follow(client, job, after=middle),
+        "windows": windows(client, job, middle),
         "websocket": websocket_history(user, job),
         "websocket after": websocket_history(user, job, after=middle),
     }
@@ -155,6 +173,8 @@ def test_old_logs_move_into_storage_and_are_served_as_before(
     middle = ids[len(ids) // 2]
     before = everything(client, user, old, middle)
     assert len(before["api"]) == len(ids) == 300
+    assert sum(before["windows"]["pages"], []) == before["all"]
+    assert before["windows"]["last"] == {"total": 300, "start": 290, "results": before["all"][290:]}
 
     out = StringIO()
     call_command("drs_retention", stdout=out)
@@ -194,6 +214,11 @@ def test_rows_stored_after_the_archive_follow_it(site):
     rows = list(logs.read(job.pk))
     assert len(rows) == 11 and rows[-1]["id"] == late.pk
     assert logs.page(job.pk, rows[-2]["id"]) == [rows[-1]]
+    # Positions run on from the archive into the database, and back.
+    assert logs.window(job.pk, count=4) == {"total": 11, "start": 8, "logs": rows[8:]}
+    assert logs.window(job.pk, start=6, count=4)["logs"] == rows[6:10]
+    assert logs.window(job.pk, before=late.pk, count=3)["logs"] == rows[7:10]
+    assert logs.window(job.pk, after=rows[8]["id"], count=3)["logs"] == rows[9:]
 
 
 def test_a_job_that_changes_while_its_log_is_written_keeps_its_rows(site, monkeypatch):

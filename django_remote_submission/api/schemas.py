@@ -79,6 +79,13 @@ class ApiSchema(AutoSchema):
                 "Invalid input, with the errors of each field.",
             )
             codes["415"] = (error, "The body is not JSON.")
+        missing = getattr(self.view, "queries", {}).get(getattr(self.view, "action", None))
+        if missing:  # an action that reads its query string
+            codes["400"] = (
+                self._component("ValidationError", VALIDATION_ERROR),
+                "Invalid query, with the errors of each parameter.",
+            )
+            codes["404"] = (error, missing)
         conflict = getattr(self.view, "conflicts", {}).get(getattr(self.view, "action", None))
         if conflict:
             codes["409"] = (error, conflict)

@@ -23,7 +23,7 @@ from .. import inputs, jobtemplates, policy
 from .. import resources as resources_
 from ..credentials import UNREADABLE, is_unreadable
 from ..launchers import reserved_check
-from ..logs import LogPolicy
+from ..logs import WINDOW_ROWS, LogPolicy
 from ..models import (
     Event,
     Input,
@@ -381,6 +381,58 @@ class LogSerializer(serializers.ModelSerializer):
     class Meta:
         model = Log
         fields = ["id", "job", "time", "stream", "content", "offset"]
+
+
+MAX_ID = 2**63 - 1
+
+
+class LogWindowQuerySerializer(serializers.Serializer):
+    job = serializers.IntegerField(min_value=0, max_value=MAX_ID, help_text="Job id.")
+    start = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_ID,
+        help_text="The rows from this position (0 is the first row).",
+    )
+    after = serializers.IntegerField(
+        required=False, min_value=0, max_value=MAX_ID, help_text="The rows after this row id."
+    )
+    before = serializers.IntegerField(
+        required=False, min_value=0, max_value=MAX_ID, help_text="The rows before this row id."
+    )
+    count = serializers.IntegerField(
+        required=False,
+        default=200,
+        min_value=1,
+        max_value=WINDOW_ROWS,
+        help_text=f"Rows wanted (default 200, at most {WINDOW_ROWS}).",
+    )
+
+    def validate(self, data: dict) -> dict:
+        if sum(name in data for name in ("start", "after", "before")) > 1:
+            raise serializers.ValidationError("Give at most one of start, after and before.")
+        return data
+
+
+class LogRowSerializer(serializers.Serializer):
+    """A log row as the websockets send it."""
+
+    id = serializers.IntegerField()
+    time = serializers.DateTimeField()
+    stream = serializers.ChoiceField(choices=Log.Stream.choices)
+    content = serializers.CharField()
+    offset = serializers.IntegerField()
+
+
+class LogWindowSerializer(serializers.Serializer):
+    total = serializers.IntegerField(
+        allow_null=True,
+        help_text="Rows in the log, up to the last one returned (only for the last page).",
+    )
+    start = serializers.IntegerField(
+        allow_null=True, help_text="Position of the first row returned (null with after/before)."
+    )
+    results = LogRowSerializer(many=True)
 
 
 class ResultSerializer(serializers.ModelSerializer):

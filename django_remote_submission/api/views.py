@@ -73,6 +73,8 @@ from .serializers import (
     InterpreterSerializer,
     JobSerializer,
     LogSerializer,
+    LogWindowQuerySerializer,
+    LogWindowSerializer,
     RemoveKeySerializer,
     ResubmitSerializer,
     ResultSerializer,
@@ -328,6 +330,8 @@ class LogViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     # Always in id order: that order is what makes ``after`` a cursor.
     filter_backends = [DjangoFilterBackend]
     filterset_class = LogFilter
+    # action -> what its 404 means (documented in the schema, with its 400)
+    queries = {"window": "No such job, or one that is not yours."}
 
     def get_queryset(self):
         logs = policy.visible_jobs(self.request.user, Log.objects.all(), "job__owner")
@@ -346,6 +350,36 @@ class LogViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
         size = self.paginator.get_page_size(request)
         page = self.paginate_queryset([_log(job, row) for row in itertools.islice(rows, size + 1)])
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(
+        summary="A page of a job's log, for a view that shows part of a long log",
+        description="Without `start`, `after` or `before`: the last page (the rows from the "
+        "largest multiple of `count` below the number of rows) and `total`, the number of "
+        "rows; a websocket given the last row's id as `after` streams the rows that follow "
+        "(positions `total`, `total + 1`, ...). With `after` or `before`: the `count` rows "
+        "beside a row the view has (an index range read). With `start`: the rows from that "
+        "position (an offset in the index: a jump). Rows are those of the websockets, oldest "
+        "first; the job is refused (404) unless the user may see it.",
+        parameters=[LogWindowQuerySerializer],
+        responses={200: LogWindowSerializer},
+    )
+    @api_action(detail=False, methods=["get"], filter_backends=[], pagination_class=None)
+    def window(self, request) -> Response:
+        query = LogWindowQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        wanted = query.validated_data
+        job = policy.visible_jobs(request.user).filter(pk=wanted["job"]).first()
+        if job is None:
+            raise NotFound("No such job.")
+        found = logs.window(
+            job.pk,
+            start=wanted.get("start"),
+            after=wanted.get("after"),
+            before=wanted.get("before"),
+            count=wanted["count"],
+        )
+        rows = found.pop("logs")
+        return Response({**found, "results": rows})
 
 
 def _log(job: Job, row: dict) -> Log:

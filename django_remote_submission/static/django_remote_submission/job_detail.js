@@ -1,10 +1,11 @@
-// A job's page: the log follows ws/job-log/<pk>/ (resuming after the last row on reconnect),
-// with ANSI colours (ansi_up), stdout / stderr / system told apart, and auto-scroll that
-// pauses while the user reads further up.
+// A job's page: the log's last page from the API, then the rows that follow over
+// ws/job-log/<pk>/?after=<its last row> (resuming after the last row on reconnect), in a
+// windowed view (log_window.js: only the rows near the viewport are in the page, the others
+// are fetched as the user scrolls), with ANSI colours (ansi_up), stdout / stderr / system
+// told apart, and auto-scroll that pauses while the user reads further up.
 import { AnsiUp } from "./vendor/ansi_up.js";
 import { FINAL, applyJob, connect, formatTimes } from "./live.js";
-
-const MAX_ROWS = 20000; // older rows leave the page (the full log stays downloadable)
+import { LogWindow } from "./log_window.js";
 
 const root = document.getElementById("drs-job");
 const log = root.querySelector("[data-role=log]");
@@ -12,8 +13,7 @@ const follow = root.querySelector("[data-role=follow]");
 const connection = root.querySelector("[data-role=connection]");
 let status = root.dataset.status;
 let lastId = 0;
-let following = true;
-let converters = newConverters();
+let converters = newConverters(); // of the rows arriving live
 
 formatTimes(root);
 showState();
@@ -42,36 +42,45 @@ function newConverters() {
   return converters;
 }
 
-const atBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 24;
+// Rows as HTML: each page fetched with converters of its own, live rows with the live ones.
+function prepare(rows, using = newConverters()) {
+  for (const row of rows) {
+    if (row.stream in using) row.html = using[row.stream].ansi_to_html(row.content);
+  }
+}
+
+function element(row) {
+  const span = document.createElement("span");
+  span.className = `drs-row drs-${row.stream}`;
+  span.dataset.id = row.id;
+  span.title = `${row.stream} · ${row.time}`;
+  if (row.html !== undefined) span.innerHTML = row.html;
+  else span.textContent = row.content; // "system": the app's own notices, shown as text
+  return span;
+}
+
+const view = new LogWindow(log, {
+  url: root.dataset.logUrl,
+  job: root.dataset.job,
+  prepare: (rows) => prepare(rows),
+  element,
+});
 
 log.addEventListener("scroll", () => {
-  following = atBottom();
-  if (following) follow.hidden = true;
+  if (view.following) follow.hidden = true;
 });
 follow.addEventListener("click", () => {
-  following = true;
   follow.hidden = true;
-  log.scrollTop = log.scrollHeight;
+  view.follow();
 });
 
 function append(rows) {
-  const fragment = document.createDocumentFragment();
-  for (const row of rows) {
-    if (row.id <= lastId) continue;
-    lastId = row.id;
-    const span = document.createElement("span");
-    span.className = `drs-row drs-${row.stream}`;
-    span.dataset.id = row.id;
-    span.title = `${row.stream} · ${row.time}`;
-    if (row.stream in converters) span.innerHTML = converters[row.stream].ansi_to_html(row.content);
-    else span.textContent = row.content; // "system": the app's own notices, shown as text
-    fragment.appendChild(span);
-  }
-  if (!fragment.childNodes.length) return;
-  log.appendChild(fragment);
-  while (log.childElementCount > MAX_ROWS) log.firstElementChild.remove();
-  if (following) log.scrollTop = log.scrollHeight;
-  else follow.hidden = false;
+  const fresh = rows.filter((row) => row.id > lastId);
+  if (!fresh.length) return;
+  lastId = fresh[fresh.length - 1].id;
+  prepare(fresh, converters);
+  view.append(fresh);
+  if (!view.following) follow.hidden = false;
 }
 
 async function refreshResults() {
@@ -91,7 +100,7 @@ function onStatus(job) {
   if (submit && status !== "initial") submit.textContent = "Resubmit";
   if (status === "submitted" && previous !== "submitted") {
     // A new run: its log and results replace those of the previous one.
-    log.replaceChildren();
+    view.reset();
     converters = newConverters();
     refreshResults();
   }
@@ -99,6 +108,13 @@ function onStatus(job) {
   showState();
 }
 
+// The last page first: the websocket streams only the rows after it. Without it (the API
+// did not answer) the websocket sends the whole log, shown in the same window.
+try {
+  lastId = await view.load();
+} catch (error) {
+  console.warn("The log's last page could not be loaded:", error);
+}
 connect(root.dataset.ws, {
   status: connection,
   query: () => `?after=${lastId}`,
