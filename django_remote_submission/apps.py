@@ -13,14 +13,14 @@ class DjangoRemoteSubmissionConfig(AppConfig):
         from celery.signals import worker_process_shutdown, worker_shutdown
 
         from . import archive, checks, metrics, remote, scheduling  # noqa: F401
-        from .signals import job_state_changed
+        from .signals import react
         from .upgrade import upgrade_before_migrate
 
         # A database of 2.1.0 is brought to 0001's schema before migrations run.
         pre_migrate.connect(upgrade_before_migrate, sender=self, dispatch_uid="drs-upgrade-2.1.0")
         # A job that held a slot on its server ended: start the next waiting job.
-        job_state_changed.connect(scheduling.job_state_changed, dispatch_uid="drs-scheduling")
-        job_state_changed.connect(metrics.job_state_changed, dispatch_uid="drs-metrics")
+        react(scheduling.job_state_changed)
+        react(metrics.job_state_changed)
         remote.watch(metrics.PoolWatcher())
         worker_process_shutdown.connect(metrics.process_ended, dispatch_uid="drs-metrics")
         worker_shutdown.connect(metrics.process_ended, dispatch_uid="drs-metrics")

@@ -140,8 +140,8 @@ def _server(job: Job) -> str:
     return job.server.title
 
 
-def job_state_changed(sender, job: Job, old: str, new: str, **kwargs) -> None:
-    """Count a change of state (a ``signals.job_state_changed`` receiver)."""
+def job_state_changed(job: Job, old: str, new: str, **kwargs) -> None:
+    """Count a change of state (one of the app's ``signals.react`` reactions)."""
     if new == Status.submitted and (old == Status.initial or old in FINAL_STATES):
         SUBMISSIONS.labels(_server(job)).inc()
     elif new == Status.running and old != Status.running and job.submitted_at and job.started_at:

@@ -10,8 +10,8 @@
 
 A job over a limit of its server waits in ``waiting`` with the reason in ``wait_reason``
 ("3 of 3 slots on hpc1 in use"). No worker holds it and nothing polls for it: when a job of
-the server ends, a ``job_state_changed`` receiver calls ``dispatch``, which gives each free
-slot to the next waiting job:
+the server ends, a reaction to the change (``signals.react``) calls ``dispatch``, which gives
+each free slot to the next waiting job:
 
 1. the highest ``Job.priority`` first;
 2. among equal priorities, the user who holds the fewest slots on the server, then the user
@@ -317,7 +317,7 @@ def _explain(server: Server, waiting: list[_Waiting], slots: _Slots) -> None:
         ).update(wait_reason=reason[:255])
 
 
-def job_state_changed(sender, job: Job, old: str, new: str, **kwargs) -> None:
+def job_state_changed(job: Job, old: str, new: str, **kwargs) -> None:
     """A job that held a slot ended: hand its slot on once the change is committed (on its
     server; with ``MAX_RUNNING_PER_USER``, also where its owner has jobs waiting)."""
     if old not in HOLDING or new not in FINAL_STATES:

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 
 from django.db import DatabaseError, router, transaction
 from django.db.models.signals import post_save, pre_save
@@ -62,6 +63,20 @@ logger = logging.getLogger(__name__)
 
 job_state_changed = Signal()
 logs_stored = Signal()
+
+# The app's own reactions to a change of state (metrics, the hand-out of free slots), called
+# in order after the signal's receivers. Not receivers of the signal: with no receiver of the
+# project's own, a change opens no transaction for them (a write lock, with SQLite's IMMEDIATE
+# transactions, on every change of every job).
+_reactions: list[Callable[..., None]] = []
+
+
+def react(function: Callable[..., None]) -> None:
+    """Call ``function(job=, old=, new=, actor=)`` after each change of a job's state (the
+    app's own modules; a project connects to ``job_state_changed``)."""
+    if function not in _reactions:
+        _reactions.append(function)
+
 
 # The moves 2.1.0 saved a job for: a run starts, a run ends.
 SAVED_IN_2_1_0 = frozenset({Status.submitted, *FINAL_STATES})
@@ -109,6 +124,11 @@ def state_changed(job: Job, old: str, new: str, fields, actor=None) -> None:
         update_fields=update_fields,
         using=using,
     )
+    for reaction in _reactions:
+        try:
+            reaction(job=instance, old=old, new=new, actor=actor)
+        except Exception:  # like a receiver: logged, never a half-run job
+            logger.exception("Reacting to job %s becoming %s failed", job.pk, new)
 
 
 def logs_saving(rows: list[Log]) -> None:

@@ -101,7 +101,10 @@ class JobRun:
                     # run if the first attempt started (or submitted) it.
                     self._retrying(lambda: self._launch(follow=_follows(writer)))
                 ending = self._follow(writer)
-                self._beat()  # still this run's job: only one run stages out
+                # Still this run's job: only one run stages out. A heartbeat written less than
+                # an interval ago (the lease, the last beat) proves it: no one takes a job
+                # before its heartbeat is STALE_BEATS intervals old.
+                self._beat_if_due()
                 self._finish(ending, self._retrying(self._stage_out))
             finally:
                 self.launcher.forget(self._run())
