@@ -11,6 +11,7 @@ that restart a service under a running job.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pwd
 import secrets
@@ -19,7 +20,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -800,3 +802,31 @@ def start_daphne(env: dict[str, str], timeout: float = 30) -> DaphneServer:
         server.stop()
         raise
     return server
+
+
+@contextmanager
+def live_site(redis_url: str, db: int) -> Iterator[str]:
+    """Usage: ``with live_site(redis_url, 1) as url: ...``: daphne serving tests.asgi, with a
+    Celery worker of its own whose broadcasts reach it. Broker and channel layer are the
+    databases ``db`` and ``db + 1`` of the run's redis, which no other fixture may use, so
+    that only this worker takes the jobs submitted here. The websockets' bound is a few
+    messages: a client sees every line only if it acks. ServiceUnavailable without a worker.
+    """
+    base = redis_url.rsplit("/", 1)[0]
+    broker, layer = f"{base}/{db}", f"{base}/{db + 1}"
+    env = {
+        "CELERY_BROKER_URL": broker,
+        "CELERY_RESULT_BACKEND": broker,
+        "DRS_CHANNEL_REDIS": layer,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DRS_TEST_SETTINGS": json.dumps({"WS_MAX_UNACKED_BYTES": 1000}),
+    }
+    worker = start_worker(broker, concurrency=4, extra_env=env)
+    try:
+        site = start_daphne(env)
+        try:
+            yield site.url
+        finally:
+            site.stop()
+    finally:
+        worker.stop()

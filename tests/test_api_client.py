@@ -26,8 +26,9 @@ import pytest
 from websockets.sync.client import connect
 
 from django_remote_submission.models import FINAL_STATES, Job, Log
+from tests import services
 from tests.conftest import unavailable
-from tests.services import ServiceUnavailable, start_daphne, start_worker
+from tests.services import ServiceUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "script-Passw0rd"
@@ -47,33 +48,13 @@ FINAL = {str(state) for state in FINAL_STATES}
 
 @pytest.fixture(scope="module")
 def site(redis_url, django_db_setup):
-    """Usage: ``site + "api/"``: daphne serving tests.asgi, with a worker of its own whose
-    broadcasts reach it (broker and channel layer on databases of the run's redis that no
-    other fixture uses)."""
-    base = redis_url.rsplit("/", 1)[0]
-    broker, layer = f"{base}/4", f"{base}/5"
-    env = {
-        "CELERY_BROKER_URL": broker,
-        "CELERY_RESULT_BACKEND": broker,
-        "DRS_CHANNEL_REDIS": layer,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        # A bound of a few messages: the script gets every line only if it acks.
-        "DRS_TEST_SETTINGS": json.dumps({"WS_MAX_UNACKED_BYTES": 1000}),
-    }
+    """Usage: ``site + "api/"``: daphne serving tests.asgi, with a worker of its own
+    (``services.live_site``)."""
     try:
-        worker = start_worker(broker, concurrency=4, extra_env=env)
+        with services.live_site(redis_url, 4) as url:
+            yield url
     except ServiceUnavailable as exc:
         unavailable(str(exc))
-    try:
-        site = start_daphne(env)
-    except BaseException:
-        worker.stop()
-        raise
-    try:
-        yield site.url
-    finally:
-        site.stop()
-        worker.stop()
 
 
 @pytest.fixture

@@ -23,8 +23,9 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect, sync_playwright
 
 from django_remote_submission.models import FINAL_STATES, Job
+from tests import services
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, unavailable
-from tests.services import ServiceUnavailable, start_daphne, start_worker, wait_for
+from tests.services import ServiceUnavailable, wait_for
 
 PROGRAM = """\
 import sys, time
@@ -66,36 +67,13 @@ def tab(chromium) -> Page:
 
 @pytest.fixture(scope="module")
 def live_site(redis_url, django_db_setup):
-    """Usage: ``live_site + "login/"``: daphne serving tests.asgi, with its own worker.
-
-    Broker and channel layer are other databases of the run's redis than the shared
-    ``worker`` fixture's, so that only this worker (which broadcasts through redis) takes
-    the jobs submitted here.
-    """
-    base = redis_url.rsplit("/", 1)[0]
-    broker, layer = f"{base}/1", f"{base}/2"
-    env = {
-        "CELERY_BROKER_URL": broker,
-        "CELERY_RESULT_BACKEND": broker,
-        "DRS_CHANNEL_REDIS": layer,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        # A bound of a few messages: the pages show every line only if they ack.
-        "DRS_TEST_SETTINGS": json.dumps({"WS_MAX_UNACKED_BYTES": 1000}),
-    }
+    """Usage: ``live_site + "login/"``: daphne serving tests.asgi, with its own worker
+    (``services.live_site``)."""
     try:
-        worker = start_worker(broker, concurrency=4, extra_env=env)
+        with services.live_site(redis_url, 1) as url:
+            yield url
     except ServiceUnavailable as exc:
         unavailable(str(exc))
-    try:
-        site = start_daphne(env)
-    except BaseException:
-        worker.stop()
-        raise
-    try:
-        yield site.url
-    finally:
-        site.stop()
-        worker.stop()
 
 
 @pytest.mark.django_db(transaction=True)

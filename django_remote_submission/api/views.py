@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import posixpath
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -107,20 +108,6 @@ class ApiViewMixin(_View):
 
     def get_permissions(self) -> list:
         return [TokenScope(), *super().get_permissions()]
-
-
-def _attachment(stored, path: str, what: str) -> FileResponse:
-    """A stored file (a result's, an input's) sent as an attachment named after ``path``."""
-    try:
-        handle = stored.open("rb")
-    except (FileNotFoundError, ValueError):
-        raise NotFound(f"The file of this {what} is no longer stored.") from None
-    return FileResponse(
-        handle,
-        as_attachment=True,
-        content_type="application/octet-stream",
-        filename=posixpath.basename(path) or what,
-    )
 
 
 def authentication_classes(*extra) -> list[type]:
@@ -387,21 +374,20 @@ def _log(job: Job, row: dict) -> Log:
     return Log(job=job, **{**row, "time": datetime.fromisoformat(row["time"])})
 
 
-class ResultViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
-    """Files the user's jobs wrote, copied from the hosts."""
+class _DownloadMixin:
+    """A ``download`` action sending a stored file (a result's, an input's) as an attachment,
+    whatever the Accept header (only its errors are rendered). ``stored_file(obj)`` says
+    which: (the stored file, the path its name comes from, what it is)."""
 
-    serializer_class = ResultSerializer
-    permission_classes = [IsAuthenticated]
-    filterset_class = ResultFilter
-    ordering_fields = ["id", "remote_filename", "size", "created"]
-    ordering = ["job", "remote_filename", "id"]
+    action: str | None
+    get_object: Callable
 
-    def get_queryset(self):
-        return policy.visible_jobs(self.request.user, Result.objects.all(), "job__owner")
+    def stored_file(self, obj) -> tuple:
+        raise NotImplementedError
 
     def perform_content_negotiation(self, request, force=False):
-        # A download is sent as it is, whatever the Accept header; only its errors are rendered.
-        return super().perform_content_negotiation(request, force or self.action == "download")
+        parent = super()
+        return parent.perform_content_negotiation(request, force or self.action == "download")
 
     @extend_schema(
         summary="Download the file",
@@ -413,11 +399,37 @@ class ResultViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     )
     @api_action(detail=True, methods=["get"])
     def download(self, request, pk=None) -> FileResponse:
-        result = self.get_object()
-        return _attachment(result.local_file, result.remote_filename, "result")
+        stored, path, what = self.stored_file(self.get_object())
+        try:
+            handle = stored.open("rb")
+        except (FileNotFoundError, ValueError):
+            raise NotFound(f"The file of this {what} is no longer stored.") from None
+        return FileResponse(
+            handle,
+            as_attachment=True,
+            content_type="application/octet-stream",
+            filename=posixpath.basename(path) or what,
+        )
+
+
+class ResultViewSet(_DownloadMixin, ApiViewMixin, viewsets.ReadOnlyModelViewSet):
+    """Files the user's jobs wrote, copied from the hosts."""
+
+    serializer_class = ResultSerializer
+    permission_classes = [IsAuthenticated]
+    filterset_class = ResultFilter
+    ordering_fields = ["id", "remote_filename", "size", "created"]
+    ordering = ["job", "remote_filename", "id"]
+
+    def get_queryset(self):
+        return policy.visible_jobs(self.request.user, Result.objects.all(), "job__owner")
+
+    def stored_file(self, obj: Result) -> tuple:
+        return obj.local_file, obj.remote_filename, "result"
 
 
 class InputViewSet(
+    _DownloadMixin,
     ApiViewMixin,
     mixins.CreateModelMixin,
     mixins.DestroyModelMixin,
@@ -469,21 +481,8 @@ class InputViewSet(
     def perform_destroy(self, instance: Input) -> None:
         _service(services.remove_input, instance, self.request.user, request=self.request)
 
-    def perform_content_negotiation(self, request, force=False):
-        return super().perform_content_negotiation(request, force or self.action == "download")
-
-    @extend_schema(
-        summary="Download the file",
-        responses={
-            (200, "application/octet-stream"): OpenApiResponse(
-                OpenApiTypes.BINARY, "The file's content, as an attachment."
-            )
-        },
-    )
-    @api_action(detail=True, methods=["get"])
-    def download(self, request, pk=None) -> FileResponse:
-        row = self.get_object()
-        return _attachment(row.file, row.path, "input")
+    def stored_file(self, obj: Input) -> tuple:
+        return obj.file, obj.path, "input"
 
 
 class TemplateViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
