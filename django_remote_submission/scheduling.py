@@ -53,6 +53,16 @@ from .runner.state import move
 logger = logging.getLogger(__name__)
 
 HOLDING = ACTIVE_STATES  # the states of a job that holds a slot on its server
+
+
+def _holding() -> Q:
+    """Jobs that hold a slot: queued or running, or submitted and admitted. A job leased but
+    not yet through ``admit`` holds none: two jobs leased at once must not each see the other
+    as holding the last slot (the second to be admitted would wait behind the first's place
+    in the queue instead of behind its slot)."""
+    return Q(status__in=[Status.queued, Status.running]) | Q(
+        status=Status.submitted, admitted_at__isnull=False
+    )
 _NEVER = datetime.min.replace(tzinfo=timezone.get_fixed_timezone(0))
 
 
@@ -139,7 +149,7 @@ class _Slots:
 
     def __init__(self, server: Server, owners, exclude: int | None = None) -> None:
         self.server = server
-        holding = Job.objects.filter(server=server, status__in=HOLDING)
+        holding = Job.objects.filter(_holding(), server=server)
         if exclude is not None:
             holding = holding.exclude(pk=exclude)
         per_owner = holding.values("owner_id").annotate(n=Count("pk"))
@@ -152,7 +162,7 @@ class _Slots:
         self.everywhere: dict[int, int] = {}  # slots held on every server, per owner
         if self.per_user is not None:
             _lock_users(owners)
-            anywhere = Job.objects.filter(owner_id__in=owners, status__in=HOLDING)
+            anywhere = Job.objects.filter(_holding(), owner_id__in=owners)
             if exclude is not None:
                 anywhere = anywhere.exclude(pk=exclude)
             per_owner = anywhere.values("owner_id").annotate(n=Count("pk"))
