@@ -679,3 +679,12 @@ def test_the_page_of_a_long_log_holds_only_the_rows_near_the_viewport(
         " return log.scrollHeight - log.scrollTop - log.clientHeight < 2; }"
     )
     assert _shown(page)[1][-1] == "later\n"
+
+    # A new run: its rows replace the log on the page.
+    Log.objects.filter(job=job).delete()
+    Job.objects.filter(pk=job.pk).update(status="submitted")
+    job.refresh_from_db()
+    events.status_changed(job)
+    arrive(["new run\n"])
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_text("new run\n")
