@@ -31,7 +31,7 @@ export class LogWindow {
     this.following = true;
     this.reset();
     this.rowHeight = this.measure();
-    this.wrote = -1; // the scrollTop that draw set last
+    this.wrote = NaN; // the scrollTop that draw set last (its scroll event is not the user's)
     scroller.addEventListener("scroll", () => this.onScroll());
     scroller.addEventListener("wheel", (event) => this.onWheel(event), { passive: false });
     scroller.addEventListener("keydown", (event) => this.onKey(event));
