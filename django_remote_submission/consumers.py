@@ -31,7 +31,9 @@
 ``<job>`` is ``events.job_payload`` plus ``"url"`` (the job's page); ``<log>`` is
 ``events.log_payload``: ``{"id", "time", "stream", "content", "offset"}`` where ``stream`` is
 "stdout", "stderr" or "system" (a notice of the app itself). A client that reconnects passes
-the largest log id it has and receives each row exactly once, without a gap.
+the largest log id it has and receives each row exactly once, without a gap. A view that
+opens a long log at its end (the job page) reads the last page from ``api/logs/window/``
+and passes its last id: the socket then sends only the rows that follow, not the whole log.
 
 Flow control. Every message also carries ``"seq"``: 1, 2, 3, ... on each connection. The
 client acknowledges what it has processed with ``{"type": "ack", "seq": <the last seq

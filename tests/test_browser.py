@@ -679,3 +679,75 @@ def test_the_page_of_a_long_log_holds_only_the_rows_near_the_viewport(
         " return log.scrollHeight - log.scrollTop - log.clientHeight < 2; }"
     )
     assert _shown(page)[1][-1] == "later\n"
+
+    # A new run: its rows replace the log on the page.
+    Log.objects.filter(job=job).delete()
+    Job.objects.filter(pk=job.pk).update(status="submitted")
+    job.refresh_from_db()
+    events.status_changed(job)
+    arrive(["new run\n"])
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_text("new run\n")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_of_many_lines_scroll_by_the_wheel_and_keys_line_by_line(live_site, tab: Page):
+    page = tab
+    from django_remote_submission.models import Log
+    from tests import factories
+
+    user = factories.user("batched", password="pw")
+    python3 = factories.interpreter()
+    host = factories.server(None, python3, hostname="batched.invalid")
+    job = factories.job(user, host, python3, title="batched log", status="success")
+    # Output stored in batches: rows of 25 lines each, as a busy job's rows are.
+    texts = ["".join(f"row {r} line {i}\n" for i in range(25)) for r in range(3000)]
+    Log.objects.bulk_create([Log(job=job, content=text) for text in texts])
+
+    log_in(page, live_site, "batched", "pw")
+    page.goto(live_site + f"jobs/{job.pk}/")
+    log = page.locator("#drs-log")
+    rows = log.locator(".drs-row")
+    expect(rows.last).to_have_text(texts[-1])
+    in_page, _ = _shown(page)
+    assert in_page == texts[-len(in_page) :] and sum(t.count("\n") for t in in_page) < 200
+    bottom = "() => { const l = document.getElementById('drs-log'), r = l.lastElementChild"
+    bottom += ".querySelector('.drs-row:last-child'); return Math.abs("
+    bottom += "r.getBoundingClientRect().bottom - l.getBoundingClientRect().bottom) < 1; }"
+    page.wait_for_function(bottom)  # the last line at the bottom of the view
+
+    # The wheel moves the content by its pixels, inside a tall row too.
+    box = log.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    last = rows.last
+    before = last.bounding_box()
+    assert before is not None
+    page.mouse.wheel(0, -120)
+    page.wait_for_function(
+        "(y) => document.querySelector('#drs-log .drs-row:last-child')"
+        ".getBoundingClientRect().top > y + 100",
+        arg=before["y"],
+    )
+    after = last.bounding_box()
+    assert after is not None and abs(after["y"] - before["y"] - 120) < 2
+    expect(page.locator("[data-role=follow]")).to_be_hidden()  # nothing new arrived
+
+    # Home: the first lines; End: the last ones again.
+    log.focus()
+    page.keyboard.press("Home")
+    expect(rows.first).to_have_text(texts[0])
+    in_page, _ = _shown(page)
+    assert in_page == texts[: len(in_page)]
+    page.wait_for_function(  # the first line at the top of the view
+        "() => Math.abs(document.querySelector('#drs-log .drs-row').getBoundingClientRect().top"
+        " - document.getElementById('drs-log').getBoundingClientRect().top) < 1"
+    )
+    page.keyboard.press("PageDown")
+    page.wait_for_function(
+        "() => document.querySelector('#drs-log .drs-row').getBoundingClientRect().top"
+        " < document.getElementById('drs-log').getBoundingClientRect().top - 300"
+    )
+    page.keyboard.press("End")
+    expect(rows.last).to_have_text(texts[-1])
+    page.wait_for_function(bottom)

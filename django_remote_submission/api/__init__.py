@@ -9,6 +9,7 @@
                                    "remote_directory", "remote_filename"}
     POST /api/jobs/{id}/submit/   {"password": "...", "timeout": 60}          -> 202
     GET  /api/logs/?job={id}&after={last id seen}                             -> new lines
+    GET  /api/logs/window/?job={id}               -> the last page of the log, and its rows
     GET  /api/results/{id}/download/                                          -> the file
 
 Everything needed is set on the views themselves (authentication, permissions, pagination,

@@ -6,10 +6,10 @@
     reverse("drs_api:job-detail", kwargs={"pk": 1})    # inside a namespace: "<ns>:drs_api:..."
 
 Routes: ``servers/``, ``interpreters/``, ``jobs/`` (+ ``{id}/submit/``, ``{id}/cancel/``,
-``{id}/resubmit/``), ``logs/``, ``results/`` (+ ``{id}/download/``), ``inputs/`` (multipart
-upload, + ``{id}/download/``), ``templates/`` (+ ``{id}/run/``), ``events/``, ``accounts/``,
-``tokens/`` (with the tokens app), ``schema/`` (OpenAPI 3) and ``docs/`` (Swagger UI). Any
-other path below answers a JSON 404.
+``{id}/resubmit/``), ``logs/`` (+ ``window/``), ``results/`` (+ ``{id}/download/``),
+``inputs/`` (multipart upload, + ``{id}/download/``), ``templates/`` (+ ``{id}/run/``),
+``events/``, ``accounts/``, ``tokens/`` (with the tokens app), ``schema/`` (OpenAPI 3) and
+``docs/`` (Swagger UI). Any other path below answers a JSON 404.
 """
 
 from django.apps import apps

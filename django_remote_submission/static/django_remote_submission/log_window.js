@@ -5,17 +5,19 @@
 //   const lastId = await view.load();   // the last page: its last row's id, for ?after=
 //   view.append(rows);                  // rows that follow, from the websocket
 //
-// Rows have positions 0 .. total - 1. The scroll bar gives each row the same share (the height
-// of one line, less once the log is very long). The row at the scroll fraction f of the log is
-// drawn f of the way down the viewport, the rows around it with their real heights: rows of
-// one line scroll as in a plain list, a row of many lines scrolls through them within its
-// share. A short log (two screens of one-line rows or less) is shown whole.
+// Rows have positions 0 .. total - 1. The position drawn, at (a row and the fraction of it
+// passed), goes at / total of the way down the viewport, the rows around it with their real
+// heights. The scroll bar gives each row the same share (the height of one line, less once
+// the log is very long): dragging it sets the position. A wheel or a key (arrows, pages,
+// Home, End) moves the content by pixels, through the rows' real heights, and the scroll bar
+// follows; so a row of many lines (output stored in one batch) reads like any other. A short
+// log (two screens of one-line rows or less) is shown whole.
 
 const PAGE = 200; // rows per request
 const MAX_PAGES = 40; // pages kept: 8,000 rows
 const MAX_LOADS = 2; // requests at once
 const MAX_HEIGHT = 8_000_000; // px, under what browsers allow an element
-const MARGIN = 10; // rows drawn beyond a screenful, above and below
+const MARGIN = 10; // lines drawn beyond a screenful, above and below
 
 export class LogWindow {
   constructor(scroller, { url, job, prepare, element }) {
@@ -29,10 +31,10 @@ export class LogWindow {
     this.following = true;
     this.reset();
     this.rowHeight = this.measure();
-    scroller.addEventListener("scroll", () => {
-      this.following = this.atBottom();
-      this.schedule();
-    });
+    this.wrote = NaN; // the scrollTop that draw set last (its scroll event is not the user's)
+    scroller.addEventListener("scroll", () => this.onScroll());
+    scroller.addEventListener("wheel", (event) => this.onWheel(event), { passive: false });
+    scroller.addEventListener("keydown", (event) => this.onKey(event));
     new ResizeObserver(() => this.schedule()).observe(scroller);
   }
 
@@ -43,6 +45,8 @@ export class LogWindow {
     this.loading = new Map(); // page number -> generation of the request
     this.generation = (this.generation || 0) + 1; // answers to older requests are dropped
     this.shown = new Map(); // row id -> its element
+    this.at = null; // the position drawn, when a wheel or a key set it (null: the scroll bar's)
+    this.drawn = null; // the rows drawn last: where a wheel or a key moves from
     this.schedule();
   }
 
@@ -88,6 +92,7 @@ export class LogWindow {
 
   follow() {
     this.following = true;
+    this.at = null;
     this.schedule();
   }
 
@@ -142,6 +147,59 @@ export class LogWindow {
     return s.scrollHeight - s.scrollTop - s.clientHeight < (this.plain ? 24 : 2);
   }
 
+  onScroll() {
+    const ours = Math.abs(this.scroller.scrollTop - this.wrote) <= 1;
+    this.wrote = NaN;
+    if (ours && !this.plain) return; // set by draw
+    this.at = null; // the scroll bar moved: the position follows it
+    this.following = this.atBottom();
+    this.schedule();
+  }
+
+  // A wheel or a key moves the content by pixels, through the rows' real heights.
+  move(pixels) {
+    const drawn = this.drawn;
+    if (!drawn) return;
+    const point = drawn.point + pixels;
+    let at = drawn.first;
+    for (const element of drawn.elements) {
+      const bottom = element.offsetTop + element.offsetHeight;
+      if (point < bottom) {
+        at += Math.max(0, point - element.offsetTop) / element.offsetHeight;
+        break;
+      }
+      at += 1;
+    }
+    this.at = Math.max(0, Math.min(this.total, at));
+    this.following = this.at >= this.total;
+    this.schedule();
+  }
+
+  onWheel(event) {
+    if (this.plain || event.ctrlKey || !event.deltaY) return;
+    event.preventDefault();
+    const unit = [1, this.rowHeight, this.scroller.clientHeight][event.deltaMode] || 1;
+    this.move(event.deltaY * unit);
+  }
+
+  onKey(event) {
+    if (this.plain || event.altKey || event.ctrlKey || event.metaKey) return;
+    const page = this.scroller.clientHeight * 0.9;
+    const by = { ArrowDown: 40, ArrowUp: -40, PageDown: page, PageUp: -page }[event.key];
+    if (event.key === "Home") {
+      this.at = 0;
+      this.following = false;
+    } else if (event.key === "End") {
+      this.following = true;
+    } else if (by !== undefined) {
+      this.move(by);
+    } else {
+      return;
+    }
+    event.preventDefault();
+    this.schedule();
+  }
+
   schedule() {
     if (this.frame) return;
     this.frame = requestAnimationFrame(() => {
@@ -156,32 +214,37 @@ export class LogWindow {
     const plain = this.plain;
     this.space.classList.toggle("drs-log-windowed", !plain);
     this.space.style.height = plain ? "" : `${this.height}px`;
-    if (this.following) s.scrollTop = s.scrollHeight;
-    const screen = Math.ceil(s.clientHeight / this.rowHeight) + MARGIN;
-    const fraction = plain ? 0 : Math.min(1, s.scrollTop / Math.max(1, s.scrollHeight - s.clientHeight));
-    const at = plain ? 0 : ((s.scrollTop + fraction * s.clientHeight) / this.height) * this.total;
+    const max = s.scrollHeight - s.clientHeight;
+    let at = 0;
+    if (!plain) {
+      if (this.following) at = this.total;
+      else if (this.at !== null) at = Math.min(this.at, this.total);
+      else at = max > 0 ? (s.scrollTop / max) * this.total : this.total;
+    }
     const anchor = Math.min(this.total - 1, Math.floor(at));
-    const from = plain ? 0 : Math.max(0, anchor - screen);
-    const to = plain ? this.total : Math.min(this.total, anchor + screen + 1);
+    // Rows of about a screenful of lines (and MARGIN more) on each side of the anchor.
+    const budget = plain ? Infinity : Math.ceil(s.clientHeight / this.rowHeight) + MARGIN;
     const missing = new Set();
     const row = (position) => {
       const found = this.row(position);
       if (!found) missing.add(Math.floor(position / PAGE));
       return found;
     };
-    // The rows here around the anchor, up to the first missing one on each side.
     const rows = anchor >= 0 && row(anchor) ? [this.row(anchor)] : [];
     let first = anchor;
-    for (let p = anchor - 1; rows.length && p >= from; p--) {
+    for (let p = anchor - 1, lines = 0; rows.length && p >= 0 && lines < budget; p--) {
       const found = row(p);
       if (!found) break;
       rows.unshift(found);
       first = p;
+      lines += lineCount(found);
     }
-    for (let p = anchor + 1; rows.length && p < to; p++) {
+    let lines = rows.length ? lineCount(rows[rows.length - 1]) : 0;
+    for (let p = anchor + 1; rows.length && p < this.total && lines < budget; p++) {
       const found = row(p);
       if (!found) break;
       rows.push(found);
+      lines += lineCount(found);
     }
     for (const number of missing) {
       if (this.loading.size >= MAX_LOADS) break;
@@ -198,16 +261,31 @@ export class LogWindow {
       elements.every((element, i) => this.rows.children[i] === element);
     if (!same) this.rows.replaceChildren(...elements);
     this.shown = shown;
+    this.drawn = null;
     if (plain) {
       this.rows.style.transform = "";
       if (this.following) s.scrollTop = s.scrollHeight;
       return;
     }
+    // The scroll bar shows the position: the fraction at / total of the way.
+    const fraction = this.total ? at / this.total : 1;
+    const top = this.following ? max : Math.round(fraction * max);
+    if (Math.abs(s.scrollTop - top) > (this.following ? 0 : 1)) {
+      this.wrote = top;
+      s.scrollTop = top;
+    }
     if (!elements.length) return;
     // The anchor row's point (its fraction passed) goes to the same fraction of the viewport.
     const element = elements[anchor - first];
-    const within = Math.min(1, at - anchor) * element.offsetHeight;
-    const top = s.scrollTop + fraction * s.clientHeight - element.offsetTop - within;
-    this.rows.style.transform = `translateY(${top}px)`;
+    const point = element.offsetTop + Math.min(1, at - anchor) * element.offsetHeight;
+    const y = s.scrollTop + fraction * s.clientHeight - point;
+    this.rows.style.transform = `translateY(${y}px)`;
+    this.drawn = { first, elements, point };
   }
+}
+
+// Lines of a row, about (a long line that wraps takes more).
+function lineCount(row) {
+  if (row.lines === undefined) row.lines = Math.max(1, row.content.split("\n").length - 1);
+  return row.lines;
 }
