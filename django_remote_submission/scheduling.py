@@ -63,6 +63,8 @@ def _holding() -> Q:
     return Q(status__in=[Status.queued, Status.running]) | Q(
         status=Status.submitted, admitted_at__isnull=False
     )
+
+
 _NEVER = datetime.min.replace(tzinfo=timezone.get_fixed_timezone(0))
 
 
