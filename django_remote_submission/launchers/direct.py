@@ -87,21 +87,32 @@ DRS_RUN_ID=${run##*/}; export DRS_RUN_ID
   (trap '' TERM INT HUP; exec cat > "$run/out" 9>&-)
 """
 
-# stdin to stdout, then "<bytes> bytes" on stderr (as dd reports). No single quote in it.
+# stdin to stdout, then "<bytes> bytes" on stderr (as dd reports). After a write it gathers
+# what arrives for 5 ms (up to 64 KiB) before the next write; after a quiet spell it writes at
+# once, and it ends as soon as its input does. No single quote in it (sh -c '...').
 PUMP = (
-    "my $n = 0;"
-    "while (1) {"
-    "  my $r = sysread(STDIN, my $b, 65536);"
-    "  last unless $r;"
-    "  for (my $o = 0; $o < $r;) {"
-    "    my $w = syswrite(STDOUT, $b, $r - $o, $o);"
+    'my ($sent, $left, $buf, $end) = (0, 0, "", 0);'
+    'my $rin = ""; vec($rin, 0, 1) = 1;'
+    "until ($end) {"
+    "  if ($left > 0) {"
+    "    my ($found, $t) = select(my $r = $rin, undef, undef, $left);"
+    "    if ($found > 0) {"
+    "      $left = $t;"
+    "      sysread(STDIN, $buf, 65536, length $buf) or $end = 1;"
+    "      next if !$end && $left > 0 && length($buf) < 65536;"
+    "    } else { $left = 0 }"
+    "  } else {"
+    "    sysread(STDIN, $buf, 65536, length $buf) or $end = 1;"
+    "  }"
+    "  next unless length $buf;"
+    "  for (my $o = 0; $o < length $buf;) {"
+    "    my $w = syswrite(STDOUT, $buf, length($buf) - $o, $o);"
     "    defined $w or exit 1;"
     "    $o += $w;"
     "  }"
-    "  $n += $r;"
-    "  select(undef, undef, undef, 0.005);"
+    '  $sent += length $buf; $buf = ""; $left = 0.005;'
     "}"
-    'print STDERR "$n bytes\\n";'
+    'print STDERR "$sent bytes\\n";'
 )
 
 # Wait until the wrapper releases its lock; with "follow", stream out/err from byte offsets
