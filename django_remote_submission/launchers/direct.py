@@ -87,12 +87,22 @@ DRS_RUN_ID=${run##*/}; export DRS_RUN_ID
   (trap '' TERM INT HUP; exec cat > "$run/out" 9>&-)
 """
 
-# stdin to stdout, then "<bytes> bytes" on stderr (as dd reports). After a write it gathers
-# what arrives for 5 ms (up to 64 KiB) before the next write; after a quiet spell it writes at
-# once, and it ends as soon as its input does. No single quote in it (sh -c '...').
+# Follows one of the run's files (args: file, offset): passes on what tail reads (stdin),
+# gathering for 5 ms after each write (up to 64 KiB) before the next, writing at once after a
+# quiet spell. Once tail stops (the job is over, or tail gave up), it waits for the job's end
+# (the lock) and sends what tail did not from the file itself (tail --pid may stop before the
+# last writes). No single quote in it (sh -c '...').
 PUMP = (
     'my ($sent, $left, $buf, $end) = (0, 0, "", 0);'
     'my $rin = ""; vec($rin, 0, 1) = 1;'
+    "sub put {"
+    "  for (my $o = 0; $o < length $buf;) {"
+    "    my $w = syswrite(STDOUT, $buf, length($buf) - $o, $o);"
+    "    defined $w or exit 1;"
+    "    $o += $w;"
+    "  }"
+    '  $sent += length $buf; $buf = "";'
+    "}"
     "until ($end) {"
     "  if ($left > 0) {"
     "    my ($found, $t) = select(my $r = $rin, undef, undef, $left);"
@@ -105,55 +115,59 @@ PUMP = (
     "    sysread(STDIN, $buf, 65536, length $buf) or $end = 1;"
     "  }"
     "  next unless length $buf;"
-    "  for (my $o = 0; $o < length $buf;) {"
-    "    my $w = syswrite(STDOUT, $buf, length($buf) - $o, $o);"
-    "    defined $w or exit 1;"
-    "    $o += $w;"
-    "  }"
-    '  $sent += length $buf; $buf = ""; $left = 0.005;'
+    "  put(); $left = 0.005;"
     "}"
-    'print STDERR "$sent bytes\\n";'
+    "my ($file, $from) = @ARGV;"
+    'if (open(my $lock, "+<", "lock")) { flock($lock, 1) }'
+    'if (-f $file && !-l $file && open(my $f, "<", $file)) {'
+    "  sysseek($f, $from + $sent, 0) or exit 0;"
+    "  while (sysread($f, $buf, 65536)) { put() }"
+    "}"
 )
 
 # Wait until the wrapper releases its lock; with "follow", stream out/err from byte offsets
-# meanwhile, and once the job is over send what tail did not (tail --pid may stop before the
-# last writes; the pump counts what it sent). The pump passes what tail reads on, at most one
-# write per 5 ms: a program printing line by line makes tail read a few hundred bytes at a
-# time, and each piece would travel as an SSH packet of its own (80,000 packets for a million
-# lines, most of the worker's CPU); paced, a flood goes out in pieces of up to 64 KiB, while a
-# line after a quiet spell goes at once. perl (perl-base: on every Debian and Ubuntu host) does
-# it; without perl, dd passes each piece as it comes. The lock is opened read-write so that
-# a job that puts a FIFO in its place cannot block the open. Args: run stdout_offset
-# stderr_offset follow|wait. Exit status: the job's, or 255 when it is not a plain number
-# from 0 to 255 (``EXIT_CODE`` then says why).
+# meanwhile. The pump (perl: perl-base is on every Debian and Ubuntu host) sends what tail
+# reads at most once per 5 ms: a program printing line by line makes tail read a few hundred
+# bytes at a time, and each piece would travel as an SSH packet of its own (80,000 packets for
+# a million lines, most of the worker's CPU); paced, a flood goes out in pieces of up to 64 KiB,
+# while a line after a quiet spell goes at once; and it sends what tail did not. Without perl,
+# dd passes each piece on as it comes, and what tail did not send is sent from the file once
+# the job is over (dd counts what it sent). The lock is opened read-write so that a job that
+# puts a FIFO in its place cannot block the open. Args: run stdout_offset stderr_offset
+# follow|wait. Exit status: the job's, or 255 when it is not a plain number from 0 to 255
+# (``EXIT_CODE`` then says why).
 STREAM = (
     r"""
 cd -- "$1" 2>/dev/null || exit 120
 export LC_ALL=C
 (flock -s 9) 9<> lock 2>/dev/null & w=$!
+paced=
 if [ "$4" = follow ]; then
   if command -v perl >/dev/null 2>&1; then
+    paced=1
     pump() { perl -e '"""
     + PUMP
-    + r"""'; }
+    + r"""' "$1" "$2" 2>/dev/null; }
   else
-    pump() { dd bs=65536; }
+    pump() { dd bs=65536 2> "sent.$$.$1"; }
   fi
-  { tail -c "+$(($2 + 1))" -F --pid="$w" out 2>/dev/null | pump 2> "sent.$$.out"; } &
-  { tail -c "+$(($3 + 1))" -F --pid="$w" err 2>/dev/null | pump 2> "sent.$$.err"; } >&2 &
+  { tail -c "+$(($2 + 1))" -F --pid="$w" out 2>/dev/null | pump out "$2"; } &
+  { tail -c "+$(($3 + 1))" -F --pid="$w" err 2>/dev/null | pump err "$3"; } >&2 &
 fi
 wait "$w"
 touch out err 2>/dev/null
 if [ "$4" = follow ]; then
   wait
-  # tail may stop before the last writes it was told of: send the rest from the file.
+  # dd: tail may stop before the last writes it was told of: send the rest from the file.
   rest() {
     n=$(sed -n 's/^\([0-9][0-9]*\) bytes.*/\1/p' "sent.$$.$1" 2>/dev/null | tail -n 1)
     rm -f "sent.$$.$1"
     [ -n "$n" ] && [ -f "$1" ] && [ ! -L "$1" ] && tail -c "+$(($2 + n + 1))" "$1" 2>/dev/null
   }
-  rest out "$2"
-  rest err "$3" >&2
+  if [ -z "$paced" ]; then
+    rest out "$2"
+    rest err "$3" >&2
+  fi
 fi
 [ -f exit ] && [ ! -L exit ] && c=$(head -c 4 exit 2>/dev/null) || c=
 case $c in ''|*[!0-9]*) exit 255 ;; esac
