@@ -28,13 +28,6 @@ CONFIGS = [
     tuple(c.split(":"))
     for c in os.environ.get("BENCH_WORKER_CONFIGS", "threads:8,prefork:4").split(",")
 ]
-PROGRAM = (
-    "import os\n"
-    "fd = os.open({marks!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)\n"
-    "os.write(fd, b'{token}\\n')\n"
-    "print('{token}')\n"
-)
-ONE_RUN = [("initial", "submitted"), ("submitted", "running"), ("running", "success")]
 
 
 def _one(b: Bench, pool: str, concurrency: int, database: str) -> Row:
@@ -42,6 +35,7 @@ def _one(b: Bench, pool: str, concurrency: int, database: str) -> Row:
     from django_remote_submission.models import FINAL_STATES, Event, Job
     from django_remote_submission.tasks import submit_job_to_server
     from tests.services import start_worker, wait_for
+    from tests.test_scale import ONE_RUN, PROGRAM  # the test's job and checks
 
     marks = f"{b.base}/marks-{uuid.uuid4().hex[:8]}"
     tokens = [uuid.uuid4().hex for _ in range(N)]

@@ -98,15 +98,17 @@ def start_order(jobs) -> list[int]:
     return [j.pk for j in Job.objects.filter(pk__in=[j.pk for j in jobs]).order_by("admitted_at")]
 
 
-def max_running_from_audit(server) -> int:
-    """The most jobs running at once, replayed from the audit trail's state changes."""
+def max_running_from_audit(server=None, owner=None) -> int:
+    """The most jobs (of ``server``, or of ``owner`` on every server) running at once,
+    replayed from the audit trail's state changes."""
+    events = Event.objects.filter(action=Event.Action.state)
+    if server is not None:
+        events = events.filter(server_id=server.pk)
+    if owner is not None:
+        events = events.filter(job__owner=owner)
     holding: set[int] = set()
     most = 0
-    for job_id, to_state in (
-        Event.objects.filter(server_id=server.pk, action=Event.Action.state)
-        .order_by("id")
-        .values_list("job_id", "to_state")
-    ):
+    for job_id, to_state in events.order_by("id").values_list("job_id", "to_state"):
         if to_state in (Status.queued, Status.running):
             holding.add(job_id)
         else:
@@ -478,22 +480,5 @@ def test_a_users_limit_on_all_servers_holds_across_servers(
         timeout=120,
         message=lambda: str(list(Job.objects.values_list("pk", "status", "error"))),
     )
-    held = max_held_by(owner)
+    held = max_running_from_audit(owner=owner)
     assert held == 2, held
-
-
-def max_held_by(user) -> int:
-    """The most jobs of ``user`` running at once, on every server, from the audit."""
-    holding: set[int] = set()
-    most = 0
-    for job_id, to_state in (
-        Event.objects.filter(job__owner=user, action=Event.Action.state)
-        .order_by("id")
-        .values_list("job_id", "to_state")
-    ):
-        if to_state in (Status.queued, Status.running):
-            holding.add(job_id)
-        else:
-            holding.discard(job_id)
-        most = max(most, len(holding))
-    return most
