@@ -61,8 +61,17 @@ def tab(chromium) -> Page:
     """A fresh browser context and page (named so that pytest-playwright leaves it alone)."""
     context = chromium.new_context(accept_downloads=True)
     context.set_default_timeout(15_000)
-    yield context.new_page()
+    page = context.new_page()
+    # The page's own errors fail the test that met them, with their message.
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on(
+        "console",
+        lambda m: m.type == "error" and "Could not show" in m.text and errors.append(m.text),
+    )
+    yield page
     context.close()
+    assert errors == [], errors
 
 
 @pytest.fixture(scope="module")

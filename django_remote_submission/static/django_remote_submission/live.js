@@ -41,7 +41,12 @@ export function connect(path, { onMessage, query, status }) {
     };
     ws.onmessage = (event) => {
       const message = JSON.parse(event.data);
-      onMessage(message);
+      try {
+        onMessage(message);
+      } catch (error) {
+        // The page's own failure must not stall the socket: it is still acknowledged.
+        console.error("Could not show a message of", path, error);
+      }
       seq = message.seq;
       if (message.history) {
         clearTimeout(timer);
