@@ -218,6 +218,7 @@ class Follower:
 
     def __init__(self, base: str, cookie: str, job_pk: int) -> None:
         self.url = base.replace("http://", "ws://") + f"ws/job-log/{job_pk}/"
+        self.job_pk = job_pk
         self.cookie, self.rows, self.live = cookie, [], []
         self.connections, self.final = 0, None
         self.thread = threading.Thread(target=self._follow, daemon=True)
@@ -227,9 +228,19 @@ class Follower:
         self.thread.start()
         return self
 
+    def missing(self) -> bool:
+        """Rows stored that this client has not received yet. (A socket opened after the job
+        ended sends the final status first, then the rows: the final status alone is not
+        the end of what is to come.)"""
+        after = self.rows[-1]["id"] if self.rows else 0
+        try:
+            return Log.objects.filter(job_id=self.job_pk, id__gt=after).exists()
+        finally:
+            connections["default"].close()
+
     def _follow(self) -> None:
         deadline = time.monotonic() + 120
-        while self.final is None and time.monotonic() < deadline:
+        while (self.final is None or self.missing()) and time.monotonic() < deadline:
             after = self.rows[-1]["id"] if self.rows else 0
             try:
                 with connect(
@@ -244,7 +255,7 @@ class Follower:
                 time.sleep(0.2)  # the server is away: try again, as a browser would
 
     def _read(self, ws) -> None:
-        while self.final is None:
+        while self.final is None or self.missing():
             message = json.loads(ws.recv(timeout=30))
             ws.send(json.dumps({"type": "ack", "seq": message["seq"]}))
             if message["type"] == "logs":
