@@ -316,7 +316,11 @@ def test_a_job_waits_while_the_hosts_load_per_core_is_above_the_limit(
                 == "load 1.25 per core on test sshd above 1.00"
             ),
             timeout=30,
-            message="the load read again",
+            message=lambda: (
+                "the load read again; "
+                f"{Job.objects.values('status', 'wait_reason', 'error').get(pk=job.pk)}; "
+                f"{workers[0].log()[-2000:]}"
+            ),
         )
         job.refresh_from_db()
         assert (job.status, job.started_at, job.logs.count()) == (Status.waiting, None, 0)
