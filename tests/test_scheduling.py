@@ -32,6 +32,9 @@ BLOCKED = (
 )
 
 
+QUEUE = "drs-scheduling"
+
+
 def load_file(sshd) -> str:
     """Where the faked load source of the workers reads "<load average> <cores>"."""
     return os.path.join(sshd.base_dir_pw, "fleet-load")
@@ -45,11 +48,19 @@ def workers(celery_app, redis_url, sshd):
     started = []
     try:
         for _ in range(4):
-            started.append(start_worker(redis_url, concurrency=3, extra_env=env))
+            started.append(start_worker(redis_url, concurrency=3, extra_env=env, queue=QUEUE))
         yield started
     finally:
         for w in started:
             w.stop()
+
+
+@pytest.fixture(autouse=True)
+def own_queue(server):
+    """The tests' jobs and hand-outs go to these workers only (the session's shared worker,
+    with the real load command, consumes the default queue)."""
+    server.queue = QUEUE
+    server.save()
 
 
 @pytest.fixture
